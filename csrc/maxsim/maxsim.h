@@ -1,0 +1,38 @@
+// MaxSim (late interaction) kernels: raw-pointer entry points shared by the bindings.
+//
+// Layout: query tokens q [Tq, H] (fp32), doc tokens d [Td, H] (dtype `dt`), both row-major contiguous.
+// Query i occupies rows q_off[i] .. q_off[i] + q_len[i]; doc j rows d_off[j] .. d_off[j] + d_len[j]
+// (int32 offsets and lengths; padded batches use off = i * L, packed batches the cu_seqlens).
+//   all-pairs : scores [nq, nd], argmax [Tq, nd]   (row = global query token, value = global doc token)
+//   pairwise  : scores [n]  (q i with d i), argmax [Tq]
+// score(i, j) = sum over query tokens t of max over doc tokens u of <q_t, d_u>; a doc without tokens adds 0
+// and gives argmax -1. Ties keep the first doc token. argmax may be null (inference).
+#pragma once
+#include <cstdint>
+
+#include "common/dtype.h"
+
+namespace m3k {
+
+struct MaxSimProblem {
+  const float* q;
+  const void* d;
+  DType d_dtype;
+  int64_t hidden;
+  const int32_t* q_off;
+  const int32_t* q_len;
+  int64_t nq;
+  const int32_t* d_off;
+  const int32_t* d_len;
+  int64_t nd;
+  bool pairwise;
+};
+
+void maxsim_forward_cpu(const MaxSimProblem& p, float* scores, int32_t* argmax, int num_threads);
+
+// Gradients from the saved argmax: grad [nq, nd] or [n]; dq [Tq, H] and dd [Td, H] fp32, zero-filled by the
+// caller. dq_t = sum_j g(i, j) d_argmax(t, j); dd_argmax(t, j) += g(i, j) q_t.
+void maxsim_backward_cpu(const MaxSimProblem& p, const float* grad, const int32_t* argmax, float* dq, float* dd,
+                         int num_threads);
+
+}  // namespace m3k

@@ -1,0 +1,116 @@
+// Sparse lexical head on the CPU: one pass over the hidden states for the token weights, a per-text sort
+// for the max-pool by id, and an inverted index of the queries for the lexical scores.
+#include <omp.h>
+
+#include <algorithm>
+#include <tuple>
+#include <vector>
+
+#include "sparse/sparse.h"
+
+namespace m3k {
+namespace {
+
+template <typename T>
+void token_weights(const LexicalPoolProblem& p, float* w, int num_threads) {
+  const T* h = static_cast<const T*>(p.hidden);
+  const int64_t H = p.hidden_size;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(num_threads)
+  for (int64_t b = 0; b < p.batch; ++b) {
+    for (int64_t t = p.off[b]; t < p.off[b] + p.len[b]; ++t) {
+      const T* row = h + t * H;
+      float acc = 0.f;
+#pragma omp simd reduction(+ : acc)
+      for (int64_t k = 0; k < H; ++k) acc += to_float(row[k]) * p.weight[k];
+      w[t] = std::max(acc + p.bias, 0.f);
+    }
+  }
+}
+
+}  // namespace
+
+void lexical_pool_cpu(const LexicalPoolProblem& p, int64_t* out_ids, float* out_vals, int64_t* out_src,
+                      int64_t* counts, int num_threads) {
+  int64_t total = 0;
+  for (int64_t b = 0; b < p.batch; ++b) total = std::max<int64_t>(total, int64_t(p.off[b]) + p.len[b]);
+  std::vector<float> w(total);
+  dispatch_dtype(p.dtype, [&](auto tag) { token_weights<decltype(tag)>(p, w.data(), num_threads); });
+  const std::vector<int64_t> skip(p.skip_ids, p.skip_ids + p.nskip);
+
+#pragma omp parallel num_threads(num_threads)
+  {
+    std::vector<std::tuple<int64_t, float, int64_t>> entries;  // (id, -weight, row): sorts to max first
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t b = 0; b < p.batch; ++b) {
+      entries.clear();
+      for (int64_t t = p.off[b]; t < p.off[b] + p.len[b]; ++t) {
+        if (w[t] <= 0.f || std::find(skip.begin(), skip.end(), p.ids[t]) != skip.end()) continue;
+        entries.emplace_back(p.ids[t], -w[t], t);
+      }
+      std::sort(entries.begin(), entries.end());
+      int64_t n = 0;
+      for (size_t e = 0; e < entries.size(); ++e) {
+        if (e > 0 && std::get<0>(entries[e]) == std::get<0>(entries[e - 1])) continue;
+        const int64_t slot = p.off[b] + n++;
+        out_ids[slot] = std::get<0>(entries[e]);
+        out_vals[slot] = -std::get<1>(entries[e]);
+        out_src[slot] = std::get<2>(entries[e]);
+      }
+      counts[b] = n;
+    }
+  }
+}
+
+void lexical_scores_cpu(const SparseRows& q, const SparseRows& d, bool pairwise, float* scores, int num_threads) {
+  if (pairwise) {
+#pragma omp parallel for schedule(dynamic, 64) num_threads(num_threads)
+    for (int64_t r = 0; r < q.rows; ++r) {
+      int64_t a = q.indptr[r], ae = q.indptr[r + 1], b = d.indptr[r], be = d.indptr[r + 1];
+      double s = 0.0;
+      while (a < ae && b < be) {
+        if (q.ids[a] < d.ids[b]) {
+          ++a;
+        } else if (q.ids[a] > d.ids[b]) {
+          ++b;
+        } else {
+          s += double(q.vals[a++]) * d.vals[b++];
+        }
+      }
+      scores[r] = static_cast<float>(s);
+    }
+    return;
+  }
+  // Inverted index of the queries: postings of id v are post_q/post_w[head[v] .. head[v + 1]].
+  const int64_t nnz_q = q.indptr[q.rows];
+  int64_t vocab = 0;
+  for (int64_t e = 0; e < nnz_q; ++e) vocab = std::max(vocab, q.ids[e] + 1);
+  std::vector<int64_t> head(vocab + 1, 0);
+  for (int64_t e = 0; e < nnz_q; ++e) ++head[q.ids[e] + 1];
+  for (int64_t v = 0; v < vocab; ++v) head[v + 1] += head[v];
+  std::vector<int64_t> fill(head.begin(), head.end() - 1);
+  std::vector<int32_t> post_q(nnz_q);
+  std::vector<float> post_w(nnz_q);
+  for (int64_t r = 0; r < q.rows; ++r)
+    for (int64_t e = q.indptr[r]; e < q.indptr[r + 1]; ++e) {
+      const int64_t slot = fill[q.ids[e]]++;
+      post_q[slot] = static_cast<int32_t>(r);
+      post_w[slot] = q.vals[e];
+    }
+#pragma omp parallel num_threads(num_threads)
+  {
+    std::vector<double> acc(q.rows);
+#pragma omp for schedule(dynamic, 16)
+    for (int64_t c = 0; c < d.rows; ++c) {
+      std::fill(acc.begin(), acc.end(), 0.0);
+      for (int64_t e = d.indptr[c]; e < d.indptr[c + 1]; ++e) {
+        const int64_t v = d.ids[e];
+        if (v >= vocab) continue;
+        const double wd = d.vals[e];
+        for (int64_t s = head[v]; s < head[v + 1]; ++s) acc[post_q[s]] += wd * post_w[s];
+      }
+      for (int64_t r = 0; r < q.rows; ++r) scores[r * d.rows + c] = static_cast<float>(acc[r]);
+    }
+  }
+}
+
+}  // namespace m3k

@@ -1,0 +1,89 @@
+"""Input validation shared by the ops: every message names the argument and what was expected."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import torch
+
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def kernel_dtype(backend: str, name: str, t: torch.Tensor) -> None:
+    """float64 is for the reference backend (the oracle); the kernels take float32/float16/bfloat16."""
+    if backend != "reference" and t.dtype not in KERNEL_DTYPES:
+        raise TypeError(f"{name} has dtype {t.dtype}; backend {backend!r} takes float32, float16 or bfloat16 "
+                        "(float64 runs on backend='reference')")
+
+
+def data_checks_enabled() -> bool:
+    """Checks that read tensor values (NaN, cu_seqlens order, ids in range) need a device sync; they are
+    skipped while tracing with torch.compile, during CUDA graph capture, or with M3K_SKIP_DATA_CHECKS=1."""
+    if os.environ.get("M3K_SKIP_DATA_CHECKS", "0") == "1":
+        return False
+    if torch.compiler.is_compiling():
+        return False
+    return not (torch.cuda.is_available() and torch.cuda.is_current_stream_capturing())
+
+
+def tensor(name: str, t: object, *, ndim: int | Sequence[int], dtypes: Sequence[torch.dtype]) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in dtypes:
+        names = ", ".join(str(d).removeprefix("torch.") for d in dtypes)
+        raise TypeError(f"{name} must have dtype {names}; got {str(t.dtype).removeprefix('torch.')}")
+    dims = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+    if t.dim() not in dims:
+        want = " or ".join(f"{d}-D" for d in dims)
+        raise ValueError(f"{name} must be {want}; got shape {tuple(t.shape)}")
+    return t
+
+
+def same_device(**tensors: torch.Tensor | None) -> torch.device:
+    devices = {name: t.device for name, t in tensors.items() if t is not None}
+    first_name, first = next(iter(devices.items()))
+    for name, dev in devices.items():
+        if dev != first:
+            raise ValueError(f"{name} is on {dev} but {first_name} is on {first}; all inputs must share a device")
+    return first
+
+
+def same_dtype(a_name: str, a: torch.Tensor, b_name: str, b: torch.Tensor) -> None:
+    if a.dtype != b.dtype:
+        raise TypeError(f"{a_name} ({a.dtype}) and {b_name} ({b.dtype}) must have the same dtype")
+
+
+def no_nan(name: str, t: torch.Tensor) -> None:
+    if t.is_floating_point() and data_checks_enabled() and bool(torch.isnan(t).any()):
+        raise ValueError(f"{name} contains NaN; NaN inputs are rejected (documented NaN policy)")
+
+
+def cu_seqlens(name: str, cu: object, total: int) -> torch.Tensor:
+    """int32/int64 [N+1] offsets: cu[0] == 0, non-decreasing, cu[-1] == total tokens. Returns int32."""
+    cu = tensor(name, cu, ndim=1, dtypes=(torch.int32, torch.int64))
+    if cu.numel() < 2:
+        raise ValueError(f"{name} must have at least 2 entries (N+1 for N >= 1 sequences); got {cu.numel()}")
+    if data_checks_enabled():
+        host = cu.detach().to("cpu", torch.int64)
+        if int(host[0]) != 0:
+            raise ValueError(f"{name}[0] must be 0; got {int(host[0])}")
+        if int(host[-1]) != total:
+            raise ValueError(f"{name}[-1] must equal the number of packed tokens ({total}); got {int(host[-1])}")
+        if bool((host[1:] < host[:-1]).any()):
+            raise ValueError(f"{name} must be non-decreasing")
+    return cu.to(torch.int32)
+
+
+def mask(name: str, m: object, shape: tuple[int, int]) -> torch.Tensor:
+    m = tensor(name, m, ndim=2, dtypes=(torch.bool,))
+    if tuple(m.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)} (batch, length); got {tuple(m.shape)}")
+    return m
+
+
+def backend_name(backend: object) -> str:
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a str, got {type(backend).__name__}")
+    return backend

@@ -1,0 +1,147 @@
+"""Public MaxSim ops: padded (masks) and packed (cu_seqlens) inputs, all pairs or pairwise."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from m3kernels import _backend, _checks
+from m3kernels.maxsim import reference
+
+_KERNEL_OPS: dict[str, object] = {}
+
+
+def _kernel_op(backend: str):
+    if backend not in _KERNEL_OPS:
+        if backend == "cpu":
+            from m3kernels.maxsim import cpu as module
+        elif backend == "triton":
+            from m3kernels.maxsim import triton as module
+        else:
+            from m3kernels.maxsim import cuda as module
+        _KERNEL_OPS[backend] = module.op
+    return _KERNEL_OPS[backend]
+
+
+def _check_pair(q: Tensor, d: Tensor, q_ndim: int) -> torch.device:
+    _checks.tensor("q", q, ndim=q_ndim, dtypes=_checks.FLOAT_DTYPES)
+    _checks.tensor("d", d, ndim=q_ndim, dtypes=_checks.FLOAT_DTYPES)
+    _checks.same_dtype("q", q, "d", d)
+    device = _checks.same_device(q=q, d=d)
+    if q.shape[-1] != d.shape[-1]:
+        raise ValueError(f"q and d must have the same hidden size; got {q.shape[-1]} and {d.shape[-1]}")
+    if q.shape[-1] == 0:
+        raise ValueError("q and d must have a hidden size >= 1")
+    return device
+
+
+def _prefix_layout(x: Tensor, m: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    """Padded [N, L, H] -> (rows [N*L, H], off, len, prefix mask) with each item's valid tokens first."""
+    n, length, h = x.shape
+    off = torch.arange(n, device=x.device, dtype=torch.int32) * length
+    if m is None:
+        return x.reshape(n * length, h), off, torch.full((n,), length, dtype=torch.int32, device=x.device), None
+    lens = m.sum(dim=1, dtype=torch.int32)
+    prefix = torch.arange(length, device=x.device)[None, :] < lens[:, None]
+    if torch.compiler.is_compiling() or not bool(torch.equal(prefix, m)):
+        # Move each item's valid tokens to the front (stable), so the kernels see a prefix layout.
+        order = torch.argsort((~m).to(torch.int8), dim=1, stable=True)
+        x = torch.gather(x, 1, order[..., None].expand(n, length, h))
+    return x.reshape(n * length, h), off, lens, prefix
+
+
+def _finish(scores: Tensor, q_len: Tensor, pairwise: bool, normalize: bool) -> Tensor:
+    if not normalize:
+        return scores
+    count = q_len.clamp(min=1).to(scores.dtype)
+    return scores / (count if pairwise else count[:, None])
+
+
+def _run(q2: Tensor, q_off: Tensor, q_len: Tensor, d2: Tensor, d_off: Tensor, d_len: Tensor, *,
+         pairwise: bool, normalize: bool, backend: str, device: torch.device) -> Tensor:
+    if pairwise and q_off.shape[0] != d_off.shape[0]:
+        raise ValueError(f"pairwise=True needs as many queries as docs; got {q_off.shape[0]} and {d_off.shape[0]}")
+    _checks.no_nan("q", q2)
+    _checks.no_nan("d", d2)
+    name = _backend.resolve("maxsim", backend, device, q2.dtype)
+    _checks.kernel_dtype(name, "q", q2)
+    if name == "reference":
+        compute = torch.float64 if q2.dtype == torch.float64 else torch.float32
+        scores = reference.maxsim_packed(q2, q_off, q_len, d2, d_off, d_len, pairwise=pairwise,
+                                         compute_dtype=compute)
+    else:
+        need_argmax = torch.is_grad_enabled() and (q2.requires_grad or d2.requires_grad)
+        scores, _ = _kernel_op(name)(q2, q_off, q_len, d2, d_off, d_len, pairwise, need_argmax)
+    return _finish(scores, q_len, pairwise, normalize)
+
+
+def maxsim(
+    q: Tensor,
+    d: Tensor,
+    q_mask: Tensor | None = None,
+    d_mask: Tensor | None = None,
+    *,
+    pairwise: bool = False,
+    normalize: bool = False,
+    backend: str = "auto",
+) -> Tensor:
+    """Late-interaction (ColBERT / BGE-M3 multi-vector) score of padded query and doc token vectors.
+
+    Args:
+        q: [Nq, Lq, H] query token vectors, float32 / float16 / bfloat16 (float64: reference backend only).
+        d: [Nd, Ld, H] doc token vectors, same dtype and device as q.
+        q_mask, d_mask: [Nq, Lq] / [Nd, Ld] bool, True for real tokens (None: all real). Any pattern works;
+            prefix masks avoid a gather.
+        pairwise: score q[i] against d[i] only (Nq == Nd) instead of all pairs.
+        normalize: divide by the number of valid query tokens (BGE-M3's s_mul).
+        backend: "auto", "reference", "cpu", "triton" or "cuda" (see README).
+
+    Returns:
+        float32 [Nq, Nd] (or [N] when pairwise; float64 for float64 inputs) with
+        ``score(a, b) = sum_{i valid in a} max_{j valid in b} <q[a, i], d[b, j]>`` (accumulated in float32).
+        A doc without valid tokens scores 0; so does a query without valid tokens. Differentiable in q and d
+        (the gradient flows through the arg-max doc token of every query token; first max on ties).
+    """
+    device = _check_pair(q, d, 3)
+    if q.shape[0] == 0 or d.shape[0] == 0:
+        raise ValueError(f"q and d must hold at least one item each; got Nq={q.shape[0]}, Nd={d.shape[0]}")
+    if q_mask is not None:
+        _checks.mask("q_mask", q_mask, (q.shape[0], q.shape[1]))
+    if d_mask is not None:
+        _checks.mask("d_mask", d_mask, (d.shape[0], d.shape[1]))
+    _checks.same_device(q=q, q_mask=q_mask, d_mask=d_mask)
+    q2, q_off, q_len, _ = _prefix_layout(q, q_mask)
+    d2, d_off, d_len, _ = _prefix_layout(d, d_mask)
+    return _run(q2, q_off, q_len, d2, d_off, d_len, pairwise=pairwise, normalize=normalize, backend=backend,
+                device=device)
+
+
+def maxsim_varlen(
+    q: Tensor,
+    cu_seqlens_q: Tensor,
+    d: Tensor,
+    cu_seqlens_d: Tensor,
+    *,
+    pairwise: bool = False,
+    normalize: bool = False,
+    backend: str = "auto",
+) -> Tensor:
+    """MaxSim on packed (unpadded) tokens, FlashAttention's varlen convention.
+
+    Args:
+        q: [total_q, H] query tokens of all queries back to back; d: [total_d, H] likewise.
+        cu_seqlens_q, cu_seqlens_d: int32 (or int64) [N+1] offsets, starting at 0, non-decreasing, ending at
+            total_q / total_d. Item i is rows cu[i] .. cu[i+1].
+        pairwise, normalize, backend: as in :func:`maxsim`.
+
+    Returns:
+        float32 [Nq, Nd] or [N]; same formula as :func:`maxsim`.
+    """
+    device = _check_pair(q, d, 2)
+    cu_q = _checks.cu_seqlens("cu_seqlens_q", cu_seqlens_q, q.shape[0])
+    cu_d = _checks.cu_seqlens("cu_seqlens_d", cu_seqlens_d, d.shape[0])
+    _checks.same_device(q=q, cu_seqlens_q=cu_q, cu_seqlens_d=cu_d)
+    q_off, q_len = cu_q[:-1].contiguous(), (cu_q[1:] - cu_q[:-1]).contiguous()
+    d_off, d_len = cu_d[:-1].contiguous(), (cu_d[1:] - cu_d[:-1]).contiguous()
+    return _run(q, q_off, q_len, d, d_off, d_len, pairwise=pairwise, normalize=normalize, backend=backend,
+                device=device)

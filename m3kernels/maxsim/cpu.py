@@ -1,0 +1,46 @@
+"""MaxSim on the C++ CPU kernels (csrc/maxsim/maxsim_cpu.cpp)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from m3kernels import _backend, _native
+from m3kernels.maxsim.ops import define_backend
+
+
+def _problem(q: Tensor, q_off: Tensor, q_len: Tensor, d: Tensor, d_off: Tensor, d_len: Tensor, pairwise: bool):
+    return (_native.addr(q), _native.addr(d), _native.DTYPE_CODES[d.dtype], q.shape[1], _native.addr(q_off),
+            _native.addr(q_len), q_off.shape[0], _native.addr(d_off), _native.addr(d_len), d_off.shape[0], pairwise)
+
+
+def forward(q, q_off, q_len, d, d_off, d_len, pairwise, need_argmax):
+    q = q.float().contiguous()
+    d = d.contiguous()
+    nq, nd = q_off.shape[0], d_off.shape[0]
+    scores = torch.empty((nq,) if pairwise else (nq, nd), dtype=torch.float32)
+    arg_shape = ((q.shape[0],) if pairwise else (q.shape[0], nd)) if need_argmax else (0,)
+    argmax = torch.full(arg_shape, -1, dtype=torch.int32)
+    _native.C.maxsim_forward_cpu(*_problem(q, q_off, q_len, d, d_off, d_len, pairwise), _native.addr(scores),
+                                 _native.addr(argmax) if need_argmax else 0, _native.threads())
+    return scores, argmax
+
+
+def backward(grad, q, q_off, q_len, d, d_off, d_len, argmax, pairwise):
+    q = q.float().contiguous()
+    d = d.contiguous()
+    dq = torch.zeros(q.shape, dtype=torch.float32)
+    dd = torch.zeros(d.shape, dtype=torch.float32)
+    _native.C.maxsim_backward_cpu(*_problem(q, q_off, q_len, d, d_off, d_len, pairwise), _native.addr(grad),
+                                  _native.addr(argmax), _native.addr(dq), _native.addr(dd), _native.threads())
+    return dq, dd
+
+
+def _why_unavailable(device: torch.device) -> str | None:
+    if not _native.have_cpu_kernels():
+        return f"the compiled module m3kernels._C is missing ({_native.IMPORT_ERROR})"
+    return None if device.type == "cpu" else f"the C++ kernels run on CPU tensors, got {device}"
+
+
+op = define_backend("cpu", forward, backward)
+_backend.register("maxsim", "cpu", _why_unavailable)

@@ -1,0 +1,59 @@
+"""torch.library custom ops for the MaxSim kernel backends (CPU, Triton, CUDA), with fake tensors and autograd.
+
+Every kernel backend provides two plain functions over packed tokens:
+    forward(q, q_off, q_len, d, d_off, d_len, pairwise, need_argmax) -> (scores fp32, argmax int32)
+    backward(grad, q, q_off, q_len, d, d_off, d_len, argmax, pairwise) -> (dq fp32 [Tq, H], dd fp32 [Td, H])
+with the layout of csrc/maxsim/maxsim.h. ``define_backend`` wraps them as ``m3k::maxsim_<name>`` so that
+torch.compile(fullgraph=True) traces through and autograd uses the saved argmax.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+ForwardFn = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, bool, bool], tuple[Tensor, Tensor]]
+BackwardFn = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, bool], tuple[Tensor, Tensor]]
+
+
+def define_backend(name: str, forward: ForwardFn, backward: BackwardFn):
+    """Registers m3k::maxsim_<name> and m3k::maxsim_<name>_backward; returns the forward op."""
+
+    @torch.library.custom_op(f"m3k::maxsim_{name}", mutates_args=())
+    def fwd(q: Tensor, q_off: Tensor, q_len: Tensor, d: Tensor, d_off: Tensor, d_len: Tensor,
+            pairwise: bool, need_argmax: bool) -> tuple[Tensor, Tensor]:
+        return forward(q, q_off, q_len, d, d_off, d_len, pairwise, need_argmax)
+
+    @fwd.register_fake
+    def _(q, q_off, q_len, d, d_off, d_len, pairwise, need_argmax):
+        nq, nd = q_off.shape[0], d_off.shape[0]
+        scores = q.new_empty((nq,) if pairwise else (nq, nd), dtype=torch.float32)
+        arg_shape = ((q.shape[0],) if pairwise else (q.shape[0], nd)) if need_argmax else (0,)
+        return scores, q.new_empty(arg_shape, dtype=torch.int32)
+
+    @torch.library.custom_op(f"m3k::maxsim_{name}_backward", mutates_args=())
+    def bwd(grad: Tensor, q: Tensor, q_off: Tensor, q_len: Tensor, d: Tensor, d_off: Tensor, d_len: Tensor,
+            argmax: Tensor, pairwise: bool) -> tuple[Tensor, Tensor]:
+        return backward(grad, q, q_off, q_len, d, d_off, d_len, argmax, pairwise)
+
+    @bwd.register_fake
+    def _(grad, q, q_off, q_len, d, d_off, d_len, argmax, pairwise):
+        return q.new_empty(q.shape, dtype=torch.float32), d.new_empty(d.shape, dtype=torch.float32)
+
+    def setup_context(ctx, inputs, output):
+        q, q_off, q_len, d, d_off, d_len, pairwise, need_argmax = inputs
+        ctx.pairwise = pairwise
+        ctx.need_argmax = need_argmax
+        ctx.save_for_backward(q, q_off, q_len, d, d_off, d_len, output[1])
+
+    def autograd_backward(ctx, grad_scores, _grad_argmax):
+        q, q_off, q_len, d, d_off, d_len, argmax = ctx.saved_tensors
+        if not ctx.need_argmax:
+            raise RuntimeError("maxsim was called with need_argmax=False; its backward needs the argmax")
+        dq, dd = bwd(grad_scores.float().contiguous(), q, q_off, q_len, d, d_off, d_len, argmax, ctx.pairwise)
+        return dq.to(q.dtype), None, None, dd.to(d.dtype), None, None, None, None
+
+    fwd.register_autograd(autograd_backward, setup_context=setup_context)
+    return fwd
