@@ -14,8 +14,10 @@ KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 def kernel_dtype(backend: str, name: str, t: torch.Tensor) -> None:
     """float64 is for the reference backend (the oracle); the kernels take float32/float16/bfloat16."""
     if backend != "reference" and t.dtype not in KERNEL_DTYPES:
-        raise TypeError(f"{name} has dtype {t.dtype}; backend {backend!r} takes float32, float16 or bfloat16 "
-                        "(float64 runs on backend='reference')")
+        raise TypeError(
+            f"{name} has dtype {t.dtype}; backend {backend!r} takes float32, float16 or bfloat16 "
+            "(float64 runs on backend='reference')"
+        )
 
 
 def data_checks_enabled() -> bool:
@@ -46,7 +48,9 @@ def same_device(**tensors: torch.Tensor | None) -> torch.device:
     first_name, first = next(iter(devices.items()))
     for name, dev in devices.items():
         if dev != first:
-            raise ValueError(f"{name} is on {dev} but {first_name} is on {first}; all inputs must share a device")
+            raise ValueError(
+                f"{name} is on {dev} but {first_name} is on {first}; all inputs must share a device"
+            )
     return first
 
 
@@ -70,7 +74,9 @@ def cu_seqlens(name: str, cu: object, total: int) -> torch.Tensor:
         if int(host[0]) != 0:
             raise ValueError(f"{name}[0] must be 0; got {int(host[0])}")
         if int(host[-1]) != total:
-            raise ValueError(f"{name}[-1] must equal the number of packed tokens ({total}); got {int(host[-1])}")
+            raise ValueError(
+                f"{name}[-1] must equal the number of packed tokens ({total}); got {int(host[-1])}"
+            )
         if bool((host[1:] < host[:-1]).any()):
             raise ValueError(f"{name} must be non-decreasing")
     return cu.to(torch.int32)

@@ -6,6 +6,7 @@ import torch
 
 try:
     from m3kernels import _C as C
+
     IMPORT_ERROR: str | None = None
 except ImportError as exc:  # the package still works on the reference backend
     C = None

@@ -40,7 +40,12 @@ def _prefix_layout(x: Tensor, m: Tensor | None) -> tuple[Tensor, Tensor, Tensor,
     n, length, h = x.shape
     off = torch.arange(n, device=x.device, dtype=torch.int32) * length
     if m is None:
-        return x.reshape(n * length, h), off, torch.full((n,), length, dtype=torch.int32, device=x.device), None
+        return (
+            x.reshape(n * length, h),
+            off,
+            torch.full((n,), length, dtype=torch.int32, device=x.device),
+            None,
+        )
     lens = m.sum(dim=1, dtype=torch.int32)
     prefix = torch.arange(length, device=x.device)[None, :] < lens[:, None]
     if torch.compiler.is_compiling() or not bool(torch.equal(prefix, m)):
@@ -57,18 +62,32 @@ def _finish(scores: Tensor, q_len: Tensor, pairwise: bool, normalize: bool) -> T
     return scores / (count if pairwise else count[:, None])
 
 
-def _run(q2: Tensor, q_off: Tensor, q_len: Tensor, d2: Tensor, d_off: Tensor, d_len: Tensor, *,
-         pairwise: bool, normalize: bool, backend: str, device: torch.device) -> Tensor:
+def _run(
+    q2: Tensor,
+    q_off: Tensor,
+    q_len: Tensor,
+    d2: Tensor,
+    d_off: Tensor,
+    d_len: Tensor,
+    *,
+    pairwise: bool,
+    normalize: bool,
+    backend: str,
+    device: torch.device,
+) -> Tensor:
     if pairwise and q_off.shape[0] != d_off.shape[0]:
-        raise ValueError(f"pairwise=True needs as many queries as docs; got {q_off.shape[0]} and {d_off.shape[0]}")
+        raise ValueError(
+            f"pairwise=True needs as many queries as docs; got {q_off.shape[0]} and {d_off.shape[0]}"
+        )
     _checks.no_nan("q", q2)
     _checks.no_nan("d", d2)
     name = _backend.resolve("maxsim", backend, device, q2.dtype)
     _checks.kernel_dtype(name, "q", q2)
     if name == "reference":
         compute = torch.float64 if q2.dtype == torch.float64 else torch.float32
-        scores = reference.maxsim_packed(q2, q_off, q_len, d2, d_off, d_len, pairwise=pairwise,
-                                         compute_dtype=compute)
+        scores = reference.maxsim_packed(
+            q2, q_off, q_len, d2, d_off, d_len, pairwise=pairwise, compute_dtype=compute
+        )
     else:
         need_argmax = torch.is_grad_enabled() and (q2.requires_grad or d2.requires_grad)
         scores, _ = _kernel_op(name)(q2, q_off, q_len, d2, d_off, d_len, pairwise, need_argmax)
@@ -112,8 +131,18 @@ def maxsim(
     _checks.same_device(q=q, q_mask=q_mask, d_mask=d_mask)
     q2, q_off, q_len, _ = _prefix_layout(q, q_mask)
     d2, d_off, d_len, _ = _prefix_layout(d, d_mask)
-    return _run(q2, q_off, q_len, d2, d_off, d_len, pairwise=pairwise, normalize=normalize, backend=backend,
-                device=device)
+    return _run(
+        q2,
+        q_off,
+        q_len,
+        d2,
+        d_off,
+        d_len,
+        pairwise=pairwise,
+        normalize=normalize,
+        backend=backend,
+        device=device,
+    )
 
 
 def maxsim_varlen(
@@ -143,5 +172,15 @@ def maxsim_varlen(
     _checks.same_device(q=q, cu_seqlens_q=cu_q, cu_seqlens_d=cu_d)
     q_off, q_len = cu_q[:-1].contiguous(), (cu_q[1:] - cu_q[:-1]).contiguous()
     d_off, d_len = cu_d[:-1].contiguous(), (cu_d[1:] - cu_d[:-1]).contiguous()
-    return _run(q, q_off, q_len, d, d_off, d_len, pairwise=pairwise, normalize=normalize, backend=backend,
-                device=device)
+    return _run(
+        q,
+        q_off,
+        q_len,
+        d,
+        d_off,
+        d_len,
+        pairwise=pairwise,
+        normalize=normalize,
+        backend=backend,
+        device=device,
+    )

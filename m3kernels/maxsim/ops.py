@@ -15,15 +15,25 @@ import torch
 from torch import Tensor
 
 ForwardFn = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, bool, bool], tuple[Tensor, Tensor]]
-BackwardFn = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, bool], tuple[Tensor, Tensor]]
+BackwardFn = Callable[
+    [Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, bool], tuple[Tensor, Tensor]
+]
 
 
 def define_backend(name: str, forward: ForwardFn, backward: BackwardFn):
     """Registers m3k::maxsim_<name> and m3k::maxsim_<name>_backward; returns the forward op."""
 
     @torch.library.custom_op(f"m3k::maxsim_{name}", mutates_args=())
-    def fwd(q: Tensor, q_off: Tensor, q_len: Tensor, d: Tensor, d_off: Tensor, d_len: Tensor,
-            pairwise: bool, need_argmax: bool) -> tuple[Tensor, Tensor]:
+    def fwd(
+        q: Tensor,
+        q_off: Tensor,
+        q_len: Tensor,
+        d: Tensor,
+        d_off: Tensor,
+        d_len: Tensor,
+        pairwise: bool,
+        need_argmax: bool,
+    ) -> tuple[Tensor, Tensor]:
         return forward(q, q_off, q_len, d, d_off, d_len, pairwise, need_argmax)
 
     @fwd.register_fake
@@ -34,8 +44,17 @@ def define_backend(name: str, forward: ForwardFn, backward: BackwardFn):
         return scores, q.new_empty(arg_shape, dtype=torch.int32)
 
     @torch.library.custom_op(f"m3k::maxsim_{name}_backward", mutates_args=())
-    def bwd(grad: Tensor, q: Tensor, q_off: Tensor, q_len: Tensor, d: Tensor, d_off: Tensor, d_len: Tensor,
-            argmax: Tensor, pairwise: bool) -> tuple[Tensor, Tensor]:
+    def bwd(
+        grad: Tensor,
+        q: Tensor,
+        q_off: Tensor,
+        q_len: Tensor,
+        d: Tensor,
+        d_off: Tensor,
+        d_len: Tensor,
+        argmax: Tensor,
+        pairwise: bool,
+    ) -> tuple[Tensor, Tensor]:
         return backward(grad, q, q_off, q_len, d, d_off, d_len, argmax, pairwise)
 
     @bwd.register_fake

@@ -45,7 +45,11 @@ def pad_packed(x: torch.Tensor, off: torch.Tensor, lens: torch.Tensor) -> tuple[
     pos = torch.arange(width, device=x.device)
     mask = pos[None, :] < lens[:, None].to(pos.dtype)
     rows = (off[:, None].long() + pos[None, :]).clamp(max=max(x.shape[0] - 1, 0))
-    padded = x[rows.reshape(-1)].reshape(n, width, x.shape[1]) if x.shape[0] > 0 else x.new_zeros(n, width, x.shape[1])
+    padded = (
+        x[rows.reshape(-1)].reshape(n, width, x.shape[1])
+        if x.shape[0] > 0
+        else x.new_zeros(n, width, x.shape[1])
+    )
     return padded * mask[..., None].to(x.dtype), mask
 
 

@@ -1,0 +1,67 @@
+"""Public varlen attention op (FlashAttention's varlen convention, bidirectional)."""
+
+from __future__ import annotations
+
+import importlib
+import math
+
+from torch import Tensor
+
+from m3kernels import _backend, _checks
+from m3kernels.attention import reference
+
+
+def attention_varlen(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    cu_seqlens: Tensor,
+    max_seqlen: int,
+    *,
+    scale: float | None = None,
+    backend: str = "auto",
+) -> Tensor:
+    """Bidirectional (non-causal) attention within each packed sequence.
+
+    Args:
+        q, k, v: [total_tokens, heads, head_dim], one dtype (float16 / bfloat16 / float32; float64 on the
+            reference backend) and device.
+        cu_seqlens: int32 (or int64) [B+1] offsets (0, ..., total_tokens), non-decreasing.
+        max_seqlen: int >= the longest sequence (used to size the kernel grid).
+        scale: softmax scale, default 1 / sqrt(head_dim).
+
+    Returns:
+        [total_tokens, heads, head_dim] in the input dtype: for tokens i of sequence s,
+        ``out_i = sum_{j in s} softmax_j(q_i . k_j * scale) v_j``. Differentiable in q, k and v.
+    """
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        _checks.tensor(name, t, ndim=3, dtypes=_checks.FLOAT_DTYPES)
+    _checks.same_dtype("q", q, "k", k)
+    _checks.same_dtype("q", q, "v", v)
+    device = _checks.same_device(q=q, k=k, v=v)
+    if k.shape != q.shape or v.shape != q.shape:
+        raise ValueError(
+            f"q, k and v must have one shape [total, heads, head_dim]; got {tuple(q.shape)}, "
+            f"{tuple(k.shape)}, {tuple(v.shape)}"
+        )
+    if q.shape[1] == 0 or q.shape[2] == 0:
+        raise ValueError(f"q must have heads >= 1 and head_dim >= 1; got shape {tuple(q.shape)}")
+    cu = _checks.cu_seqlens("cu_seqlens", cu_seqlens, q.shape[0])
+    _checks.same_device(q=q, cu_seqlens=cu)
+    if not isinstance(max_seqlen, int) or isinstance(max_seqlen, bool) or max_seqlen < 0:
+        raise TypeError(f"max_seqlen must be a non-negative int; got {max_seqlen!r}")
+    if _checks.data_checks_enabled():
+        longest = int((cu[1:] - cu[:-1]).max())
+        if longest > max_seqlen:
+            raise ValueError(
+                f"max_seqlen ({max_seqlen}) is below the longest sequence in cu_seqlens ({longest})"
+            )
+    scale = 1.0 / math.sqrt(q.shape[2]) if scale is None else float(scale)
+    _checks.no_nan("q", q)
+    name = _backend.resolve("attention_varlen", backend, device, q.dtype)
+    _checks.kernel_dtype(name, "q", q)
+    if name == "reference":
+        return reference.attention_varlen(q, k, v, cu, scale)
+    module = importlib.import_module(f"m3kernels.attention.{name}")
+    out, _lse = module.op(q.contiguous(), k.contiguous(), v.contiguous(), cu, max_seqlen, scale)
+    return out

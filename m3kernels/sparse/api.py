@@ -1,0 +1,187 @@
+"""Public sparse-head ops: lexical_weights (fused relu(linear) + max-pool by id) and lexical_scores."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from m3kernels import _backend, _checks
+from m3kernels.sparse import reference
+from m3kernels.sparse.batch import SparseBatch
+
+BGE_M3_SPECIAL_IDS = (0, 1, 2, 3)  # <s>, <pad>, </s>, <unk>
+
+
+def _backend_module(name: str):
+    return importlib.import_module(f"m3kernels.sparse.{name}")
+
+
+def _linear_params(
+    weight: object, bias: object, hidden_size: int, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    weight = _checks.tensor("weight", weight, ndim=(1, 2), dtypes=_checks.FLOAT_DTYPES)
+    if weight.dim() == 2 and weight.shape[0] != 1:
+        raise ValueError(f"weight must be [H] or [1, H] (nn.Linear(H, 1).weight); got {tuple(weight.shape)}")
+    weight = weight.reshape(-1)
+    if weight.numel() != hidden_size:
+        raise ValueError(f"weight has {weight.numel()} entries but hidden has hidden size {hidden_size}")
+    if bias is None:
+        bias = torch.zeros(1, device=device)
+    elif isinstance(bias, (int, float)):
+        bias = torch.tensor([float(bias)], device=device)
+    else:
+        bias = _checks.tensor("bias", bias, ndim=(0, 1), dtypes=_checks.FLOAT_DTYPES)
+        if bias.numel() != 1:
+            raise ValueError(
+                f"bias must hold one value (nn.Linear(H, 1).bias); got shape {tuple(bias.shape)}"
+            )
+        bias = bias.reshape(1)
+    _checks.same_device(weight=weight, bias=bias)
+    return weight, bias
+
+
+def _check_ids(ids: Tensor, vocab_size: int | None, valid: Tensor | None) -> None:
+    if not _checks.data_checks_enabled() or ids.numel() == 0:
+        return
+    real = ids if valid is None else ids[valid]
+    if real.numel() == 0:
+        return
+    lo, hi = int(real.min()), int(real.max())
+    if lo < 0:
+        raise ValueError(f"input_ids must be >= 0; got {lo}")
+    if vocab_size is not None and hi >= vocab_size:
+        raise ValueError(f"input_ids holds {hi}, outside the vocabulary (vocab_size={vocab_size})")
+
+
+def lexical_weights(
+    hidden: Tensor,
+    input_ids: Tensor,
+    weight: Tensor,
+    bias: Tensor | float | None,
+    *,
+    attention_mask: Tensor | None = None,
+    cu_seqlens: Tensor | None = None,
+    skip_ids: Sequence[int] = BGE_M3_SPECIAL_IDS,
+    vocab_size: int | None = None,
+    backend: str = "auto",
+) -> SparseBatch:
+    """BGE-M3's sparse head: per-text lexical weights, max-pooled by token id.
+
+    Args:
+        hidden: [B, L, H] last hidden states (with input_ids [B, L], optional attention_mask [B, L] bool/int,
+            nonzero = real token), or packed [T, H] (with input_ids [T] and cu_seqlens [B+1]).
+            float32 / float16 / bfloat16 (float64 on the reference backend).
+        weight: [H] or [1, H] (``sparse_linear.weight``); bias: [1], scalar tensor, float or None.
+        skip_ids: ids never reported (BGE-M3: <s>, <pad>, </s>, <unk>).
+        vocab_size: if given, ids must be < vocab_size (ValueError otherwise).
+
+    Returns:
+        SparseBatch with, per text b, ``value[id] = max_{t in b, ids[t] = id} relu(hidden[t] . weight + bias)``
+        over real tokens, ids not in skip_ids and values > 0; ids ascending. Differentiable in hidden, weight
+        and bias through each value's source token. Never materialises [B, L, vocab].
+    """
+    _checks.tensor("hidden", hidden, ndim=(2, 3), dtypes=_checks.FLOAT_DTYPES)
+    _checks.tensor("input_ids", input_ids, ndim=(1, 2), dtypes=(torch.int64, torch.int32))
+    if tuple(input_ids.shape) != tuple(hidden.shape[:-1]):
+        raise ValueError(
+            f"input_ids must have shape {tuple(hidden.shape[:-1])} (hidden without its last dim); "
+            f"got {tuple(input_ids.shape)}"
+        )
+    device = _checks.same_device(hidden=hidden, input_ids=input_ids)
+    weight, bias = _linear_params(weight, bias, hidden.shape[-1], device)
+    _checks.same_device(hidden=hidden, weight=weight)
+    if not isinstance(skip_ids, Sequence) or not all(isinstance(s, int) for s in skip_ids):
+        raise TypeError(f"skip_ids must be a sequence of ints; got {skip_ids!r}")
+    ids = input_ids.long()
+    valid = None
+    if hidden.dim() == 3:
+        if cu_seqlens is not None:
+            raise ValueError("cu_seqlens goes with packed hidden [T, H]; got padded hidden [B, L, H]")
+        bsz, length, h = hidden.shape
+        if bsz == 0:
+            raise ValueError("hidden must hold at least one text (B >= 1)")
+        if attention_mask is not None:
+            attention_mask = _checks.tensor(
+                "attention_mask",
+                attention_mask,
+                ndim=2,
+                dtypes=(torch.bool, torch.int64, torch.int32, torch.int8, torch.uint8),
+            )
+            if tuple(attention_mask.shape) != (bsz, length):
+                raise ValueError(
+                    f"attention_mask must have shape {(bsz, length)}; got {tuple(attention_mask.shape)}"
+                )
+            _checks.same_device(hidden=hidden, attention_mask=attention_mask)
+            valid = attention_mask.bool().reshape(-1)
+        hidden = hidden.reshape(bsz * length, h)
+        ids = ids.reshape(-1)
+        off = torch.arange(bsz, dtype=torch.int32, device=device) * length
+        lens = torch.full((bsz,), length, dtype=torch.int32, device=device)
+    else:
+        if cu_seqlens is None:
+            raise ValueError("packed hidden [T, H] needs cu_seqlens [B+1]")
+        if attention_mask is not None:
+            raise ValueError("attention_mask goes with padded hidden [B, L, H]; packed input has no padding")
+        cu = _checks.cu_seqlens("cu_seqlens", cu_seqlens, hidden.shape[0])
+        _checks.same_device(hidden=hidden, cu_seqlens=cu)
+        off, lens = cu[:-1].contiguous(), (cu[1:] - cu[:-1]).contiguous()
+    _check_ids(ids, vocab_size, valid)
+    _checks.no_nan("hidden", hidden)
+    skip = list(skip_ids)
+    if valid is not None:  # padding positions become a skipped id
+        ids = torch.where(valid, ids, -1)
+        skip.append(-1)
+    name = _backend.resolve("lexical_weights", backend, device, hidden.dtype)
+    _checks.kernel_dtype(name, "hidden", hidden)
+    if name == "reference":
+        compute = torch.float64 if hidden.dtype == torch.float64 else torch.float32
+        return reference.lexical_weights_packed(hidden, ids, off, lens, weight, bias, skip, compute)
+    skip_t = torch.tensor(skip, dtype=torch.int64, device=device)
+    out_ids, out_vals, _src, counts = _backend_module(name).pool_op(
+        hidden, ids, off, lens, weight.float(), bias.float(), skip_t
+    )
+    indptr = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
+    rows = torch.repeat_interleave(torch.arange(off.shape[0], device=device), counts)
+    slots = off.long()[rows] + torch.arange(rows.numel(), device=device) - indptr[:-1][rows]
+    return SparseBatch(indptr, out_ids[slots], out_vals[slots])
+
+
+def lexical_scores(
+    q: SparseBatch, d: SparseBatch, *, pairwise: bool = False, backend: str = "auto"
+) -> Tensor:
+    """Lexical matching score ``s(q, d) = sum_{id in q and d} w_q(id) * w_d(id)``.
+
+    Args:
+        q, d: SparseBatch of Nq and Nd texts (same device).
+        pairwise: q[i] with d[i] only (Nq == Nd).
+
+    Returns:
+        float32 [Nq, Nd] (or [N]), accumulated in float64 on the CPU kernel.
+    """
+    for name, s in (("q", q), ("d", d)):
+        if not isinstance(s, SparseBatch):
+            raise TypeError(
+                f"{name} must be a SparseBatch (see lexical_weights / SparseBatch.from_dicts); "
+                f"got {type(s).__name__}"
+            )
+        if len(s) == 0:
+            raise ValueError(f"{name} must hold at least one text")
+    device = _checks.same_device(q=q.ids, d=d.ids)
+    if pairwise and len(q) != len(d):
+        raise ValueError(f"pairwise=True needs as many queries as docs; got {len(q)} and {len(d)}")
+    name = _backend.resolve("lexical_scores", backend, device)
+    if name == "reference":
+        return reference.lexical_scores(q, d, pairwise=pairwise)
+    vals = (q.values.detach().float().contiguous(), d.values.detach().float().contiguous())
+    return _backend_module(name).scores_op(
+        q.indptr.contiguous(),
+        q.ids.contiguous(),
+        vals[0],
+        d.indptr.contiguous(),
+        d.ids.contiguous(),
+        vals[1],
+        pairwise,
+    )

@@ -1,0 +1,71 @@
+"""The sparse head on the C++ CPU kernels (csrc/sparse/sparse_cpu.cpp)."""
+
+from __future__ import annotations
+
+import torch
+
+from m3kernels import _backend, _native
+from m3kernels.sparse.ops import define_backend
+
+
+def pool(hidden, ids, off, lens, weight, bias, skip):
+    hidden, ids, weight, skip = (
+        hidden.contiguous(),
+        ids.contiguous(),
+        weight.float().contiguous(),
+        skip.contiguous(),
+    )
+    t, b = hidden.shape[0], off.shape[0]
+    out_ids = torch.empty(t, dtype=torch.int64)
+    out_vals = torch.zeros(t, dtype=torch.float32)
+    out_src = torch.full((t,), -1, dtype=torch.int64)
+    counts = torch.empty(b, dtype=torch.int64)
+    _native.C.lexical_pool_cpu(
+        _native.addr(hidden),
+        _native.DTYPE_CODES[hidden.dtype],
+        hidden.shape[1],
+        _native.addr(ids),
+        _native.addr(off),
+        _native.addr(lens),
+        b,
+        _native.addr(weight),
+        float(bias),
+        _native.addr(skip),
+        skip.numel(),
+        _native.addr(out_ids),
+        _native.addr(out_vals),
+        _native.addr(out_src),
+        _native.addr(counts),
+        _native.threads(),
+    )
+    return out_ids, out_vals, out_src, counts
+
+
+def scores(q_indptr, q_ids, q_vals, d_indptr, d_ids, d_vals, pairwise):
+    nq, nd = q_indptr.shape[0] - 1, d_indptr.shape[0] - 1
+    out = torch.empty((nq,) if pairwise else (nq, nd), dtype=torch.float32)
+    _native.C.lexical_scores_cpu(
+        _native.addr(q_indptr),
+        _native.addr(q_ids),
+        _native.addr(q_vals),
+        nq,
+        _native.addr(d_indptr),
+        _native.addr(d_ids),
+        _native.addr(d_vals),
+        nd,
+        pairwise,
+        _native.addr(out),
+        _native.threads(),
+    )
+    return out
+
+
+def _why_unavailable(device: torch.device) -> str | None:
+    if not _native.have_cpu_kernels():
+        return f"the compiled module m3kernels._C is missing ({_native.IMPORT_ERROR})"
+    return None if device.type == "cpu" else f"the C++ kernels run on CPU tensors, got {device}"
+
+
+pool_op, scores_op = define_backend("cpu", pool, scores)
+for _op in ("lexical_weights", "lexical_scores"):
+    _backend.register(_op, "cpu", _why_unavailable)

@@ -1,0 +1,61 @@
+"""The sparse head in plain torch: FlagEmbedding's formula, the oracle the kernels are tested against."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from m3kernels.sparse.batch import SparseBatch
+
+
+def token_weights(hidden: Tensor, weight: Tensor, bias: Tensor, compute_dtype: torch.dtype) -> Tensor:
+    """relu(hidden @ weight + bias): [T, H] -> [T]."""
+    return torch.relu(hidden.to(compute_dtype) @ weight.to(compute_dtype) + bias.to(compute_dtype))
+
+
+def lexical_weights_packed(
+    hidden: Tensor,
+    ids: Tensor,
+    off: Tensor,
+    lens: Tensor,
+    weight: Tensor,
+    bias: Tensor,
+    skip_ids: Sequence[int],
+    compute_dtype: torch.dtype = torch.float32,
+) -> SparseBatch:
+    """Text b = rows off[b] .. off[b] + lens[b] of hidden [T, H] / ids [T]. Weights w_t = relu(h_t . w + b);
+    drop skip_ids and w_t <= 0; keep the max weight per id. Values are float32 (rounded from compute_dtype)."""
+    w = token_weights(hidden, weight, bias, compute_dtype)
+    ptr, out_ids, out_vals = [0], [], []
+    skip = torch.tensor(list(skip_ids), dtype=torch.int64, device=ids.device)
+    for b in range(off.shape[0]):
+        rows = slice(int(off[b]), int(off[b]) + int(lens[b]))
+        tid, tw = ids[rows], w[rows]
+        keep = (tw > 0) & ~torch.isin(tid, skip)
+        tid, tw = tid[keep], tw[keep]
+        uniq, inverse = torch.unique(tid, sorted=True, return_inverse=True)
+        pooled = tw.new_zeros(uniq.shape).scatter_reduce(0, inverse, tw, "amax", include_self=False)
+        out_ids.append(uniq)
+        out_vals.append(pooled)
+        ptr.append(ptr[-1] + uniq.numel())
+    return SparseBatch(
+        torch.tensor(ptr, dtype=torch.int64, device=ids.device),
+        torch.cat(out_ids) if out_ids else ids.new_zeros(0),
+        torch.cat(out_vals).float() if out_vals else w.new_zeros(0, dtype=torch.float32),
+    )
+
+
+def lexical_scores(
+    q: SparseBatch, d: SparseBatch, *, pairwise: bool = False, compute_dtype: torch.dtype = torch.float32
+) -> Tensor:
+    """sum over ids in both rows of w_q * w_d: [Nq, Nd] (or [N] pairwise), via a dense matmul over the union
+    of the ids present (never the full vocabulary)."""
+    vocab, inverse = torch.unique(torch.cat([q.ids, d.ids]), return_inverse=True)
+    qi, di = inverse[: q.ids.numel()], inverse[q.ids.numel() :]
+    qd = torch.zeros(len(q), vocab.numel(), dtype=compute_dtype, device=q.device)
+    dd = torch.zeros(len(d), vocab.numel(), dtype=compute_dtype, device=d.device)
+    qd = qd.index_put((q.row_ids(), qi), q.values.to(compute_dtype))
+    dd = dd.index_put((d.row_ids(), di), d.values.to(compute_dtype))
+    return (qd * dd).sum(-1) if pairwise else qd @ dd.T
