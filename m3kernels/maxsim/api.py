@@ -90,7 +90,7 @@ def _run(
         )
     else:
         need_argmax = torch.is_grad_enabled() and (q2.requires_grad or d2.requires_grad)
-        scores, _ = _kernel_op(name)(q2, q_off, q_len, d2, d_off, d_len, pairwise, need_argmax)
+        scores, _ = _kernel_op(name)(q2, q_off, q_len, d2, d_off, d_len, pairwise, need_argmax, deterministic)
     return _finish(scores, q_len, pairwise, normalize)
 
 
@@ -102,6 +102,7 @@ def maxsim(
     *,
     pairwise: bool = False,
     normalize: bool = False,
+    deterministic: bool = False,
     backend: str = "auto",
 ) -> Tensor:
     """Late-interaction (ColBERT / BGE-M3 multi-vector) score of padded query and doc token vectors.
@@ -113,6 +114,7 @@ def maxsim(
             prefix masks avoid a gather.
         pairwise: score q[i] against d[i] only (Nq == Nd) instead of all pairs.
         normalize: divide by the number of valid query tokens (BGE-M3's s_mul).
+        deterministic: bitwise-reproducible gradients (the GPU backward then avoids atomics; the CPU one always is).
         backend: "auto", "reference", "cpu", "triton" or "cuda" (see README).
 
     Returns:
@@ -153,6 +155,7 @@ def maxsim_varlen(
     *,
     pairwise: bool = False,
     normalize: bool = False,
+    deterministic: bool = False,
     backend: str = "auto",
 ) -> Tensor:
     """MaxSim on packed (unpadded) tokens, FlashAttention's varlen convention.
@@ -161,7 +164,7 @@ def maxsim_varlen(
         q: [total_q, H] query tokens of all queries back to back; d: [total_d, H] likewise.
         cu_seqlens_q, cu_seqlens_d: int32 (or int64) [N+1] offsets, starting at 0, non-decreasing, ending at
             total_q / total_d. Item i is rows cu[i] .. cu[i+1].
-        pairwise, normalize, backend: as in :func:`maxsim`.
+        pairwise, normalize, deterministic, backend: as in :func:`maxsim`.
 
     Returns:
         float32 [Nq, Nd] or [N]; same formula as :func:`maxsim`.

@@ -2,9 +2,11 @@
 
 Every kernel backend provides two plain functions over packed tokens:
     forward(q, q_off, q_len, d, d_off, d_len, pairwise, need_argmax) -> (scores fp32, argmax int32)
-    backward(grad, q, q_off, q_len, d, d_off, d_len, argmax, pairwise) -> (dq fp32 [Tq, H], dd fp32 [Td, H])
+    backward(grad, q, q_off, q_len, d, d_off, d_len, argmax, pairwise, deterministic)
+        -> (dq fp32 [Tq, H], dd fp32 [Td, H])
 with the layout of csrc/maxsim/maxsim.h. ``define_backend`` wraps them as ``m3k::maxsim_<name>`` so that
-torch.compile(fullgraph=True) traces through and autograd uses the saved argmax.
+torch.compile(fullgraph=True) traces through and autograd uses the saved argmax. ``deterministic=True`` asks
+the backward for bitwise-reproducible gradients (no floating-point atomics).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ def define_backend(name: str, forward: ForwardFn, backward: BackwardFn):
         return forward(q, q_off, q_len, d, d_off, d_len, pairwise, need_argmax)
 
     @fwd.register_fake
-    def _(q, q_off, q_len, d, d_off, d_len, pairwise, need_argmax):
+    def _(q, q_off, q_len, d, d_off, d_len, pairwise, need_argmax, deterministic):
         nq, nd = q_off.shape[0], d_off.shape[0]
         scores = q.new_empty((nq,) if pairwise else (nq, nd), dtype=torch.float32)
         arg_shape = ((q.shape[0],) if pairwise else (q.shape[0], nd)) if need_argmax else (0,)
@@ -58,12 +60,12 @@ def define_backend(name: str, forward: ForwardFn, backward: BackwardFn):
         return backward(grad, q, q_off, q_len, d, d_off, d_len, argmax, pairwise)
 
     @bwd.register_fake
-    def _(grad, q, q_off, q_len, d, d_off, d_len, argmax, pairwise):
+    def _(grad, q, q_off, q_len, d, d_off, d_len, argmax, pairwise, deterministic):
         return q.new_empty(q.shape, dtype=torch.float32), d.new_empty(d.shape, dtype=torch.float32)
 
     def setup_context(ctx, inputs, output):
-        q, q_off, q_len, d, d_off, d_len, pairwise, need_argmax = inputs
-        ctx.pairwise = pairwise
+        q, q_off, q_len, d, d_off, d_len, pairwise, need_argmax, deterministic = inputs
+        ctx.pairwise, ctx.deterministic = pairwise, deterministic
         ctx.need_argmax = need_argmax
         ctx.save_for_backward(q, q_off, q_len, d, d_off, d_len, output[1])
 
@@ -71,8 +73,19 @@ def define_backend(name: str, forward: ForwardFn, backward: BackwardFn):
         q, q_off, q_len, d, d_off, d_len, argmax = ctx.saved_tensors
         if not ctx.need_argmax:
             raise RuntimeError("maxsim was called with need_argmax=False; its backward needs the argmax")
-        dq, dd = bwd(grad_scores.float().contiguous(), q, q_off, q_len, d, d_off, d_len, argmax, ctx.pairwise)
-        return dq.to(q.dtype), None, None, dd.to(d.dtype), None, None, None, None
+        dq, dd = bwd(
+            grad_scores.float().contiguous(),
+            q,
+            q_off,
+            q_len,
+            d,
+            d_off,
+            d_len,
+            argmax,
+            ctx.pairwise,
+            ctx.deterministic,
+        )
+        return dq.to(q.dtype), None, None, dd.to(d.dtype), None, None, None, None, None
 
     fwd.register_autograd(autograd_backward, setup_context=setup_context)
     return fwd
