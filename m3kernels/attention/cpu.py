@@ -3,6 +3,8 @@ Backward: the attention gradient formulas per sequence and head."""
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 import torch.nn.functional as F
 
@@ -19,7 +21,7 @@ def _sdpa(q, k, v, scale):
 def forward(q, k, v, cu_seqlens, max_seqlen, scale):
     out = torch.empty_like(q)
     bounds = cu_seqlens.tolist()
-    for a, b in zip(bounds[:-1], bounds[1:]):
+    for a, b in itertools.pairwise(bounds):
         if b > a:
             out[a:b] = _sdpa(q[a:b], k[a:b], v[a:b], scale)
     return out, q.new_empty((0,), dtype=torch.float32)
@@ -30,7 +32,7 @@ def backward(dout, q, k, v, out, lse, cu_seqlens, max_seqlen, scale):
     dQ = s dS k, dK = s dS^T q (fp32, one [n, n] block at a time)."""
     dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
     bounds = cu_seqlens.tolist()
-    for a, b in zip(bounds[:-1], bounds[1:]):
+    for a, b in itertools.pairwise(bounds):
         for h in range(q.shape[1]):
             qs, ks, vs, os_, gs = (x[a:b, h].float() for x in (q, k, v, out, dout))
             p = torch.softmax((qs @ ks.T) * scale, dim=-1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import Tensor
 
@@ -19,7 +21,7 @@ def attention_varlen(
     dtype = compute_dtype or q.dtype
     out = []
     bounds = cu_seqlens.tolist()
-    for a, b in zip(bounds[:-1], bounds[1:]):
+    for a, b in itertools.pairwise(bounds):
         qs, ks, vs = (x[a:b].to(dtype).transpose(0, 1) for x in (q, k, v))  # [heads, n, D]
         p = torch.softmax((qs @ ks.transpose(1, 2)) * scale, dim=-1)
         out.append((p @ vs).transpose(0, 1))

@@ -72,6 +72,7 @@ def _run(
     *,
     pairwise: bool,
     normalize: bool,
+    deterministic: bool,
     backend: str,
     device: torch.device,
 ) -> Tensor:
@@ -114,7 +115,7 @@ def maxsim(
             prefix masks avoid a gather.
         pairwise: score q[i] against d[i] only (Nq == Nd) instead of all pairs.
         normalize: divide by the number of valid query tokens (BGE-M3's s_mul).
-        deterministic: bitwise-reproducible gradients (the GPU backward then avoids atomics; the CPU one always is).
+        deterministic: bitwise-reproducible gradients (GPU backward without atomics; the CPU one always is).
         backend: "auto", "reference", "cpu", "triton" or "cuda" (see README).
 
     Returns:
@@ -142,6 +143,7 @@ def maxsim(
         d_len,
         pairwise=pairwise,
         normalize=normalize,
+        deterministic=deterministic,
         backend=backend,
         device=device,
     )
@@ -184,6 +186,7 @@ def maxsim_varlen(
         d_len,
         pairwise=pairwise,
         normalize=normalize,
+        deterministic=deterministic,
         backend=backend,
         device=device,
     )

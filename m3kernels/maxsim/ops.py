@@ -1,4 +1,4 @@
-"""torch.library custom ops for the MaxSim kernel backends (CPU, Triton, CUDA), with fake tensors and autograd.
+"""torch.library custom ops for the MaxSim kernel backends (CPU, Triton, CUDA), with fakes and autograd.
 
 Every kernel backend provides two plain functions over packed tokens:
     forward(q, q_off, q_len, d, d_off, d_len, pairwise, need_argmax) -> (scores fp32, argmax int32)
@@ -16,9 +16,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-ForwardFn = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, bool, bool], tuple[Tensor, Tensor]]
+ForwardFn = Callable[..., tuple[Tensor, Tensor]]
 BackwardFn = Callable[
-    [Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, bool], tuple[Tensor, Tensor]
+    [Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, bool, bool], tuple[Tensor, Tensor]
 ]
 
 
@@ -35,6 +35,7 @@ def define_backend(name: str, forward: ForwardFn, backward: BackwardFn):
         d_len: Tensor,
         pairwise: bool,
         need_argmax: bool,
+        deterministic: bool,
     ) -> tuple[Tensor, Tensor]:
         return forward(q, q_off, q_len, d, d_off, d_len, pairwise, need_argmax)
 
@@ -56,8 +57,9 @@ def define_backend(name: str, forward: ForwardFn, backward: BackwardFn):
         d_len: Tensor,
         argmax: Tensor,
         pairwise: bool,
+        deterministic: bool,
     ) -> tuple[Tensor, Tensor]:
-        return backward(grad, q, q_off, q_len, d, d_off, d_len, argmax, pairwise)
+        return backward(grad, q, q_off, q_len, d, d_off, d_len, argmax, pairwise, deterministic)
 
     @bwd.register_fake
     def _(grad, q, q_off, q_len, d, d_off, d_len, argmax, pairwise, deterministic):

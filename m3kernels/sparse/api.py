@@ -79,7 +79,7 @@ def lexical_weights(
         vocab_size: if given, ids must be < vocab_size (ValueError otherwise).
 
     Returns:
-        SparseBatch with, per text b, ``value[id] = max_{t in b, ids[t] = id} relu(hidden[t] . weight + bias)``
+        SparseBatch with, per text b, ``value[id] = max_{t in b, id_t = id} relu(hidden[t] . weight + bias)``
         over real tokens, ids not in skip_ids and values > 0; ids ascending. Differentiable in hidden, weight
         and bias through each value's source token. Never materialises [B, L, vocab].
     """

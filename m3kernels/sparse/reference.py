@@ -26,7 +26,7 @@ def lexical_weights_packed(
     compute_dtype: torch.dtype = torch.float32,
 ) -> SparseBatch:
     """Text b = rows off[b] .. off[b] + lens[b] of hidden [T, H] / ids [T]. Weights w_t = relu(h_t . w + b);
-    drop skip_ids and w_t <= 0; keep the max weight per id. Values are float32 (rounded from compute_dtype)."""
+    drop skip_ids and w_t <= 0; keep the max weight per id. float32 values (rounded from compute_dtype)."""
     w = token_weights(hidden, weight, bias, compute_dtype)
     ptr, out_ids, out_vals = [0], [], []
     skip = torch.tensor(list(skip_ids), dtype=torch.int64, device=ids.device)
