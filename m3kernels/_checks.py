@@ -64,6 +64,16 @@ def no_nan(name: str, t: torch.Tensor) -> None:
         raise ValueError(f"{name} contains NaN; NaN inputs are rejected (documented NaN policy)")
 
 
+def nan_from_inputs(out: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:
+    """The kernels propagate NaN into their (small) outputs, so one look at the output replaces a full read of
+    the inputs; only on that error path are the inputs searched to name the culprit."""
+    if data_checks_enabled() and bool(torch.isnan(out.detach()).any()):
+        for name, t in inputs.items():
+            no_nan(name, t)
+        raise ValueError("the result contains NaN (an input holds NaN or overflows)")
+    return out
+
+
 def cu_seqlens(name: str, cu: object, total: int) -> torch.Tensor:
     """int32/int64 [N+1] offsets: cu[0] == 0, non-decreasing, cu[-1] == total tokens. Returns int32."""
     cu = tensor(name, cu, ndim=1, dtypes=(torch.int32, torch.int64))

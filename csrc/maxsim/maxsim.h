@@ -6,7 +6,8 @@
 //   all-pairs : scores [nq, nd], argmax [Tq, nd]   (row = global query token, value = global doc token)
 //   pairwise  : scores [n]  (q i with d i), argmax [Tq]
 // score(i, j) = sum over query tokens t of max over doc tokens u of <q_t, d_u>; a doc without tokens adds 0
-// and gives argmax -1. Ties keep the first doc token. argmax may be null (inference).
+// and gives argmax -1. Ties keep the first doc token. argmax may be null (inference). A NaN similarity makes
+// the pair's score NaN.
 #pragma once
 #include <cstdint>
 

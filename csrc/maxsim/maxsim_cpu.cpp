@@ -1,6 +1,7 @@
-// MaxSim on the CPU: register-tiled GEMM micro-kernel (MR query rows x BW doc tokens) over doc panels that
-// are converted to fp32 and transposed once per doc block, with the running max (and argmax) per query
-// token kept across panels. The [Lq, Ld] similarity block never leaves registers.
+// MaxSim on the CPU: a register-tiled GEMM micro-kernel computes MR doc tokens x BW query tokens at a time
+// against query panels (fp32, transposed once per call), and folds the MR rows into a running max / argmax per
+// query token with lane-wise compares (no horizontal reductions). The [Lq, Ld] similarity block never leaves
+// registers; docs in fp16/bf16 are converted one chunk of rows at a time.
 #include <omp.h>
 
 #include <algorithm>
@@ -8,6 +9,7 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <type_traits>
 #include <vector>
 
 #include "maxsim/maxsim.h"
@@ -21,9 +23,11 @@ constexpr int VW = 16;
 constexpr int VW = 8;
 #endif
 typedef float vf __attribute__((vector_size(VW * sizeof(float))));
-constexpr int NV = 2;        // vectors per panel row
-constexpr int BW = VW * NV;  // doc tokens per panel
-constexpr int MR = 6;        // query rows per micro-kernel call
+typedef int32_t vi __attribute__((vector_size(VW * sizeof(int32_t))));
+constexpr int NV = 2;         // vectors per query panel row
+constexpr int BW = VW * NV;   // query tokens per panel
+constexpr int MR = 6;         // doc tokens per micro-kernel call
+constexpr int64_t CHUNK = 96; // doc rows converted / kept hot at a time (multiple of MR)
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 struct FreeDeleter {
@@ -32,26 +36,19 @@ struct FreeDeleter {
 using AlignedBuf = std::unique_ptr<float, FreeDeleter>;
 
 AlignedBuf aligned_floats(int64_t n) {
-  const size_t bytes = ((static_cast<size_t>(n) * sizeof(float) + 63) / 64) * 64;
+  const size_t bytes = ((static_cast<size_t>(std::max<int64_t>(n, 1)) * sizeof(float) + 63) / 64) * 64;
   return AlignedBuf(static_cast<float*>(std::aligned_alloc(64, bytes)));
 }
 
-// panel[k * BW + c] = d[u0 + c][k] for c < n, 0 beyond; bias[c] = 0 for real tokens, -inf for the tail so
-// that zero-padded columns can never win a max.
-template <typename T>
-void pack_panel(const T* d, int64_t H, int64_t u0, int n, float* panel, float* bias) {
-  for (int c = 0; c < n; ++c) {
-    const T* row = d + (u0 + c) * H;
-    for (int64_t k = 0; k < H; ++k) panel[k * BW + c] = to_float(row[k]);
-  }
-  for (int c = n; c < BW; ++c)
-    for (int64_t k = 0; k < H; ++k) panel[k * BW + c] = 0.f;
-  for (int c = 0; c < BW; ++c) bias[c] = c < n ? 0.f : kNegInf;
-}
+// Running max / argmax of BW query tokens (one panel).
+struct PanelState {
+  vf best[NV];
+  vi arg[NV];
+};
 
-// acc[r] = q[r, :] . panel for R query rows (row stride H).
+// acc[r] = d[r, :] . panel  for R doc rows (row stride H); panel[k * BW + c] = q_c[k].
 template <int R>
-inline void micro_kernel(const float* __restrict q, int64_t H, const float* __restrict panel, vf acc[][NV]) {
+inline void micro_kernel(const float* __restrict d, int64_t H, const float* __restrict panel, vf acc[][NV]) {
   for (int r = 0; r < R; ++r)
     for (int v = 0; v < NV; ++v) acc[r][v] = vf{};
   const float* pk = static_cast<const float*>(__builtin_assume_aligned(panel, 64));
@@ -59,45 +56,78 @@ inline void micro_kernel(const float* __restrict q, int64_t H, const float* __re
     vf b[NV];
     for (int v = 0; v < NV; ++v) b[v] = *reinterpret_cast<const vf*>(pk + v * VW);
     for (int r = 0; r < R; ++r) {
-      const float a = q[r * H + k];
+      const float a = d[r * H + k];
       for (int v = 0; v < NV; ++v) acc[r][v] += a * b[v];
     }
   }
 }
 
-// Folds one panel's similarities of a query row into its running max / argmax (first max wins).
-inline void update_row(const vf acc[NV], const vf bias[NV], int32_t u0, float& best, int32_t& arg) {
-  alignas(64) float vals[BW];
-  for (int v = 0; v < NV; ++v) *reinterpret_cast<vf*>(vals + v * VW) = acc[v] + bias[v];
-  float m = vals[0];
-  for (int c = 1; c < BW; ++c) m = std::max(m, vals[c]);
-  if (m > best) {
-    int c = 0;
-    while (vals[c] != m) ++c;
-    best = m;
-    arg = u0 + c;
+// Rows are visited in increasing doc order and only a strictly larger value replaces the max: first max wins.
+// A NaN similarity (NaN in q or d) sticks, so the pair's score is NaN (the Python layer then raises).
+template <int R>
+inline void rows_into_state(const float* d, int64_t H, const float* panel, int32_t u0, PanelState& st) {
+  vf acc[R][NV];
+  micro_kernel<R>(d, H, panel, acc);
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < NV; ++v) {
+      // NaN propagates: a NaN similarity replaces the max and no number compares greater than it.
+      const vi better = (acc[r][v] > st.best[v]) | (acc[r][v] != acc[r][v]);
+      st.best[v] = better ? acc[r][v] : st.best[v];
+      st.arg[v] = better ? (vi{} + (u0 + r)) : st.arg[v];
+    }
+}
+
+void chunk_into_state(const float* d, int64_t rows, int64_t H, const float* panel, int32_t u0, PanelState& st) {
+  int64_t r = 0;
+  for (; r + MR <= rows; r += MR) rows_into_state<MR>(d + r * H, H, panel, u0 + r, st);
+  const float* rest = d + r * H;
+  const int32_t ur = static_cast<int32_t>(u0 + r);
+  switch (rows - r) {
+    case 5: rows_into_state<5>(rest, H, panel, ur, st); break;
+    case 4: rows_into_state<4>(rest, H, panel, ur, st); break;
+    case 3: rows_into_state<3>(rest, H, panel, ur, st); break;
+    case 2: rows_into_state<2>(rest, H, panel, ur, st); break;
+    case 1: rows_into_state<1>(rest, H, panel, ur, st); break;
+    default: break;
   }
 }
 
-template <int R>
-void rows_against_panel(const float* q, int64_t H, const float* panel, const vf* bias, int32_t u0, float* best,
-                        int32_t* arg) {
-  vf acc[R][NV];
-  micro_kernel<R>(q, H, panel, acc);
-  for (int r = 0; r < R; ++r) update_row(acc[r], bias, u0, best[r], arg[r]);
+// Query panels: query i's tokens in ceil(len / BW) panels of [H][BW] fp32, zero-padded; first_panel[i] indexes them.
+struct QueryPanels {
+  AlignedBuf data;
+  std::vector<int64_t> first_panel;
+};
+
+QueryPanels pack_queries(const MaxSimProblem& p, int num_threads) {
+  const int64_t H = p.hidden;
+  QueryPanels out;
+  out.first_panel.resize(p.nq + 1, 0);
+  for (int64_t i = 0; i < p.nq; ++i) out.first_panel[i + 1] = out.first_panel[i] + (p.q_len[i] + BW - 1) / BW;
+  out.data = aligned_floats(out.first_panel[p.nq] * H * BW);
+  float* data = out.data.get();
+#pragma omp parallel for schedule(dynamic, 1) num_threads(num_threads)
+  for (int64_t i = 0; i < p.nq; ++i) {
+    for (int64_t b = 0; b < out.first_panel[i + 1] - out.first_panel[i]; ++b) {
+      float* panel = data + (out.first_panel[i] + b) * H * BW;
+      std::fill(panel, panel + H * BW, 0.f);
+      const int64_t n = std::min<int64_t>(BW, p.q_len[i] - b * BW);
+      for (int64_t c = 0; c < n; ++c) {
+        const float* row = p.q + (p.q_off[i] + b * BW + c) * H;
+        for (int64_t k = 0; k < H; ++k) panel[k * BW + c] = row[k];
+      }
+    }
+  }
+  return out;
 }
 
-void query_against_panel(const float* q, int64_t len, int64_t H, const float* panel, const vf* bias, int32_t u0,
-                         float* best, int32_t* arg) {
-  int64_t t = 0;
-  for (; t + MR <= len; t += MR) rows_against_panel<MR>(q + t * H, H, panel, bias, u0, best + t, arg + t);
-  switch (len - t) {
-    case 5: rows_against_panel<5>(q + t * H, H, panel, bias, u0, best + t, arg + t); break;
-    case 4: rows_against_panel<4>(q + t * H, H, panel, bias, u0, best + t, arg + t); break;
-    case 3: rows_against_panel<3>(q + t * H, H, panel, bias, u0, best + t, arg + t); break;
-    case 2: rows_against_panel<2>(q + t * H, H, panel, bias, u0, best + t, arg + t); break;
-    case 1: rows_against_panel<1>(q + t * H, H, panel, bias, u0, best + t, arg + t); break;
-    default: break;
+template <typename T>
+const float* doc_rows_fp32(const T* d, int64_t row0, int64_t rows, int64_t H, float* buf) {
+  if constexpr (std::is_same_v<T, float>) {
+    return d + row0 * H;
+  } else {
+    const T* src = d + row0 * H;
+    for (int64_t e = 0; e < rows * H; ++e) buf[e] = to_float(src[e]);
+    return buf;
   }
 }
 
@@ -106,48 +136,48 @@ void forward_impl(const MaxSimProblem& p, float* scores, int32_t* argmax, int nu
   const int64_t H = p.hidden;
   const T* d = static_cast<const T*>(p.d);
   const int64_t ndocs = p.nd;
+  const QueryPanels qp = pack_queries(p, num_threads);
   // Work item = one doc against a range of queries. Split the queries when there are too few docs to keep
-  // every thread busy; each item packs its doc's panels once and reuses them for all its queries.
+  // every thread busy.
   const int64_t qsplit =
       p.pairwise ? 1 : std::max<int64_t>(1, std::min<int64_t>(p.nq, (4 * num_threads + ndocs - 1) / ndocs));
   const int64_t items = ndocs * qsplit;
 
 #pragma omp parallel num_threads(num_threads)
   {
-    AlignedBuf panel = aligned_floats(BW * H);
-    alignas(64) vf bias[NV];
-    std::vector<float> best;
-    std::vector<int32_t> arg;
+    AlignedBuf conv = aligned_floats(std::is_same_v<T, float> ? 1 : CHUNK * H);
+    std::vector<PanelState> states;
 #pragma omp for schedule(dynamic, 1)
     for (int64_t item = 0; item < items; ++item) {
       const int64_t j = item / qsplit;
       const int64_t chunk = item % qsplit;
       const int64_t qa = p.pairwise ? j : chunk * p.nq / qsplit;
       const int64_t qb = p.pairwise ? j + 1 : (chunk + 1) * p.nq / qsplit;
-      int64_t rows = 0;
-      for (int64_t i = qa; i < qb; ++i) rows += p.q_len[i];
-      best.assign(rows, kNegInf);
-      arg.assign(rows, -1);
+      const int64_t pa = qp.first_panel[qa], pb = qp.first_panel[qb];
+      states.resize(pb - pa);
+      for (auto& st : states)
+        for (int v = 0; v < NV; ++v) {
+          st.best[v] = vf{} + kNegInf;
+          st.arg[v] = vi{} - 1;
+        }
       const int64_t doc0 = p.d_off[j];
       const int64_t ld = p.d_len[j];
-      for (int64_t u0 = 0; u0 < ld; u0 += BW) {
-        const int n = static_cast<int>(std::min<int64_t>(BW, ld - u0));
-        pack_panel(d, H, doc0 + u0, n, panel.get(), reinterpret_cast<float*>(bias));
-        int64_t slot = 0;
-        for (int64_t i = qa; i < qb; ++i) {
-          query_against_panel(p.q + static_cast<int64_t>(p.q_off[i]) * H, p.q_len[i], H, panel.get(), bias,
-                              static_cast<int32_t>(doc0 + u0), best.data() + slot, arg.data() + slot);
-          slot += p.q_len[i];
-        }
+      for (int64_t u0 = 0; u0 < ld; u0 += CHUNK) {
+        const int64_t rows = std::min<int64_t>(CHUNK, ld - u0);
+        const float* rows_fp32 = doc_rows_fp32(d, doc0 + u0, rows, H, conv.get());
+        for (int64_t pi = pa; pi < pb; ++pi)
+          chunk_into_state(rows_fp32, rows, H, qp.data.get() + pi * H * BW, static_cast<int32_t>(doc0 + u0),
+                           states[pi - pa]);
       }
-      int64_t slot = 0;
       for (int64_t i = qa; i < qb; ++i) {
         double s = 0.0;
-        for (int64_t t = 0; t < p.q_len[i]; ++t, ++slot) {
-          if (ld > 0) s += best[slot];
+        for (int64_t t = 0; t < p.q_len[i]; ++t) {
+          const PanelState& st = states[qp.first_panel[i] - pa + t / BW];
+          const int lane = static_cast<int>(t % BW);
+          if (ld > 0) s += st.best[lane / VW][lane % VW];
           if (argmax) {
             const int64_t row = p.q_off[i] + t;
-            argmax[p.pairwise ? row : row * ndocs + j] = arg[slot];
+            argmax[p.pairwise ? row : row * ndocs + j] = ld > 0 ? st.arg[lane / VW][lane % VW] : -1;
           }
         }
         scores[p.pairwise ? j : i * ndocs + j] = static_cast<float>(s);

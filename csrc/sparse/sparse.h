@@ -10,7 +10,7 @@ namespace m3k {
 // hidden [T, H] (dtype), ids [T] int64, text b = rows off[b] .. off[b] + len[b]; weight [H] fp32.
 // Text b's pooled entries go to slots off[b] .. off[b] + counts[b] of out_ids / out_vals / out_src (each [T]),
 // ids ascending; out_src is the token row that gave the max (the first such row on ties). Ids listed in
-// skip_ids[nskip] and weights <= 0 are dropped.
+// skip_ids[nskip] and weights <= 0 are dropped; a NaN weight is kept (as NaN) so that NaN input is detectable.
 struct LexicalPoolProblem {
   const void* hidden;
   DType dtype;

@@ -3,7 +3,8 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <tuple>
+#include <cmath>
+#include <utility>
 #include <vector>
 
 #include "sparse/sparse.h"
@@ -22,7 +23,8 @@ void token_weights(const LexicalPoolProblem& p, float* w, int num_threads) {
       float acc = 0.f;
 #pragma omp simd reduction(+ : acc)
       for (int64_t k = 0; k < H; ++k) acc += to_float(row[k]) * p.weight[k];
-      w[t] = std::max(acc + p.bias, 0.f);
+      const float x = acc + p.bias;
+      w[t] = x > 0.f || std::isnan(x) ? x : 0.f;
     }
   }
 }
@@ -39,22 +41,32 @@ void lexical_pool_cpu(const LexicalPoolProblem& p, int64_t* out_ids, float* out_
 
 #pragma omp parallel num_threads(num_threads)
   {
-    std::vector<std::tuple<int64_t, float, int64_t>> entries;  // (id, -weight, row): sorts to max first
+    std::vector<std::pair<int64_t, int64_t>> entries;  // (id, row), sorted: rows of one id in token order
 #pragma omp for schedule(dynamic, 1)
     for (int64_t b = 0; b < p.batch; ++b) {
       entries.clear();
       for (int64_t t = p.off[b]; t < p.off[b] + p.len[b]; ++t) {
-        if (w[t] <= 0.f || std::find(skip.begin(), skip.end(), p.ids[t]) != skip.end()) continue;
-        entries.emplace_back(p.ids[t], -w[t], t);
+        // !(w > 0) keeps NaN weights, so NaN hidden states surface as NaN values (the Python layer raises).
+        if (!(w[t] > 0.f) && !std::isnan(w[t])) continue;
+        if (std::find(skip.begin(), skip.end(), p.ids[t]) != skip.end()) continue;
+        entries.emplace_back(p.ids[t], t);
       }
       std::sort(entries.begin(), entries.end());
       int64_t n = 0;
       for (size_t e = 0; e < entries.size(); ++e) {
-        if (e > 0 && std::get<0>(entries[e]) == std::get<0>(entries[e - 1])) continue;
+        const auto [id, row] = entries[e];
+        if (e > 0 && entries[e - 1].first == id) {
+          const int64_t slot = p.off[b] + n - 1;
+          if (w[row] > out_vals[slot] || (std::isnan(w[row]) && !std::isnan(out_vals[slot]))) {
+            out_vals[slot] = w[row];
+            out_src[slot] = row;
+          }
+          continue;
+        }
         const int64_t slot = p.off[b] + n++;
-        out_ids[slot] = std::get<0>(entries[e]);
-        out_vals[slot] = -std::get<1>(entries[e]);
-        out_src[slot] = std::get<2>(entries[e]);
+        out_ids[slot] = id;
+        out_vals[slot] = w[row];
+        out_src[slot] = row;
       }
       counts[b] = n;
     }

@@ -57,7 +57,8 @@ def attention_varlen(
                 f"max_seqlen ({max_seqlen}) is below the longest sequence in cu_seqlens ({longest})"
             )
     scale = 1.0 / math.sqrt(q.shape[2]) if scale is None else float(scale)
-    _checks.no_nan("q", q)
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        _checks.no_nan(name, t)
     name = _backend.resolve("attention_varlen", backend, device, q.dtype)
     _checks.kernel_dtype(name, "q", q)
     if name == "reference":

@@ -129,7 +129,6 @@ def lexical_weights(
         _checks.same_device(hidden=hidden, cu_seqlens=cu)
         off, lens = cu[:-1].contiguous(), (cu[1:] - cu[:-1]).contiguous()
     _check_ids(ids, vocab_size, valid)
-    _checks.no_nan("hidden", hidden)
     skip = list(skip_ids)
     if valid is not None:  # padding positions become a skipped id
         ids = torch.where(valid, ids, -1)
@@ -138,7 +137,9 @@ def lexical_weights(
     _checks.kernel_dtype(name, "hidden", hidden)
     if name == "reference":
         compute = torch.float64 if hidden.dtype == torch.float64 else torch.float32
-        return reference.lexical_weights_packed(hidden, ids, off, lens, weight, bias, skip, compute)
+        result = reference.lexical_weights_packed(hidden, ids, off, lens, weight, bias, skip, compute)
+        _checks.nan_from_inputs(result.values, hidden=hidden, weight=weight, bias=bias)
+        return result
     skip_t = torch.tensor(skip, dtype=torch.int64, device=device)
     out_ids, out_vals, _src, counts = _backend_module(name).pool_op(
         hidden, ids, off, lens, weight.float(), bias.float(), skip_t
@@ -146,6 +147,7 @@ def lexical_weights(
     indptr = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
     rows = torch.repeat_interleave(torch.arange(off.shape[0], device=device), counts)
     slots = off.long()[rows] + torch.arange(rows.numel(), device=device) - indptr[:-1][rows]
+    _checks.nan_from_inputs(out_vals, hidden=hidden, weight=weight, bias=bias)
     return SparseBatch(indptr, out_ids[slots], out_vals[slots])
 
 

@@ -33,7 +33,7 @@ def lexical_weights_packed(
     for b in range(off.shape[0]):
         rows = slice(int(off[b]), int(off[b]) + int(lens[b]))
         tid, tw = ids[rows], w[rows]
-        keep = (tw > 0) & ~torch.isin(tid, skip)
+        keep = ((tw > 0) | torch.isnan(tw)) & ~torch.isin(tid, skip)  # NaN is kept, to be reported
         tid, tw = tid[keep], tw[keep]
         uniq, inverse = torch.unique(tid, sorted=True, return_inverse=True)
         pooled = tw.new_zeros(uniq.shape).scatter_reduce(0, inverse, tw, "amax", include_self=False)

@@ -1,0 +1,512 @@
+"""FlashAttention-2 Triton kernels for packed varlen bidirectional attention (the "triton" backend).
+
+Layout: q, k, v, out [T, heads, D] contiguous, sequences packed along T by ``cu_seqlens`` (int32 [B+1]);
+the logsumexp ``lse[h, t] = log sum_j exp(scale * q_t . k_j)`` (natural log, fp32 [heads, T]) is saved for
+backward. One program per (query or key block of ``max_seqlen``, sequence, head) on a flattened 1-D grid;
+blocks past a sequence's end exit at once, so memory is O(tokens) and work O(sum of n^2).
+
+Forward: online softmax in base 2 (log2(e) folded into the scale), fp32 accumulators, P cast to the input
+dtype for the P @ V product. Backward (FA2): delta = rowsum(dO * O), then one kernel accumulating dK, dV per
+key block over the query blocks and one accumulating dQ per query block over the key blocks (no atomics, so
+deterministic). head_dim is padded to a power of two (>= 16) with masked loads; tiles come from ``CONFIGS``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import triton
+import triton.language as tl
+
+from m3kernels.attention.ops import define_backend
+
+LOG2E = tl.constexpr(1.4426950408889634)  # log2(e): exp(x) = exp2(x * LOG2E)
+MAX_HEAD_DIM = 256
+
+
+class Tiles(NamedTuple):
+    """One kernel's launch config: rows of the query tile, rows of the key tile, warps, pipeline stages."""
+
+    block_m: int
+    block_n: int
+    num_warps: int
+    num_stages: int
+
+
+class Configs(NamedTuple):
+    fwd: Tiles
+    dkdv: Tiles
+    dq: Tiles
+
+
+# Fixed tiles per padded head_dim for 16-bit inputs (no autotuning at call time: calls are graph-capturable).
+# float32 inputs use at most 64x64 tiles and one stage (fp32 tiles are twice the shared memory).
+CONFIGS: dict[int, Configs] = {
+    16: Configs(Tiles(128, 64, 4, 3), Tiles(32, 128, 4, 3), Tiles(128, 32, 4, 3)),
+    32: Configs(Tiles(128, 64, 4, 3), Tiles(32, 128, 4, 3), Tiles(128, 32, 4, 3)),
+    64: Configs(Tiles(128, 64, 4, 3), Tiles(32, 128, 4, 3), Tiles(128, 32, 4, 3)),
+    128: Configs(Tiles(128, 64, 8, 3), Tiles(32, 64, 4, 3), Tiles(64, 32, 4, 3)),
+    256: Configs(Tiles(64, 32, 8, 2), Tiles(32, 32, 4, 2), Tiles(32, 32, 4, 2)),
+}
+FP32_MAX_BLOCK = 64
+
+
+def _tiles(kind: str, block_d: int, dtype: torch.dtype) -> Tiles:
+    t = getattr(CONFIGS[block_d], kind)
+    if dtype == torch.float32:
+        return Tiles(min(t.block_m, FP32_MAX_BLOCK), min(t.block_n, FP32_MAX_BLOCK), t.num_warps, 1)
+    return t
+
+
+@triton.jit
+def _locate(CU, num_blocks, H):
+    """Program id -> (block index inside the sequence, head, first token (int64), sequence length)."""
+    pid = tl.program_id(0)
+    blk = pid % num_blocks
+    bh = pid // num_blocks
+    b = bh // H
+    start = tl.load(CU + b)
+    n = tl.load(CU + b + 1) - start
+    return blk, bh % H, start.to(tl.int64), n
+
+
+@triton.jit
+def _load(ptr, rows, n, offs_d, stride_t, D: tl.constexpr, EVEN_D: tl.constexpr, MASK_ROWS: tl.constexpr):
+    """Tile [len(rows), BLOCK_D] of ptr[rows, :D]; rows >= n (when MASK_ROWS) and columns >= D read as 0."""
+    ptrs = ptr + rows[:, None] * stride_t + offs_d[None, :]
+    if MASK_ROWS:
+        mask = (rows[:, None] < n) if EVEN_D else (rows[:, None] < n) & (offs_d[None, :] < D)
+        x = tl.load(ptrs, mask=mask, other=0.0)
+    else:
+        x = tl.load(ptrs) if EVEN_D else tl.load(ptrs, mask=offs_d[None, :] < D, other=0.0)
+    return x
+
+
+@triton.jit
+def _store(ptr, x, rows, n, offs_d, stride_t, D: tl.constexpr):
+    """ptr[rows, :D] = x for rows < n (x cast to ptr's element type)."""
+    mask = (rows[:, None] < n) & (offs_d[None, :] < D)
+    tl.store(ptr + rows[:, None] * stride_t + offs_d[None, :], x.to(ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _fwd_step(
+    acc,
+    m_i,
+    l_i,
+    q,
+    K,
+    V,
+    cols,
+    n,
+    offs_d,
+    stride_t,
+    qk_scale,
+    D: tl.constexpr,
+    EVEN_D: tl.constexpr,
+    MASK_N: tl.constexpr,
+):
+    """One key tile of the online softmax: base-2 running max m_i, running sum l_i, unnormalised acc."""
+    k = _load(K, cols, n, offs_d, stride_t, D, EVEN_D, MASK_N)
+    v = _load(V, cols, n, offs_d, stride_t, D, EVEN_D, MASK_N)
+    s = tl.dot(q, tl.trans(k), input_precision="ieee") * qk_scale
+    if MASK_N:
+        s = tl.where((cols < n)[None, :], s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    alpha = tl.math.exp2(m_i - m_new)
+    p = tl.math.exp2(s - m_new[:, None])
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision="ieee")
+    return acc, m_new, l_i
+
+
+@triton.jit
+def _fwd_kernel(
+    Q,
+    K,
+    V,
+    OUT,
+    LSE,
+    CU,
+    num_blocks,
+    T,
+    H,
+    stride_t,
+    qk_scale,
+    D: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    blk, h, start, n = _locate(CU, num_blocks, H)
+    if blk * BLOCK_M >= n:
+        return
+    EVEN_D: tl.constexpr = D == BLOCK_D
+    base = start * stride_t + h * D
+    rows = blk * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    q = _load(Q + base, rows, n, offs_d, stride_t, D, EVEN_D, True)
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    full = n - n % BLOCK_N
+    for start_n in range(0, full, BLOCK_N):
+        acc, m_i, l_i = _fwd_step(
+            acc,
+            m_i,
+            l_i,
+            q,
+            K + base,
+            V + base,
+            start_n + offs_n,
+            n,
+            offs_d,
+            stride_t,
+            qk_scale,
+            D,
+            EVEN_D,
+            False,
+        )
+    if full < n:
+        acc, m_i, l_i = _fwd_step(
+            acc,
+            m_i,
+            l_i,
+            q,
+            K + base,
+            V + base,
+            full + offs_n,
+            n,
+            offs_d,
+            stride_t,
+            qk_scale,
+            D,
+            EVEN_D,
+            True,
+        )
+    _store(OUT + base, acc / l_i[:, None], rows, n, offs_d, stride_t, D)
+    lse = (m_i + tl.math.log2(l_i)) / LOG2E
+    tl.store(LSE + h * T + start + rows, lse, mask=rows < n)
+
+
+@triton.jit
+def _delta_kernel(OUT, DO, DELTA, T, stride_t, D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_T: tl.constexpr):
+    """delta[h, t] = sum_d dO[t, h, d] * out[t, h, d] in fp32."""
+    h = tl.program_id(1)
+    rows = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
+    offs_d = tl.arange(0, BLOCK_D)
+    o = _load(OUT + h * D, rows, T, offs_d, stride_t, D, D == BLOCK_D, True).to(tl.float32)
+    do = _load(DO + h * D, rows, T, offs_d, stride_t, D, D == BLOCK_D, True).to(tl.float32)
+    tl.store(DELTA + h.to(tl.int64) * T + rows, tl.sum(o * do, 1), mask=rows < T)
+
+
+@triton.jit
+def _dkdv_step(
+    dk,
+    dv,
+    k,
+    v,
+    Q,
+    DO,
+    LSE,
+    DELTA,
+    rows,
+    n,
+    offs_d,
+    stride_t,
+    qk_scale,
+    D: tl.constexpr,
+    EVEN_D: tl.constexpr,
+    MASK_M: tl.constexpr,
+):
+    """One query tile: dV += P^T dO, dK += dS^T Q with P^T = exp2(s K Q^T - lse), dS = P (dO V^T - delta)."""
+    q = _load(Q, rows, n, offs_d, stride_t, D, EVEN_D, MASK_M)
+    do = _load(DO, rows, n, offs_d, stride_t, D, EVEN_D, MASK_M)
+    if MASK_M:
+        # lse = +inf makes the P^T columns of rows past the end exactly 0.
+        lse = tl.load(LSE + rows, mask=rows < n, other=float("inf"))
+        delta = tl.load(DELTA + rows, mask=rows < n, other=0.0)
+    else:
+        lse = tl.load(LSE + rows)
+        delta = tl.load(DELTA + rows)
+    p_t = tl.math.exp2(tl.dot(k, tl.trans(q), input_precision="ieee") * qk_scale - (lse * LOG2E)[None, :])
+    dv = tl.dot(p_t.to(do.dtype), do, dv, input_precision="ieee")
+    dp_t = tl.dot(v, tl.trans(do), input_precision="ieee")
+    ds_t = p_t * (dp_t - delta[None, :])
+    dk = tl.dot(ds_t.to(q.dtype), q, dk, input_precision="ieee")
+    return dk, dv
+
+
+@triton.jit
+def _dkdv_kernel(
+    Q,
+    K,
+    V,
+    DO,
+    LSE,
+    DELTA,
+    DK,
+    DV,
+    CU,
+    num_blocks,
+    T,
+    H,
+    stride_t,
+    scale,
+    qk_scale,
+    D: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    blk, h, start, n = _locate(CU, num_blocks, H)
+    if blk * BLOCK_N >= n:
+        return
+    EVEN_D: tl.constexpr = D == BLOCK_D
+    base = start * stride_t + h * D
+    row_base = h * T + start
+    cols = blk * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    k = _load(K + base, cols, n, offs_d, stride_t, D, EVEN_D, True)
+    v = _load(V + base, cols, n, offs_d, stride_t, D, EVEN_D, True)
+    dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
+    dv = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
+    full = n - n % BLOCK_M
+    for start_m in range(0, full, BLOCK_M):
+        dk, dv = _dkdv_step(
+            dk,
+            dv,
+            k,
+            v,
+            Q + base,
+            DO + base,
+            LSE + row_base,
+            DELTA + row_base,
+            start_m + offs_m,
+            n,
+            offs_d,
+            stride_t,
+            qk_scale,
+            D,
+            EVEN_D,
+            False,
+        )
+    if full < n:
+        dk, dv = _dkdv_step(
+            dk,
+            dv,
+            k,
+            v,
+            Q + base,
+            DO + base,
+            LSE + row_base,
+            DELTA + row_base,
+            full + offs_m,
+            n,
+            offs_d,
+            stride_t,
+            qk_scale,
+            D,
+            EVEN_D,
+            True,
+        )
+    _store(DK + base, dk * scale, cols, n, offs_d, stride_t, D)
+    _store(DV + base, dv, cols, n, offs_d, stride_t, D)
+
+
+@triton.jit
+def _dq_step(
+    dq,
+    q,
+    do,
+    lse2,
+    delta,
+    K,
+    V,
+    cols,
+    n,
+    offs_d,
+    stride_t,
+    qk_scale,
+    D: tl.constexpr,
+    EVEN_D: tl.constexpr,
+    MASK_N: tl.constexpr,
+):
+    """One key tile: dQ += dS K with P = exp2(s Q K^T - lse), dS = P (dO V^T - delta)."""
+    k = _load(K, cols, n, offs_d, stride_t, D, EVEN_D, MASK_N)
+    v = _load(V, cols, n, offs_d, stride_t, D, EVEN_D, MASK_N)
+    p = tl.math.exp2(tl.dot(q, tl.trans(k), input_precision="ieee") * qk_scale - lse2[:, None])
+    if MASK_N:
+        p = tl.where((cols < n)[None, :], p, 0.0)
+    dp = tl.dot(do, tl.trans(v), input_precision="ieee")
+    ds = p * (dp - delta[:, None])
+    return tl.dot(ds.to(k.dtype), k, dq, input_precision="ieee")
+
+
+@triton.jit
+def _dq_kernel(
+    Q,
+    K,
+    V,
+    DO,
+    LSE,
+    DELTA,
+    DQ,
+    CU,
+    num_blocks,
+    T,
+    H,
+    stride_t,
+    scale,
+    qk_scale,
+    D: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    blk, h, start, n = _locate(CU, num_blocks, H)
+    if blk * BLOCK_M >= n:
+        return
+    EVEN_D: tl.constexpr = D == BLOCK_D
+    base = start * stride_t + h * D
+    row_base = h * T + start
+    rows = blk * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    q = _load(Q + base, rows, n, offs_d, stride_t, D, EVEN_D, True)
+    do = _load(DO + base, rows, n, offs_d, stride_t, D, EVEN_D, True)
+    lse2 = tl.load(LSE + row_base + rows, mask=rows < n, other=0.0) * LOG2E
+    delta = tl.load(DELTA + row_base + rows, mask=rows < n, other=0.0)
+    dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    full = n - n % BLOCK_N
+    for start_n in range(0, full, BLOCK_N):
+        dq = _dq_step(
+            dq,
+            q,
+            do,
+            lse2,
+            delta,
+            K + base,
+            V + base,
+            start_n + offs_n,
+            n,
+            offs_d,
+            stride_t,
+            qk_scale,
+            D,
+            EVEN_D,
+            False,
+        )
+    if full < n:
+        dq = _dq_step(
+            dq,
+            q,
+            do,
+            lse2,
+            delta,
+            K + base,
+            V + base,
+            full + offs_n,
+            n,
+            offs_d,
+            stride_t,
+            qk_scale,
+            D,
+            EVEN_D,
+            True,
+        )
+    _store(DQ + base, dq * scale, rows, n, offs_d, stride_t, D)
+
+
+def _block_d(head_dim: int) -> int:
+    if head_dim > MAX_HEAD_DIM:
+        raise ValueError(f"the triton attention kernels take head_dim <= {MAX_HEAD_DIM}; got {head_dim}")
+    return max(16, triton.next_power_of_2(head_dim))
+
+
+def _launch(
+    kernel, tiles: Tiles, block: int, max_seqlen: int, cu_seqlens, tensors: tuple, scalars: tuple, **meta
+) -> None:
+    """Flattened grid: program = (sequence * heads + head) * num_blocks + block of `block` rows, where
+    num_blocks = ceil(max_seqlen / block); kernel args are (*tensors, cu_seqlens, num_blocks, *scalars)."""
+    heads = tensors[0].shape[1]
+    num_blocks = triton.cdiv(max_seqlen, block)
+    grid = (num_blocks * (cu_seqlens.numel() - 1) * heads,)
+    kernel[grid](
+        *tensors,
+        cu_seqlens,
+        num_blocks,
+        *scalars,
+        **meta,
+        BLOCK_M=tiles.block_m,
+        BLOCK_N=tiles.block_n,
+        num_warps=tiles.num_warps,
+        num_stages=tiles.num_stages,
+    )
+
+
+def forward(q, k, v, cu_seqlens, max_seqlen, scale):
+    """q, k, v [T, heads, D] (fp16 / bf16 / fp32, contiguous), cu_seqlens int32 [B+1] on q's device,
+    max_seqlen >= every sequence length. Returns out [T, heads, D] (input dtype) with
+    out_t = sum_{j in seq(t)} softmax_j(scale q_t . k_j) v_j and lse fp32 [heads, T] (natural log)."""
+    T, H, D = q.shape
+    out = torch.empty_like(q)
+    lse = torch.empty((H, T), dtype=torch.float32, device=q.device)
+    if T == 0 or max_seqlen == 0:
+        return out, lse
+    block_d = _block_d(D)
+    tiles = _tiles("fwd", block_d, q.dtype)
+    _launch(
+        _fwd_kernel,
+        tiles,
+        tiles.block_m,
+        max_seqlen,
+        cu_seqlens,
+        (q, k, v, out, lse),
+        (T, H, q.stride(0), scale * LOG2E.value),
+        D=D,
+        BLOCK_D=block_d,
+    )
+    return out, lse
+
+
+def backward(dout, q, k, v, out, lse, cu_seqlens, max_seqlen, scale):
+    """Gradients of forward: with P = softmax(scale Q K^T) per sequence and head (rebuilt from lse),
+    delta = rowsum(dO * O), dS = P * (dO V^T - delta): dQ = scale dS K, dK = scale dS^T Q, dV = P^T dO.
+    All [T, heads, D] in the input dtype; fp32 accumulation."""
+    T, H, D = q.shape
+    dout = dout.contiguous()
+    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    if T == 0 or max_seqlen == 0:
+        return dq, dk, dv
+    block_d = _block_d(D)
+    delta = torch.empty_like(lse)
+    block_t = 64
+    _delta_kernel[(triton.cdiv(T, block_t), H)](
+        out, dout, delta, T, q.stride(0), D=D, BLOCK_D=block_d, BLOCK_T=block_t
+    )
+    inputs = (q, k, v, dout, lse, delta)
+    scalars = (T, H, q.stride(0), scale, scale * LOG2E.value)
+    tiles = _tiles("dkdv", block_d, q.dtype)
+    _launch(
+        _dkdv_kernel,
+        tiles,
+        tiles.block_n,
+        max_seqlen,
+        cu_seqlens,
+        (*inputs, dk, dv),
+        scalars,
+        D=D,
+        BLOCK_D=block_d,
+    )
+    tiles = _tiles("dq", block_d, q.dtype)
+    _launch(
+        _dq_kernel, tiles, tiles.block_m, max_seqlen, cu_seqlens, (*inputs, dq), scalars, D=D, BLOCK_D=block_d
+    )
+    return dq, dk, dv
+
+
+op = define_backend("triton", forward, backward)

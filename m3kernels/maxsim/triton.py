@@ -1,0 +1,343 @@
+"""MaxSim on Triton kernels: a fused FlashAttention-style forward and argmax-driven backward.
+
+Layout as in csrc/maxsim/maxsim.h: q [Tq, H] and d [Td, H] row-major in one dtype (fp32 / fp16 / bf16);
+query i is rows q_off[i] .. q_off[i] + q_len[i], doc j rows d_off[j] .. d_off[j] + d_len[j] (int32).
+
+Forward: one program per (query, doc) pair (per pair i when pairwise). It walks the query in BLOCK_Q-row
+blocks and the doc in BLOCK_D-token tiles, computing each [BLOCK_Q, BLOCK_D] similarity tile with ``tl.dot``
+on the native dtype (fp32 accumulation, hidden size in BLOCK_H chunks) and keeping only the running max and
+its first arg-max per query token in registers; the similarity tensor never reaches memory.
+BLOCK_Q is a power-of-two bucket of the mean query length (read from shapes, no device sync); longer queries
+take several blocks, so any length is correct and serving never recompiles per length. BLOCK_D / BLOCK_H /
+warps / stages come from a fixed table keyed on (hidden-size bucket, dtype): no autotuning at call time, no
+host syncs, so the forward can be captured in a CUDA graph.
+
+Backward from the saved argmax: dq_t = sum_j g(i, j) d[argmax(t, j)] is gathered per query token (each row
+owned by one program: deterministic). dd[argmax(t, j)] += g(i, j) q_t is either scattered with atomics
+(deterministic=False) or, with deterministic=True, reduced per doc row in a fixed order after a stable sort
+of the argmax (a segmented sum: no float atomics, bitwise reproducible).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from m3kernels.maxsim.ops import define_backend
+
+# (hidden-size bucket upper bound, element size in bytes) -> BLOCK_D, BLOCK_H, num_warps, num_stages.
+# Fixed per architecture family instead of autotuning at serve time (keeps calls graph-capturable).
+_FWD_CONFIGS = {
+    (128, 2): (64, 64, 4, 3),
+    (1 << 30, 2): (64, 128, 4, 3),
+    (128, 4): (32, 64, 4, 2),
+    (1 << 30, 4): (32, 64, 4, 2),
+}
+_BWD_BLOCK_Q = 16
+_BWD_BLOCK_E = 16
+_MAX_BLOCK_H = 128
+
+
+def device_context(t: Tensor):
+    """Makes t's GPU current while launching (Triton launches on the current device); no-op on CPU."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
+def _block_h(h: int, cap: int) -> int:
+    return max(16, min(cap, triton.next_power_of_2(h)))
+
+
+def _fwd_config(h: int, dtype: torch.dtype) -> tuple[int, int, int, int]:
+    size = 4 if dtype == torch.float32 else 2
+    bucket = min(b for b, s in _FWD_CONFIGS if s == size and h <= b)
+    block_d, block_h, warps, stages = _FWD_CONFIGS[(bucket, size)]
+    return block_d, _block_h(h, block_h), warps, stages
+
+
+def _query_block(total_q: int, nq: int) -> int:
+    """Power-of-two bucket (16 .. 64) of the mean query length, from shapes only (no device sync)."""
+    return max(16, min(64, triton.next_power_of_2(triton.cdiv(max(total_q, 1), nq))))
+
+
+@triton.jit
+def _segment_ids_kernel(off_ptr, len_ptr, out_ptr, BLOCK: tl.constexpr):
+    """out[off[b] + k] = b for k < len[b] (program b)."""
+    b = tl.program_id(0)
+    start = tl.load(off_ptr + b).to(tl.int64)
+    n = tl.load(len_ptr + b)
+    r = tl.arange(0, BLOCK)
+    for s in range(0, n, BLOCK):
+        tl.store(out_ptr + start + s + r, b.to(tl.int32) + tl.zeros([BLOCK], tl.int32), mask=s + r < n)
+
+
+def segment_ids(off: Tensor, lens: Tensor, total: int) -> Tensor:
+    """int32 [total]: the segment (query / doc / text) b owning each row, -1 for rows in no segment.
+
+    Segment b is rows off[b] .. off[b] + lens[b] (int32 [B] each); segments must not overlap.
+    """
+    out = torch.full((total,), -1, dtype=torch.int32, device=off.device)
+    if off.shape[0] > 0 and total > 0:
+        with device_context(off):
+            _segment_ids_kernel[(off.shape[0],)](off, lens, out, BLOCK=256)
+    return out
+
+
+@triton.jit
+def _maxsim_fwd_kernel(
+    q_ptr,
+    q_off_ptr,
+    q_len_ptr,
+    d_ptr,
+    d_off_ptr,
+    d_len_ptr,
+    scores_ptr,
+    argmax_ptr,
+    nd,
+    H,
+    PAIRWISE: tl.constexpr,
+    STORE_ARGMAX: tl.constexpr,
+    BLOCK_Q: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+):
+    """scores(i, j) = sum_t max_u <q_t, d_u> for program (i, j); argmax(t, j) = first best global doc row."""
+    i = tl.program_id(0)
+    j = i if PAIRWISE else tl.program_id(1)
+    q_start = tl.load(q_off_ptr + i)
+    q_n = tl.load(q_len_ptr + i)
+    d_start = tl.load(d_off_ptr + j)
+    d_n = tl.load(d_len_ptr + j)
+    rq = tl.arange(0, BLOCK_Q)
+    rd = tl.arange(0, BLOCK_D)
+    rh = tl.arange(0, BLOCK_H)
+    total = tl.zeros([], tl.float32)
+    for q0 in range(0, q_n, BLOCK_Q):
+        q_rows = (q_start + q0 + rq).to(tl.int64)
+        q_ok = q0 + rq < q_n
+        best = tl.full([BLOCK_Q], float("-inf"), tl.float32)
+        best_at = tl.full([BLOCK_Q], -1, tl.int32)
+        for d0 in range(0, d_n, BLOCK_D):
+            d_rows = (d_start + d0 + rd).to(tl.int64)
+            d_ok = d0 + rd < d_n
+            sim = tl.zeros([BLOCK_Q, BLOCK_D], tl.float32)
+            for h0 in range(0, H, BLOCK_H):
+                h_ok = h0 + rh < H
+                qt = tl.load(
+                    q_ptr + q_rows[:, None] * H + h0 + rh[None, :],
+                    mask=q_ok[:, None] & h_ok[None, :],
+                    other=0.0,
+                )
+                dt = tl.load(
+                    d_ptr + d_rows[None, :] * H + h0 + rh[:, None],
+                    mask=h_ok[:, None] & d_ok[None, :],
+                    other=0.0,
+                )
+                sim = tl.dot(qt, dt, acc=sim, input_precision="ieee")
+            sim = tl.where(d_ok[None, :], sim, float("-inf"))
+            tile_best = tl.max(sim, axis=1)
+            tile_at = tl.min(tl.where(sim == tile_best[:, None], rd[None, :], BLOCK_D), axis=1)
+            better = tile_best > best  # strict: ties keep the earlier doc token
+            best = tl.where(better, tile_best, best)
+            best_at = tl.where(better, d_start + d0 + tile_at, best_at)
+        total += tl.sum(tl.where(q_ok & (d_n > 0), best, 0.0), axis=0)
+        if STORE_ARGMAX:
+            arg_at = q_rows if PAIRWISE else q_rows * nd + j
+            tl.store(argmax_ptr + arg_at, best_at, mask=q_ok)
+    tl.store(scores_ptr + (i if PAIRWISE else i * nd + j), total)
+
+
+def forward(
+    q: Tensor,
+    q_off: Tensor,
+    q_len: Tensor,
+    d: Tensor,
+    d_off: Tensor,
+    d_len: Tensor,
+    pairwise: bool,
+    need_argmax: bool,
+) -> tuple[Tensor, Tensor]:
+    """Fused MaxSim: scores fp32 [nq, nd] (or [n]); argmax int32 [Tq, nd] (or [Tq]; [0] unless need_argmax)
+    holding each query token's first best global doc row, -1 for empty docs and rows outside any query."""
+    q, d = q.contiguous(), d.contiguous()
+    nq, nd = q_off.shape[0], d_off.shape[0]
+    h = q.shape[1]
+    scores = torch.empty((nq,) if pairwise else (nq, nd), dtype=torch.float32, device=q.device)
+    arg_shape = ((q.shape[0],) if pairwise else (q.shape[0], nd)) if need_argmax else (0,)
+    argmax = torch.full(arg_shape, -1, dtype=torch.int32, device=q.device)
+    block_d, block_h, warps, stages = _fwd_config(h, d.dtype)
+    grid = (nq,) if pairwise else (nq, nd)
+    with device_context(q):
+        _maxsim_fwd_kernel[grid](
+            q,
+            q_off,
+            q_len,
+            d,
+            d_off,
+            d_len,
+            scores,
+            argmax,
+            nd,
+            h,
+            PAIRWISE=pairwise,
+            STORE_ARGMAX=need_argmax,
+            BLOCK_Q=_query_block(q.shape[0], nq),
+            BLOCK_D=block_d,
+            BLOCK_H=block_h,
+            num_warps=warps,
+            num_stages=stages,
+        )
+    return scores, argmax
+
+
+@triton.jit
+def _maxsim_bwd_q_kernel(
+    grad_ptr,
+    q_ptr,
+    q_off_ptr,
+    q_len_ptr,
+    d_ptr,
+    argmax_ptr,
+    dq_ptr,
+    dd_ptr,
+    nd,
+    H,
+    PAIRWISE: tl.constexpr,
+    SCATTER_DD: tl.constexpr,
+    BLOCK_Q: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+):
+    """Program (i, h-chunk): dq_t = sum_j g(i, j) d[argmax(t, j)] for the tokens t of query i, j in a fixed
+    order; with SCATTER_DD also dd[argmax(t, j)] += g(i, j) q_t by atomic adds."""
+    i = tl.program_id(0)
+    rh = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
+    h_ok = rh < H
+    q_start = tl.load(q_off_ptr + i)
+    q_n = tl.load(q_len_ptr + i)
+    rq = tl.arange(0, BLOCK_Q)
+    j_lo = i if PAIRWISE else 0
+    j_hi = i + 1 if PAIRWISE else nd
+    for q0 in range(0, q_n, BLOCK_Q):
+        q_rows = (q_start + q0 + rq).to(tl.int64)
+        q_ok = q0 + rq < q_n
+        tile = q_rows[:, None] * H + rh[None, :]
+        tile_ok = q_ok[:, None] & h_ok[None, :]
+        acc = tl.zeros([BLOCK_Q, BLOCK_H], tl.float32)
+        if SCATTER_DD:
+            qt = tl.load(q_ptr + tile, mask=tile_ok, other=0.0).to(tl.float32)
+        for j in range(j_lo, j_hi):
+            g = tl.load(grad_ptr + (i if PAIRWISE else i * nd + j))
+            at = tl.load(argmax_ptr + (q_rows if PAIRWISE else q_rows * nd + j), mask=q_ok, other=-1)
+            hit = tile_ok & (at >= 0)[:, None]
+            d_tile = at.to(tl.int64)[:, None] * H + rh[None, :]
+            acc += g * tl.load(d_ptr + d_tile, mask=hit, other=0.0).to(tl.float32)
+            if SCATTER_DD:
+                tl.atomic_add(dd_ptr + d_tile, g * qt, mask=hit)
+        tl.store(dq_ptr + tile, acc, mask=tile_ok)
+
+
+@triton.jit
+def _maxsim_bwd_d_kernel(
+    grad_ptr,
+    q_ptr,
+    q_seg_ptr,
+    perm_ptr,
+    bounds_ptr,
+    dd_ptr,
+    nd,
+    H,
+    PAIRWISE: tl.constexpr,
+    BLOCK_E: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+):
+    """Program (doc row r, h-chunk): dd_r = sum over (t, j) with argmax(t, j) = r of g(query(t), j) q_t, in
+    the stable-sorted order perm[bounds[r] .. bounds[r+1]] (flat argmax positions t * nd + j, or t)."""
+    r = tl.program_id(0).to(tl.int64)
+    rh = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
+    h_ok = rh < H
+    start = tl.load(bounds_ptr + r)
+    end = tl.load(bounds_ptr + r + 1)
+    re = tl.arange(0, BLOCK_E)
+    acc = tl.zeros([BLOCK_H], tl.float32)
+    for e0 in range(start, end, BLOCK_E):
+        e_ok = e0 + re < end
+        flat = tl.load(perm_ptr + e0 + re, mask=e_ok, other=0)
+        t = flat if PAIRWISE else flat // nd
+        query = tl.load(q_seg_ptr + t, mask=e_ok, other=0).to(tl.int64)
+        g = tl.load(grad_ptr + (query if PAIRWISE else query * nd + flat % nd), mask=e_ok, other=0.0)
+        qt = tl.load(q_ptr + t[:, None] * H + rh[None, :], mask=e_ok[:, None] & h_ok[None, :], other=0.0)
+        acc += tl.sum(g[:, None] * qt.to(tl.float32), axis=0)
+    tl.store(dd_ptr + r * H + rh, acc, mask=h_ok)
+
+
+def _dd_deterministic(grad, q, q_off, q_len, argmax, dd, pairwise, block_h):
+    """Fills dd by a segmented sum over the stable-sorted argmax (one program per doc row)."""
+    keys, perm = torch.sort(argmax.reshape(-1), stable=True)
+    rows = torch.arange(dd.shape[0] + 1, dtype=keys.dtype, device=keys.device)
+    bounds = torch.searchsorted(keys, rows)
+    q_seg = segment_ids(q_off, q_len, q.shape[0])
+    grid = (dd.shape[0], triton.cdiv(dd.shape[1], block_h))
+    _maxsim_bwd_d_kernel[grid](
+        grad,
+        q,
+        q_seg,
+        perm,
+        bounds,
+        dd,
+        argmax.shape[1] if argmax.dim() == 2 else 1,
+        dd.shape[1],
+        PAIRWISE=pairwise,
+        BLOCK_E=_BWD_BLOCK_E,
+        BLOCK_H=block_h,
+    )
+
+
+def backward(
+    grad: Tensor,
+    q: Tensor,
+    q_off: Tensor,
+    q_len: Tensor,
+    d: Tensor,
+    d_off: Tensor,
+    d_len: Tensor,
+    argmax: Tensor,
+    pairwise: bool,
+    deterministic: bool,
+) -> tuple[Tensor, Tensor]:
+    """Gradients from the saved argmax: dq fp32 [Tq, H], dd fp32 [Td, H] (rows outside items stay 0).
+
+    deterministic=True: no float atomics, bitwise-identical results run to run."""
+    q, d, grad = q.contiguous(), d.contiguous(), grad.float().contiguous()
+    nq, nd = q_off.shape[0], d_off.shape[0]
+    h = q.shape[1]
+    dq = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
+    dd = torch.zeros(d.shape, dtype=torch.float32, device=d.device)
+    block_h = _block_h(h, _MAX_BLOCK_H)
+    if q.shape[0] == 0 or d.shape[0] == 0:
+        return dq, dd
+    with device_context(q):
+        _maxsim_bwd_q_kernel[(nq, triton.cdiv(h, block_h))](
+            grad,
+            q,
+            q_off,
+            q_len,
+            d,
+            argmax,
+            dq,
+            dd,
+            nd,
+            h,
+            PAIRWISE=pairwise,
+            SCATTER_DD=not deterministic,
+            BLOCK_Q=_BWD_BLOCK_Q,
+            BLOCK_H=block_h,
+        )
+        if deterministic:
+            _dd_deterministic(grad, q, q_off, q_len, argmax, dd, pairwise, block_h)
+    return dq, dd
+
+
+op = define_backend("triton", forward, backward)
