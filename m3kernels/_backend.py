@@ -7,6 +7,7 @@ the device's preference order; an explicitly requested backend that cannot run r
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable
 
@@ -16,11 +17,49 @@ BACKENDS = ("reference", "cpu", "triton", "cuda")
 AUTO_ORDER = {"cuda": ("triton", "cuda", "reference"), "cpu": ("cpu", "reference")}
 
 _registry: dict[str, dict[str, Callable[[torch.device], str | None]]] = {}
+_module_paths: dict[tuple[str, str], str] = {}
+_modules: dict[tuple[str, str], object] = {}
+_import_errors: dict[tuple[str, str], str] = {}
 
 
-def register(op: str, backend: str, why_unavailable: Callable[[torch.device], str | None]) -> None:
-    """why_unavailable(device) returns None when the backend can run op there, else the reason."""
+def register(
+    op: str, backend: str, why_unavailable: Callable[[torch.device], str | None], module: str | None = None
+) -> None:
+    """why_unavailable(device) returns None when the backend can run op there, else the reason; module is the
+    kernel module (imported by load_kernels) for the kernel backends."""
     _registry.setdefault(op, {})[backend] = why_unavailable
+    if module is not None:
+        _module_paths[(op, backend)] = module
+
+
+def _usable_here(backend: str) -> bool:
+    if backend == "triton":
+        return triton_unavailable(torch.device("cuda")) is None and (
+            torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET", "0") == "1"
+        )
+    if backend == "cuda":
+        return cuda_kernels_unavailable(torch.device("cuda")) is None
+    return True
+
+
+def load_kernels() -> None:
+    """Imports the kernel modules this process can use, once, at package import: torch.compile then finds
+    them in a dict instead of tracing an import. A module that fails to import makes its backend unavailable
+    with the error as the reason."""
+    for key, path in _module_paths.items():
+        if key in _modules or key in _import_errors or not _usable_here(key[1]):
+            continue
+        try:
+            _modules[key] = importlib.import_module(path)
+        except Exception as exc:  # reported by `m3k info` and by resolve()
+            _import_errors[key] = f"{path} failed to import: {type(exc).__name__}: {exc}"
+
+
+def kernel_module(op: str, backend: str):
+    """The kernel module of a resolved backend."""
+    if (op, backend) not in _modules:
+        load_kernels()
+    return _modules[(op, backend)]
 
 
 def triton_unavailable(device: torch.device) -> str | None:
@@ -37,6 +76,18 @@ def triton_unavailable(device: torch.device) -> str | None:
 
 def always(device: torch.device) -> str | None:
     return None
+
+
+def cpu_tensors_only(device: torch.device) -> str | None:
+    return None if device.type == "cpu" else f"this backend takes CPU tensors, got {device}"
+
+
+def cpu_kernels_unavailable(device: torch.device) -> str | None:
+    from m3kernels import _native
+
+    if not _native.have_cpu_kernels():
+        return f"the compiled module m3kernels._C is missing ({_native.IMPORT_ERROR})"
+    return cpu_tensors_only(device)
 
 
 def cuda_kernels_unavailable(device: torch.device) -> str | None:
@@ -65,12 +116,16 @@ def resolve(op: str, backend: str, device: torch.device, dtype: torch.dtype | No
         raise ValueError(f"backend must be one of 'auto', {', '.join(map(repr, BACKENDS))}; got {backend!r}")
     if backend not in table:
         raise RuntimeError(f"{op} has no {backend!r} backend (it has: {', '.join(table)})")
-    reason = table[backend](device)
+    reason = _why(op, backend, device)
     if reason is not None:
         raise RuntimeError(f"backend {backend!r} is unavailable for {op} on {device}: {reason}")
     return backend
 
 
+def _why(op: str, backend: str, device: torch.device) -> str | None:
+    return _registry[op][backend](device) or _import_errors.get((op, backend))
+
+
 def availability(device: torch.device) -> dict[str, dict[str, str | None]]:
     """{op: {backend: None if available else the reason}} for a device (used by `m3k info`)."""
-    return {op: {b: fn(device) for b, fn in table.items()} for op, table in _registry.items()}
+    return {op: {b: _why(op, b, device) for b in table} for op, table in _registry.items()}

@@ -2,10 +2,10 @@
 and triton.py (FlashAttention-2 kernels)."""
 
 from m3kernels import _backend
-from m3kernels.attention import cpu  # noqa: F401  (registers the "cpu" backend)
 from m3kernels.attention.api import attention_varlen
 
 _backend.register("attention_varlen", "reference", _backend.always)
-_backend.register("attention_varlen", "triton", _backend.triton_unavailable)
+_backend.register("attention_varlen", "cpu", _backend.cpu_tensors_only, "m3kernels.attention.cpu")
+_backend.register("attention_varlen", "triton", _backend.triton_unavailable, "m3kernels.attention.triton")
 
 __all__ = ["attention_varlen"]

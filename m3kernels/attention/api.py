@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import math
 
 from torch import Tensor
@@ -63,6 +62,6 @@ def attention_varlen(
     _checks.kernel_dtype(name, "q", q)
     if name == "reference":
         return reference.attention_varlen(q, k, v, cu, scale)
-    module = importlib.import_module(f"m3kernels.attention.{name}")
+    module = _backend.kernel_module("attention_varlen", name)
     out, _lse = module.op(q.contiguous(), k.contiguous(), v.contiguous(), cu, max_seqlen, scale)
     return out

@@ -1,8 +1,8 @@
 """torch.library custom ops for the attention kernel backends.
 
 Every kernel backend provides:
-    forward(q, k, v, cu_seqlens int32 [B+1], max_seqlen, scale) -> (out [T, heads, D] input dtype,
-                                                                    lse fp32 [heads, T] or an empty tensor)
+    forward(q, k, v, cu_seqlens int32 [B+1], max_seqlen, scale)
+        -> (out [T, heads, D] input dtype, lse fp32 [heads, T] (or [0] for a backend defined with saves_lse=False))
     backward(dout, q, k, v, out, lse, cu_seqlens, max_seqlen, scale) -> (dq, dk, dv) in the input dtype
 ``define_backend`` wraps them as ``m3k::attention_varlen_<name>`` with fake tensors and autograd.
 """
@@ -19,6 +19,8 @@ def define_backend(
     name: str,
     forward: Callable[..., tuple[Tensor, Tensor]],
     backward: Callable[..., tuple[Tensor, Tensor, Tensor]],
+    *,
+    saves_lse: bool = True,
 ):
     @torch.library.custom_op(f"m3k::attention_varlen_{name}", mutates_args=())
     def fwd(
@@ -28,7 +30,8 @@ def define_backend(
 
     @fwd.register_fake
     def _(q, k, v, cu_seqlens, max_seqlen, scale):
-        return torch.empty_like(q), q.new_empty((q.shape[1], q.shape[0]), dtype=torch.float32)
+        lse_shape = (q.shape[1], q.shape[0]) if saves_lse else (0,)
+        return torch.empty_like(q), q.new_empty(lse_shape, dtype=torch.float32)
 
     @torch.library.custom_op(f"m3k::attention_varlen_{name}_backward", mutates_args=())
     def bwd(

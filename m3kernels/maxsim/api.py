@@ -8,20 +8,6 @@ from torch import Tensor
 from m3kernels import _backend, _checks
 from m3kernels.maxsim import reference
 
-_KERNEL_OPS: dict[str, object] = {}
-
-
-def _kernel_op(backend: str):
-    if backend not in _KERNEL_OPS:
-        if backend == "cpu":
-            from m3kernels.maxsim import cpu as module
-        elif backend == "triton":
-            from m3kernels.maxsim import triton as module
-        else:
-            from m3kernels.maxsim import cuda as module
-        _KERNEL_OPS[backend] = module.op
-    return _KERNEL_OPS[backend]
-
 
 def _check_pair(q: Tensor, d: Tensor, q_ndim: int) -> torch.device:
     _checks.tensor("q", q, ndim=q_ndim, dtypes=_checks.FLOAT_DTYPES)
@@ -89,7 +75,9 @@ def _run(
         )
     else:
         need_argmax = torch.is_grad_enabled() and (q2.requires_grad or d2.requires_grad)
-        scores, _ = _kernel_op(name)(q2, q_off, q_len, d2, d_off, d_len, pairwise, need_argmax, deterministic)
+        scores, _ = _backend.kernel_module("maxsim", name).op(
+            q2, q_off, q_len, d2, d_off, d_len, pairwise, need_argmax, deterministic
+        )
     _checks.nan_from_inputs(scores, q=q2, d=d2)
     return _finish(scores, q_len, pairwise, normalize)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from m3kernels import _backend, _native
+from m3kernels import _native
 from m3kernels.maxsim.ops import define_backend
 
 
@@ -60,11 +60,4 @@ def backward(grad, q, q_off, q_len, d, d_off, d_len, argmax, pairwise, determini
     return dq, dd
 
 
-def _why_unavailable(device: torch.device) -> str | None:
-    if not _native.have_cpu_kernels():
-        return f"the compiled module m3kernels._C is missing ({_native.IMPORT_ERROR})"
-    return None if device.type == "cpu" else f"the C++ kernels run on CPU tensors, got {device}"
-
-
 op = define_backend("cpu", forward, backward)
-_backend.register("maxsim", "cpu", _why_unavailable)

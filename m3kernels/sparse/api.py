@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 
 import torch
@@ -15,13 +14,7 @@ from m3kernels.sparse.batch import SparseBatch
 BGE_M3_SPECIAL_IDS = (0, 1, 2, 3)  # <s>, <pad>, </s>, <unk>
 
 
-def _backend_module(name: str):
-    return importlib.import_module(f"m3kernels.sparse.{name}")
-
-
-def _linear_params(
-    weight: object, bias: object, hidden_size: int, device: torch.device
-) -> tuple[Tensor, Tensor]:
+def _linear_params(weight: object, bias: object, hidden_size: int, device: torch.device) -> tuple[Tensor, Tensor]:
     weight = _checks.tensor("weight", weight, ndim=(1, 2), dtypes=_checks.FLOAT_DTYPES)
     if weight.dim() == 2 and weight.shape[0] != 1:
         raise ValueError(f"weight must be [H] or [1, H] (nn.Linear(H, 1).weight); got {tuple(weight.shape)}")
@@ -35,9 +28,7 @@ def _linear_params(
     else:
         bias = _checks.tensor("bias", bias, ndim=(0, 1), dtypes=_checks.FLOAT_DTYPES)
         if bias.numel() != 1:
-            raise ValueError(
-                f"bias must hold one value (nn.Linear(H, 1).bias); got shape {tuple(bias.shape)}"
-            )
+            raise ValueError(f"bias must hold one value (nn.Linear(H, 1).bias); got shape {tuple(bias.shape)}")
         bias = bias.reshape(1)
     _checks.same_device(weight=weight, bias=bias)
     return weight, bias
@@ -111,9 +102,7 @@ def lexical_weights(
                 dtypes=(torch.bool, torch.int64, torch.int32, torch.int8, torch.uint8),
             )
             if tuple(attention_mask.shape) != (bsz, length):
-                raise ValueError(
-                    f"attention_mask must have shape {(bsz, length)}; got {tuple(attention_mask.shape)}"
-                )
+                raise ValueError(f"attention_mask must have shape {(bsz, length)}; got {tuple(attention_mask.shape)}")
             _checks.same_device(hidden=hidden, attention_mask=attention_mask)
             valid = attention_mask.bool().reshape(-1)
         hidden = hidden.reshape(bsz * length, h)
@@ -141,7 +130,7 @@ def lexical_weights(
         _checks.nan_from_inputs(result.values, hidden=hidden, weight=weight, bias=bias)
         return result
     skip_t = torch.tensor(skip, dtype=torch.int64, device=device)
-    out_ids, out_vals, _src, counts = _backend_module(name).pool_op(
+    out_ids, out_vals, _src, counts = _backend.kernel_module("lexical_weights", name).pool_op(
         hidden, ids, off, lens, weight.float(), bias.float(), skip_t
     )
     indptr = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
@@ -151,9 +140,7 @@ def lexical_weights(
     return SparseBatch(indptr, out_ids[slots], out_vals[slots])
 
 
-def lexical_scores(
-    q: SparseBatch, d: SparseBatch, *, pairwise: bool = False, backend: str = "auto"
-) -> Tensor:
+def lexical_scores(q: SparseBatch, d: SparseBatch, *, pairwise: bool = False, backend: str = "auto") -> Tensor:
     """Lexical matching score ``s(q, d) = sum_{id in q and d} w_q(id) * w_d(id)``.
 
     Args:
@@ -166,8 +153,7 @@ def lexical_scores(
     for name, s in (("q", q), ("d", d)):
         if not isinstance(s, SparseBatch):
             raise TypeError(
-                f"{name} must be a SparseBatch (see lexical_weights / SparseBatch.from_dicts); "
-                f"got {type(s).__name__}"
+                f"{name} must be a SparseBatch (see lexical_weights / SparseBatch.from_dicts); got {type(s).__name__}"
             )
         if len(s) == 0:
             raise ValueError(f"{name} must hold at least one text")
@@ -178,7 +164,7 @@ def lexical_scores(
     if name == "reference":
         return reference.lexical_scores(q, d, pairwise=pairwise)
     vals = (q.values.detach().float().contiguous(), d.values.detach().float().contiguous())
-    return _backend_module(name).scores_op(
+    return _backend.kernel_module("lexical_scores", name).scores_op(
         q.indptr.contiguous(),
         q.ids.contiguous(),
         vals[0],

@@ -14,8 +14,9 @@ from m3kernels import _checks
 @dataclass(frozen=True)
 class SparseBatch:
     """Row b holds text b's weights: ids[indptr[b]:indptr[b+1]] (int64, ascending, unique) and the matching
-    float32 values (> 0). Shapes: indptr [B+1], ids [nnz], values [nnz]; all on one device. ``values`` carries
-    autograd when it came from lexical_weights on tensors that require grad."""
+    values (> 0), float32 (float64 only from the reference backend on float64 inputs).
+    Shapes: indptr [B+1], ids [nnz], values [nnz]; all on one device. ``values`` carries autograd when it came
+    from lexical_weights on tensors that require grad."""
 
     indptr: Tensor
     ids: Tensor
@@ -24,14 +25,12 @@ class SparseBatch:
     def __post_init__(self) -> None:
         _checks.tensor("indptr", self.indptr, ndim=1, dtypes=(torch.int64,))
         _checks.tensor("ids", self.ids, ndim=1, dtypes=(torch.int64,))
-        _checks.tensor("values", self.values, ndim=1, dtypes=(torch.float32,))
+        _checks.tensor("values", self.values, ndim=1, dtypes=(torch.float32, torch.float64))
         _checks.same_device(indptr=self.indptr, ids=self.ids, values=self.values)
         if self.indptr.numel() < 1:
             raise ValueError("indptr must have B+1 >= 1 entries")
         if self.ids.numel() != self.values.numel():
-            raise ValueError(
-                f"ids ({self.ids.numel()}) and values ({self.values.numel()}) must have one length"
-            )
+            raise ValueError(f"ids ({self.ids.numel()}) and values ({self.values.numel()}) must have one length")
         if _checks.data_checks_enabled():
             ptr = self.indptr.detach().cpu()
             if int(ptr[0]) != 0 or int(ptr[-1]) != self.ids.numel() or bool((ptr[1:] < ptr[:-1]).any()):
@@ -68,9 +67,9 @@ class SparseBatch:
         return [{str(ids[e]): vals[e] for e in range(ptr[b], ptr[b + 1])} for b in range(len(self))]
 
     def to_dense(self, vocab_size: int) -> Tensor:
-        """[B, vocab_size] float32 vocabulary-space vectors (what training uses)."""
+        """[B, vocab_size] vocabulary-space vectors in the values' dtype (what training uses)."""
         self._check_vocab(vocab_size)
-        out = torch.zeros(len(self), vocab_size, dtype=torch.float32, device=self.device)
+        out = torch.zeros(len(self), vocab_size, dtype=self.values.dtype, device=self.device)
         return out.index_put((self.row_ids(), self.ids), self.values)
 
     def to_sparse_csr(self, vocab_size: int) -> Tensor:

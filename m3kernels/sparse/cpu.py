@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from m3kernels import _backend, _native
+from m3kernels import _native
 from m3kernels.sparse.ops import define_backend
 
 
@@ -60,12 +60,4 @@ def scores(q_indptr, q_ids, q_vals, d_indptr, d_ids, d_vals, pairwise):
     return out
 
 
-def _why_unavailable(device: torch.device) -> str | None:
-    if not _native.have_cpu_kernels():
-        return f"the compiled module m3kernels._C is missing ({_native.IMPORT_ERROR})"
-    return None if device.type == "cpu" else f"the C++ kernels run on CPU tensors, got {device}"
-
-
 pool_op, scores_op = define_backend("cpu", pool, scores)
-for _op in ("lexical_weights", "lexical_scores"):
-    _backend.register(_op, "cpu", _why_unavailable)

@@ -26,8 +26,9 @@ def lexical_weights_packed(
     compute_dtype: torch.dtype = torch.float32,
 ) -> SparseBatch:
     """Text b = rows off[b] .. off[b] + lens[b] of hidden [T, H] / ids [T]. Weights w_t = relu(h_t . w + b);
-    drop skip_ids and w_t <= 0; keep the max weight per id. float32 values (rounded from compute_dtype)."""
+    drop skip_ids and w_t <= 0; keep the max weight per id. Values in float32, or float64 when compute_dtype is."""
     w = token_weights(hidden, weight, bias, compute_dtype)
+    vdtype = torch.float64 if compute_dtype == torch.float64 else torch.float32
     ptr, out_ids, out_vals = [0], [], []
     skip = torch.tensor(list(skip_ids), dtype=torch.int64, device=ids.device)
     for b in range(off.shape[0]):
@@ -43,7 +44,7 @@ def lexical_weights_packed(
     return SparseBatch(
         torch.tensor(ptr, dtype=torch.int64, device=ids.device),
         torch.cat(out_ids) if out_ids else ids.new_zeros(0),
-        torch.cat(out_vals).float() if out_vals else w.new_zeros(0, dtype=torch.float32),
+        torch.cat(out_vals).to(vdtype) if out_vals else w.new_zeros(0, dtype=vdtype),
     )
 
 

@@ -1,0 +1,98 @@
+// Device and launch helpers shared by the CUDA kernels (nvcc only; no torch headers).
+//   * Elem<DType>      : the CUDA element type of a dtype code (float, __half, __nv_bfloat16).
+//   * load_float       : one element as fp32.
+//   * cp_async_16 & co : sm_80 asynchronous global -> shared copies (cp.async.cg, zero-fill).
+//   * mma_16816        : one m16n8k16 tensor-core MMA (fp16 / bf16 inputs, fp32 accumulators).
+//   * launch_status    : the error of the last launch as a message ("" on success).
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <string>
+#include <type_traits>
+
+#include "common/dtype.h"
+
+namespace m3k {
+namespace cuda {
+
+template <DType D> struct ElemOf;
+template <> struct ElemOf<DType::F32> { using type = float; };
+template <> struct ElemOf<DType::F16> { using type = __half; };
+template <> struct ElemOf<DType::BF16> { using type = __nv_bfloat16; };
+template <DType D> using Elem = typename ElemOf<D>::type;
+
+__device__ __forceinline__ float load_float(const float* p) { return *p; }
+__device__ __forceinline__ float load_float(const __half* p) { return __half2float(*p); }
+__device__ __forceinline__ float load_float(const __nv_bfloat16* p) { return __bfloat162float(*p); }
+
+// 16 bytes global -> shared, bypassing L1; with valid == false the 16 shared bytes are zero-filled and
+// nothing is read (src must still be a valid address).
+__device__ __forceinline__ void cp_async_16(void* smem_dst, const void* gmem_src, bool valid) {
+  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem_dst));
+  const int src_bytes = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem_src), "r"(src_bytes)
+               : "memory");
+}
+
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+
+// Waits until at most N committed groups of this thread are still in flight.
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+// acc[16x8] += A[16x16] (row-major fragment a) * B[16x8] (column-major fragment b). Fragment layouts
+// (PTX ISA, "Matrix Fragments for mma.m16n8k16"), g = lane / 4, t = lane % 4:
+//   a[0] = A[g][2t..2t+1]   a[1] = A[g+8][2t..2t+1]   a[2] = A[g][2t+8..2t+9]   a[3] = A[g+8][2t+8..2t+9]
+//   b[0] = B[2t..2t+1][g]   b[1] = B[2t+8..2t+9][g]
+//   acc[0..1] = C[g][2t..2t+1]   acc[2..3] = C[g+8][2t..2t+1]
+template <typename T>
+__device__ __forceinline__ void mma_16816(float (&acc)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  static_assert(sizeof(T) == 2, "mma_16816 takes fp16 or bf16 operands");
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  if constexpr (std::is_same_v<T, __half>) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(acc[0]), "+f"(acc[1]), "+f"(acc[2]), "+f"(acc[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(acc[0]), "+f"(acc[1]), "+f"(acc[2]), "+f"(acc[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  }
+#else
+  __trap();  // the kernels are only built for sm_80+
+#endif
+}
+
+__host__ __device__ constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// "" when the last launch succeeded, else "<what>: <CUDA error name>: <CUDA message>".
+inline std::string launch_status(const char* what) {
+  const cudaError_t err = cudaGetLastError();
+  if (err == cudaSuccess) return {};
+  return std::string(what) + ": " + cudaGetErrorName(err) + ": " + cudaGetErrorString(err);
+}
+
+inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// Calls fn(std::integral_constant<DType, D>{}) for the dtype code; "" on success, else the error.
+template <typename Fn>
+std::string with_dtype(DType dt, Fn&& fn) {
+  switch (dt) {
+    case DType::F32: return fn(std::integral_constant<DType, DType::F32>{});
+    case DType::F16: return fn(std::integral_constant<DType, DType::F16>{});
+    case DType::BF16: return fn(std::integral_constant<DType, DType::BF16>{});
+  }
+  return "unsupported dtype code " + std::to_string(static_cast<int>(dt)) + " (0 = fp32, 1 = fp16, 2 = bf16)";
+}
+
+}  // namespace cuda
+}  // namespace m3k

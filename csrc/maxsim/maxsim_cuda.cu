@@ -1,0 +1,451 @@
+// MaxSim on CUDA. Forward: one block per (query, doc) pair walks the query in tiles of kBM tokens and the doc
+// in tiles of kBN tokens; each (query tile, doc tile) similarity block is a small GEMM over H, streamed through
+// a kStages-deep cp.async pipeline of [kBM + kBN, kBK] shared-memory tiles. Warp w owns doc columns
+// [16w, 16w + 16) of every doc tile and all kBM query rows, so the running max / argmax of its columns stays
+// in registers across the whole doc; one cross-warp reduction per query tile gives the row maxima, their sum
+// and the argmax. The [Lq, Ld] similarity block never leaves registers.
+#include <climits>
+
+#include "common/cuda_utils.cuh"
+#include "maxsim/maxsim_cuda.h"
+
+namespace m3k {
+namespace {
+
+using cuda::ceil_div;
+
+template <typename T>
+struct FwdTile {
+  static constexpr int kBM = 32;                 // query tokens per tile (= one warp in the reduction)
+  static constexpr int kBN = 128;                // doc tokens per tile
+  static constexpr int kWarps = 8;
+  static constexpr int kThreads = kWarps * 32;
+  static constexpr int kWarpCols = kBN / kWarps;  // 16 doc columns per warp = two n8 MMA tiles
+  static constexpr int kStages = 3;
+  static constexpr int kVec = 16 / sizeof(T);     // elements per 16-byte cp.async
+  static constexpr int kBK = 8 * kVec;            // 128 bytes of hidden per stage
+  static constexpr int kLds = kBK + kVec;         // padded smem row: 144 bytes, conflict-free fragment loads
+  static constexpr int kRows = kBM + kBN;
+  static constexpr int kStageElems = kRows * kLds;
+  static constexpr size_t kSmemBytes = size_t(kStages) * kStageElems * sizeof(T);
+  static_assert(kBM == 32 && kWarpCols == 16, "the fragment mapping assumes 2 m16 x 2 n8 tiles per warp");
+  static_assert((kRows * (kBK / kVec)) % kThreads == 0, "each thread issues the same number of copies");
+};
+
+struct FwdArgs {
+  const void* q;
+  const void* d;
+  int64_t H;
+  const int32_t* q_off;
+  const int32_t* q_len;
+  int64_t nq;
+  const int32_t* d_off;
+  const int32_t* d_len;
+  int64_t nd;
+  bool pairwise;
+  float* scores;
+  int32_t* argmax;
+};
+
+// Position of an iteration in the flattened (query tile, doc tile, k chunk) sequence.
+struct Cursor {
+  int kc = 0, nt = 0, mt = 0;
+  __device__ void next(int nk, int nnt) {
+    if (++kc == nk) {
+      kc = 0;
+      if (++nt == nnt) {
+        nt = 0;
+        ++mt;
+      }
+    }
+  }
+};
+
+__device__ __forceinline__ uint32_t ld_u32(const void* p) { return *static_cast<const uint32_t*>(p); }
+
+// (v, a) <- the better of (v, a) and (v2, a2): larger value, then smaller index (first max on ties).
+__device__ __forceinline__ void keep_best(float& v, int& a, float v2, int a2) {
+  if (v2 > v || (v2 == v && a2 < a)) {
+    v = v2;
+    a = a2;
+  }
+}
+
+// acc[mt][nt][h * 2 + e] += <q row (mt * 16 + h * 8 + g), d row (warp * 16 + nt * 8 + 2t + e)> over kBK.
+template <typename T>
+__device__ __forceinline__ void tile_products(const T* sq, const T* sd, int warp, int lane,
+                                              float (&acc)[2][2][4]) {
+  using C = FwdTile<T>;
+  const int g = lane >> 2, t = lane & 3;
+  if constexpr (sizeof(T) == 2) {
+#pragma unroll
+    for (int k = 0; k < C::kBK; k += 16) {
+      uint32_t a[2][4], b[2][2];
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt) {
+        const T* r0 = sq + (mt * 16 + g) * C::kLds + k + 2 * t;
+        const T* r1 = r0 + 8 * C::kLds;
+        a[mt][0] = ld_u32(r0);
+        a[mt][1] = ld_u32(r1);
+        a[mt][2] = ld_u32(r0 + 8);
+        a[mt][3] = ld_u32(r1 + 8);
+      }
+#pragma unroll
+      for (int nt = 0; nt < 2; ++nt) {
+        const T* c0 = sd + (warp * C::kWarpCols + nt * 8 + g) * C::kLds + k + 2 * t;
+        b[nt][0] = ld_u32(c0);
+        b[nt][1] = ld_u32(c0 + 8);
+      }
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < 2; ++nt) cuda::mma_16816<T>(acc[mt][nt], a[mt], b[nt]);
+    }
+  } else {
+#pragma unroll 2
+    for (int k = 0; k < C::kBK; k += 4) {
+      float4 qv[2][2], dv[2][2];
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+          qv[mt][h] = *reinterpret_cast<const float4*>(sq + (mt * 16 + h * 8 + g) * C::kLds + k);
+#pragma unroll
+      for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+        for (int e = 0; e < 2; ++e)
+          dv[nt][e] =
+              *reinterpret_cast<const float4*>(sd + (warp * C::kWarpCols + nt * 8 + 2 * t + e) * C::kLds + k);
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+          for (int h = 0; h < 2; ++h)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              float& c = acc[mt][nt][h * 2 + e];
+              const float4 x = qv[mt][h], y = dv[nt][e];
+              c = fmaf(x.x, y.x, c);
+              c = fmaf(x.y, y.y, c);
+              c = fmaf(x.z, y.z, c);
+              c = fmaf(x.w, y.w, c);
+            }
+    }
+  }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(FwdTile<T>::kThreads) maxsim_fwd_kernel(FwdArgs args) {
+  using C = FwdTile<T>;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  T* smem = reinterpret_cast<T*>(smem_raw);
+  __shared__ float red_val[C::kWarps][C::kBM];
+  __shared__ int red_arg[C::kWarps][C::kBM];
+
+  const T* q = static_cast<const T*>(args.q);
+  const T* d = static_cast<const T*>(args.d);
+  const int64_t H = args.H;
+  const int64_t pair = blockIdx.x;
+  // All pairs: consecutive blocks share a doc (reused from L2 by the queries).
+  const int64_t i = args.pairwise ? pair : pair % args.nq;
+  const int64_t j = args.pairwise ? pair : pair / args.nq;
+  const int64_t q0 = args.q_off[i], d0 = args.d_off[j];
+  const int lq = args.q_len[i], ld = args.d_len[j];
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+  const int nk = static_cast<int>(ceil_div(H, C::kBK));
+  const int nnt = static_cast<int>(ceil_div(ld, C::kBN));
+  const int nmt = static_cast<int>(ceil_div(lq, C::kBM));
+  const int64_t total = int64_t(nmt) * nnt * nk;
+
+  // Stage `slot` <- q rows [mt * kBM, +kBM) and d rows [nt * kBN, +kBN), hidden [kc * kBK, +kBK); rows past
+  // the item and columns past H are zero-filled (H * sizeof(T) is a multiple of 16: a chunk is all in or out).
+  auto load_stage = [&](const Cursor& c, int64_t slot) {
+    T* sq = smem + slot * C::kStageElems;
+    const int64_t k0 = int64_t(c.kc) * C::kBK;
+    constexpr int kChunks = C::kBK / C::kVec;
+#pragma unroll
+    for (int rep = 0; rep < C::kRows * kChunks / C::kThreads; ++rep) {
+      const int e = tid + rep * C::kThreads;
+      const int r = e / kChunks, ch = e % kChunks;
+      const int64_t k = k0 + ch * C::kVec;
+      const bool is_q = r < C::kBM;
+      const int row = is_q ? c.mt * C::kBM + r : c.nt * C::kBN + (r - C::kBM);
+      const bool valid = row < (is_q ? lq : ld) && k < H;
+      const T* src = (is_q ? q + (q0 + row) * H : d + (d0 + row) * H) + k;
+      cuda::cp_async_16(sq + r * C::kLds + ch * C::kVec, valid ? src : q, valid);
+    }
+  };
+
+  float acc[2][2][4];
+  float best[2][2];
+  int arg[2][2];
+#pragma unroll
+  for (int a = 0; a < 16; ++a) (&acc[0][0][0])[a] = 0.f;
+#pragma unroll
+  for (int a = 0; a < 4; ++a) {
+    (&best[0][0])[a] = -INFINITY;
+    (&arg[0][0])[a] = -1;
+  }
+  float score = 0.f;  // lane 0 of warp 0
+
+  Cursor load_at;
+#pragma unroll
+  for (int s = 0; s < C::kStages - 1; ++s) {
+    if (s < total) {
+      load_stage(load_at, s);
+      load_at.next(nk, nnt);
+    }
+    cuda::cp_async_commit();
+  }
+
+  Cursor at;
+  for (int64_t it = 0; it < total; ++it) {
+    cuda::cp_async_wait<C::kStages - 2>();
+    // Stage `it` is visible to all, and every warp is done with stage it - 1, which the next copy reuses.
+    __syncthreads();
+    if (it + C::kStages - 1 < total) {
+      load_stage(load_at, (it + C::kStages - 1) % C::kStages);
+      load_at.next(nk, nnt);
+    }
+    cuda::cp_async_commit();
+    const T* sq = smem + (it % C::kStages) * C::kStageElems;
+    tile_products<T>(sq, sq + C::kBM * C::kLds, warp, lane, acc);
+
+    if (at.kc == nk - 1) {  // this doc tile's similarities are complete: fold them into the running max
+      const int n0 = at.nt * C::kBN + warp * C::kWarpCols + 2 * t;
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+#pragma unroll
+          for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              const int col = n0 + nt * 8 + e;  // increasing: strict '>' keeps the first max
+              const float v = acc[mt][nt][h * 2 + e];
+              if (col < ld && v > best[mt][h]) {
+                best[mt][h] = v;
+                arg[mt][h] = col;
+              }
+            }
+#pragma unroll
+      for (int a = 0; a < 16; ++a) (&acc[0][0][0])[a] = 0.f;
+
+      if (at.nt == nnt - 1) {  // the whole doc is seen: reduce this query tile's rows
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            float v = best[mt][h];
+            int a = arg[mt][h];
+#pragma unroll
+            for (int off = 1; off < 4; off <<= 1)
+              keep_best(v, a, __shfl_xor_sync(0xffffffffu, v, off), __shfl_xor_sync(0xffffffffu, a, off));
+            if (t == 0) {
+              red_val[warp][mt * 16 + h * 8 + g] = v;
+              red_arg[warp][mt * 16 + h * 8 + g] = a;
+            }
+            best[mt][h] = -INFINITY;
+            arg[mt][h] = -1;
+          }
+        __syncthreads();
+        if (warp == 0) {
+          float v = red_val[0][lane];
+          int a = red_arg[0][lane];
+#pragma unroll
+          for (int w = 1; w < C::kWarps; ++w) keep_best(v, a, red_val[w][lane], red_arg[w][lane]);
+          const int row = at.mt * C::kBM + lane;
+          if (row < lq && args.argmax != nullptr) {
+            const int64_t grow = q0 + row;
+            args.argmax[args.pairwise ? grow : grow * args.nd + j] = static_cast<int32_t>(d0 + a);
+          }
+          float s = row < lq ? v : 0.f;
+#pragma unroll
+          for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+          score += s;
+        }
+        // red_* is rewritten only after the next iteration's __syncthreads.
+      }
+    }
+    at.next(nk, nnt);
+  }
+
+  if (ld == 0 && args.argmax != nullptr) {
+    for (int r = tid; r < lq; r += C::kThreads) {
+      const int64_t grow = q0 + r;
+      args.argmax[args.pairwise ? grow : grow * args.nd + j] = -1;
+    }
+  }
+  if (tid == 0) args.scores[args.pairwise ? i : i * args.nd + j] = score;
+}
+
+struct BwdArgs {
+  const void* q;
+  const void* d;
+  int64_t H;
+  const int32_t* q_off;
+  const int32_t* q_len;
+  int64_t nq;
+  const int32_t* d_off;
+  const int32_t* d_len;
+  int64_t nd;
+  bool pairwise;
+  const float* grad;
+  const int32_t* argmax;
+  float* dq;
+  float* dd;
+};
+
+constexpr int kBwdThreads = 128;
+constexpr int kTokenSplit = 8;  // blocks per item along its tokens (gridDim.y)
+
+__device__ __forceinline__ int64_t arg_index(const BwdArgs& a, int64_t row, int64_t j) {
+  return a.pairwise ? row : row * a.nd + j;
+}
+
+__device__ __forceinline__ float grad_at(const BwdArgs& a, int64_t i, int64_t j) {
+  return a.grad[a.pairwise ? i : i * a.nd + j];
+}
+
+// dq[row] = sum_j g(i, j) d[argmax(row, j)]: block (i, y) owns query i's tokens y, y + kTokenSplit, ...
+template <typename T>
+__global__ void __launch_bounds__(kBwdThreads) maxsim_dq_kernel(BwdArgs a) {
+  const T* d = static_cast<const T*>(a.d);
+  const int64_t i = blockIdx.x;
+  const int64_t j0 = a.pairwise ? i : 0, j1 = a.pairwise ? i + 1 : a.nd;
+  const int lq = a.q_len[i];
+  for (int tok = blockIdx.y; tok < lq; tok += gridDim.y) {
+    const int64_t row = a.q_off[i] + tok;
+    for (int64_t k = threadIdx.x; k < a.H; k += kBwdThreads) {
+      float acc = 0.f;
+      for (int64_t j = j0; j < j1; ++j) {
+        const int32_t u = a.argmax[arg_index(a, row, j)];
+        if (u >= 0) acc = fmaf(grad_at(a, i, j), cuda::load_float(d + int64_t(u) * a.H + k), acc);
+      }
+      a.dq[row * a.H + k] = acc;
+    }
+  }
+}
+
+// dd[argmax(row, j)] += g(i, j) q[row] with float atomics: block (pair, y) owns the pair's tokens y, y + ...
+template <typename T>
+__global__ void __launch_bounds__(kBwdThreads) maxsim_dd_atomic_kernel(BwdArgs a) {
+  const T* q = static_cast<const T*>(a.q);
+  const int64_t pair = blockIdx.x;
+  const int64_t i = a.pairwise ? pair : pair % a.nq;
+  const int64_t j = a.pairwise ? pair : pair / a.nq;
+  const float gij = grad_at(a, i, j);
+  const int lq = a.q_len[i];
+  for (int tok = blockIdx.y; tok < lq; tok += gridDim.y) {
+    const int64_t row = a.q_off[i] + tok;
+    const int32_t u = a.argmax[arg_index(a, row, j)];
+    if (u < 0) continue;
+    for (int64_t k = threadIdx.x; k < a.H; k += kBwdThreads)
+      atomicAdd(a.dd + int64_t(u) * a.H + k, gij * cuda::load_float(q + row * a.H + k));
+  }
+}
+
+// Deterministic dd: block (j, y) owns columns [y * kBwdThreads, +kBwdThreads) of doc j's rows (an argmax of
+// doc j always points into doc j) and adds every query token's contribution in a fixed order.
+template <typename T>
+__global__ void __launch_bounds__(kBwdThreads) maxsim_dd_ordered_kernel(BwdArgs a) {
+  __shared__ int32_t s_arg[kBwdThreads];
+  const T* q = static_cast<const T*>(a.q);
+  const int64_t j = blockIdx.x;
+  const int64_t k = int64_t(blockIdx.y) * kBwdThreads + threadIdx.x;
+  const int64_t i0 = a.pairwise ? j : 0, i1 = a.pairwise ? j + 1 : a.nq;
+  for (int64_t i = i0; i < i1; ++i) {
+    const float gij = grad_at(a, i, j);
+    const int64_t q0 = a.q_off[i];
+    const int lq = a.q_len[i];
+    for (int t0 = 0; t0 < lq; t0 += kBwdThreads) {
+      const int n = min(kBwdThreads, lq - t0);
+      __syncthreads();  // the previous chunk's indices are consumed
+      if (static_cast<int>(threadIdx.x) < n) s_arg[threadIdx.x] = a.argmax[arg_index(a, q0 + t0 + threadIdx.x, j)];
+      __syncthreads();
+      if (k < a.H) {
+        for (int tt = 0; tt < n; ++tt) {
+          const int32_t u = s_arg[tt];
+          if (u >= 0) {
+            float* out = a.dd + int64_t(u) * a.H + k;
+            *out = fmaf(gij, cuda::load_float(q + (q0 + t0 + tt) * a.H + k), *out);
+          }
+        }
+      }
+    }
+  }
+}
+
+std::string check_problem(const char* fn, const MaxSimCudaProblem& p) {
+  const std::string where = std::string(fn) + ": ";
+  if (p.hidden < 1) return where + "hidden size must be >= 1, got " + std::to_string(p.hidden);
+  if (p.nq < 0 || p.nd < 0)
+    return where + "negative item count (nq=" + std::to_string(p.nq) + ", nd=" + std::to_string(p.nd) + ")";
+  if (p.pairwise && p.nq != p.nd)
+    return where + "pairwise needs nq == nd, got " + std::to_string(p.nq) + " and " + std::to_string(p.nd);
+  if (p.nq > INT_MAX || p.nd > INT_MAX) return where + "nq and nd must be < 2^31";
+  const int64_t pairs = p.pairwise ? p.nq : p.nq * p.nd;
+  if (pairs > INT_MAX) return where + "too many (query, doc) pairs for one launch: " + std::to_string(pairs);
+  if (pairs > 0 && (!p.q || !p.d || !p.q_off || !p.q_len || !p.d_off || !p.d_len))
+    return where + "null q, d, offset or length pointer";
+  return {};
+}
+
+}  // namespace
+
+std::string maxsim_forward_cuda(const MaxSimCudaProblem& p, float* scores, int32_t* argmax, cudaStream_t stream) {
+  constexpr const char* kFn = "maxsim_forward_cuda";
+  std::string err = check_problem(kFn, p);
+  if (!err.empty()) return err;
+  const int64_t pairs = p.pairwise ? p.nq : p.nq * p.nd;
+  if (pairs == 0) return {};
+  if (!scores) return std::string(kFn) + ": null scores pointer";
+  return cuda::with_dtype(p.dtype, [&](auto tag) -> std::string {
+    using T = cuda::Elem<decltype(tag)::value>;
+    using C = FwdTile<T>;
+    if ((p.hidden * int64_t(sizeof(T))) % 16 != 0)
+      return std::string(kFn) + ": hidden size " + std::to_string(p.hidden) + " gives rows of " +
+             std::to_string(p.hidden * sizeof(T)) + " bytes; rows must be a multiple of 16 bytes (H % " +
+             std::to_string(16 / sizeof(T)) + " == 0): pad H with zeros";
+    if (!cuda::aligned16(p.q) || !cuda::aligned16(p.d))
+      return std::string(kFn) + ": q and d must be 16-byte aligned";
+    auto kernel = maxsim_fwd_kernel<T>;
+    cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(C::kSmemBytes));
+    if (e != cudaSuccess)
+      return std::string(kFn) + ": cudaFuncSetAttribute: " + cudaGetErrorString(e);
+    const FwdArgs a{p.q, p.d, p.hidden, p.q_off, p.q_len, p.nq, p.d_off, p.d_len, p.nd, p.pairwise, scores, argmax};
+    kernel<<<static_cast<unsigned>(pairs), C::kThreads, C::kSmemBytes, stream>>>(a);
+    return cuda::launch_status(kFn);
+  });
+}
+
+std::string maxsim_backward_cuda(const MaxSimCudaProblem& p, const float* grad, const int32_t* argmax, float* dq,
+                                 float* dd, bool deterministic, cudaStream_t stream) {
+  constexpr const char* kFn = "maxsim_backward_cuda";
+  std::string err = check_problem(kFn, p);
+  if (!err.empty()) return err;
+  const int64_t pairs = p.pairwise ? p.nq : p.nq * p.nd;
+  if (pairs == 0) return {};
+  if (!grad || !argmax || !dq || !dd) return std::string(kFn) + ": null grad, argmax, dq or dd pointer";
+  const int64_t col_blocks = ceil_div(p.hidden, kBwdThreads);
+  if (col_blocks > 65535) return std::string(kFn) + ": hidden size too large: " + std::to_string(p.hidden);
+  return cuda::with_dtype(p.dtype, [&](auto tag) -> std::string {
+    using T = cuda::Elem<decltype(tag)::value>;
+    const BwdArgs a{p.q,  p.d,        p.hidden, p.q_off, p.q_len, p.nq, p.d_off,
+                    p.d_len, p.nd, p.pairwise, grad,   argmax,  dq,    dd};
+    maxsim_dq_kernel<T><<<dim3(static_cast<unsigned>(p.nq), kTokenSplit), kBwdThreads, 0, stream>>>(a);
+    std::string e = cuda::launch_status("maxsim_backward_cuda (dq)");
+    if (!e.empty()) return e;
+    if (deterministic) {
+      const dim3 grid(static_cast<unsigned>(p.nd), static_cast<unsigned>(col_blocks));
+      maxsim_dd_ordered_kernel<T><<<grid, kBwdThreads, 0, stream>>>(a);
+    } else {
+      maxsim_dd_atomic_kernel<T><<<dim3(static_cast<unsigned>(pairs), kTokenSplit), kBwdThreads, 0, stream>>>(a);
+    }
+    return cuda::launch_status("maxsim_backward_cuda (dd)");
+  });
+}
+
+}  // namespace m3k

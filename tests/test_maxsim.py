@@ -1,0 +1,174 @@
+"""maxsim / maxsim_varlen: every kernel backend against the float64 reference."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import m3kernels
+from m3kernels.maxsim import reference
+from tests.helpers import DEVICE, KERNEL_DTYPES, cu_from_lengths, fast_backends, tol
+
+BACKENDS = fast_backends("maxsim")
+
+
+def ragged_mask(n: int, length: int, *, prefix: bool = True, empty: tuple[int, ...] = ()) -> torch.Tensor:
+    if prefix:
+        lens = torch.randint(1, length + 1, (n,))
+        mask = torch.arange(length)[None, :] < lens[:, None]
+    else:
+        mask = torch.rand(n, length) > 0.4
+        mask[:, 0] = True
+    for i in empty:
+        mask[i] = False
+    return mask.to(DEVICE)
+
+
+def ref64(q, d, q_mask, d_mask, pairwise):
+    qm = q_mask if q_mask is not None else torch.ones(q.shape[:2], dtype=torch.bool, device=q.device)
+    dm = d_mask if d_mask is not None else torch.ones(d.shape[:2], dtype=torch.bool, device=d.device)
+    return reference.maxsim_padded(q.double(), d.double(), qm, dm, pairwise=pairwise, compute_dtype=torch.float64)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
+@pytest.mark.parametrize("pairwise", [False, True])
+@pytest.mark.parametrize("hidden", [1, 7, 33, 128])
+@pytest.mark.parametrize("mask_kind", ["none", "prefix", "scattered"])
+def test_padded_matches_reference(backend, dtype, pairwise, hidden, mask_kind):
+    nq, nd = (5, 5) if pairwise else (3, 7)
+    q = torch.randn(nq, 9, hidden, device=DEVICE).to(dtype)
+    d = torch.randn(nd, 37, hidden, device=DEVICE).to(dtype)
+    q_mask = d_mask = None
+    if mask_kind != "none":
+        q_mask = ragged_mask(nq, 9, prefix=mask_kind == "prefix")
+        d_mask = ragged_mask(nd, 37, prefix=mask_kind == "prefix", empty=(2,))
+    got = m3kernels.maxsim(q, d, q_mask, d_mask, pairwise=pairwise, backend=backend)
+    want = ref64(q, d, q_mask, d_mask, pairwise)
+    assert got.dtype == torch.float32 and got.shape == want.shape
+    torch.testing.assert_close(got.double(), want, **tol(dtype))
+    if mask_kind != "none":  # the empty doc scores 0 for every query
+        assert torch.all(got[2] == 0) if pairwise else torch.all(got[:, 2] == 0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("pairwise", [False, True])
+def test_normalize_divides_by_valid_query_tokens(backend, pairwise):
+    q, d = torch.randn(4, 6, 16, device=DEVICE), torch.randn(4, 10, 16, device=DEVICE)
+    q_mask = ragged_mask(4, 6)
+    raw = m3kernels.maxsim(q, d, q_mask, pairwise=pairwise, backend=backend)
+    norm = m3kernels.maxsim(q, d, q_mask, pairwise=pairwise, normalize=True, backend=backend)
+    count = q_mask.sum(1).float()
+    torch.testing.assert_close(norm, raw / (count if pairwise else count[:, None]))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
+@pytest.mark.parametrize("pairwise", [False, True])
+def test_varlen_matches_padded_reference(backend, dtype, pairwise):
+    q_lens = [1, 7, 33] if not pairwise else [1, 7, 33, 2]
+    d_lens = [5, 0, 127, 1] if pairwise else [5, 0, 127, 1, 64]
+    h = 40
+    q = torch.randn(sum(q_lens), h, device=DEVICE).to(dtype)
+    d = torch.randn(sum(d_lens), h, device=DEVICE).to(dtype)
+    cu_q, cu_d = cu_from_lengths(q_lens), cu_from_lengths(d_lens)
+    got = m3kernels.maxsim_varlen(q, cu_q, d, cu_d, pairwise=pairwise, backend=backend)
+    want = reference.maxsim_packed(
+        q.double(),
+        cu_q[:-1],
+        cu_q[1:] - cu_q[:-1],
+        d.double(),
+        cu_d[:-1],
+        cu_d[1:] - cu_d[:-1],
+        pairwise=pairwise,
+        compute_dtype=torch.float64,
+    )
+    torch.testing.assert_close(got.double(), want, **tol(dtype))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_non_contiguous_inputs(backend):
+    q = torch.randn(16, 3, 5, device=DEVICE).transpose(0, 2)  # [5, 3, 16], non-contiguous
+    d = torch.randn(32, 9, 4, device=DEVICE)[::2].permute(2, 1, 0)  # [4, 9, 16]
+    assert not q.is_contiguous() and not d.is_contiguous()
+    got = m3kernels.maxsim(q, d, backend=backend)
+    torch.testing.assert_close(got.double(), ref64(q, d, None, None, False), **tol(torch.float32))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("pairwise", [False, True])
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_gradients_match_reference(backend, pairwise, deterministic):
+    nq, nd = (4, 4) if pairwise else (3, 5)
+    q = torch.randn(nq, 7, 24, device=DEVICE, requires_grad=True)
+    d = torch.randn(nd, 19, 24, device=DEVICE, requires_grad=True)
+    q_mask, d_mask = ragged_mask(nq, 7), ragged_mask(nd, 19, prefix=False, empty=(1,))
+    out = m3kernels.maxsim(
+        q, d, q_mask, d_mask, pairwise=pairwise, normalize=True, deterministic=deterministic, backend=backend
+    )
+    grad = torch.randn_like(out)
+    gq, gd = torch.autograd.grad(out, (q, d), grad)
+    q64, d64 = q.detach().double().requires_grad_(), d.detach().double().requires_grad_()
+    ref = m3kernels.maxsim(q64, d64, q_mask, d_mask, pairwise=pairwise, normalize=True, backend="reference")
+    rq, rd = torch.autograd.grad(ref, (q64, d64), grad.double())
+    torch.testing.assert_close(gq.double(), rq, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(gd.double(), rd, atol=1e-5, rtol=1e-5)
+    if deterministic:
+        again = torch.autograd.grad(
+            m3kernels.maxsim(
+                q, d, q_mask, d_mask, pairwise=pairwise, normalize=True, deterministic=True, backend=backend
+            ),
+            (q, d),
+            grad,
+        )
+        assert torch.equal(again[0], gq) and torch.equal(again[1], gd)
+
+
+def test_reference_gradcheck_float64():
+    q = torch.randn(2, 3, 5, dtype=torch.float64, requires_grad=True)
+    d = torch.randn(3, 4, 5, dtype=torch.float64, requires_grad=True)
+    d_mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]], dtype=torch.bool)
+    assert torch.autograd.gradcheck(
+        lambda a, b: m3kernels.maxsim(a, b, None, d_mask, normalize=True, backend="reference"), (q, d)
+    )
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ties_and_all_negative_similarities(backend):
+    # Every similarity negative: the max is negative (no clamping at 0, unlike PyLate / colbert-ai).
+    q = torch.ones(1, 2, 4, device=DEVICE)
+    d = -torch.rand(1, 5, 4, device=DEVICE) - 0.1
+    torch.testing.assert_close(m3kernels.maxsim(q, d, backend=backend).double(), ref64(q, d, None, None, False))
+    # Two identical doc tokens: the gradient goes to the first one only.
+    d = torch.tensor([[[1.0, 0.0], [2.0, 0.0], [2.0, 0.0]]], device=DEVICE, requires_grad=True)
+    q = torch.tensor([[[1.0, 0.0]]], device=DEVICE)
+    (g,) = torch.autograd.grad(m3kernels.maxsim(q, d, backend=backend).sum(), (d,))
+    assert g[0, :, 0].tolist() == [0.0, 1.0, 0.0]
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    q_lens=st.lists(st.integers(0, 40), min_size=1, max_size=4),
+    d_lens=st.lists(st.integers(0, 70), min_size=1, max_size=5),
+    hidden=st.integers(1, 70),
+    pairwise=st.booleans(),
+)
+def test_fuzz_varlen_shapes(q_lens, d_lens, hidden, pairwise):
+    if pairwise:
+        d_lens = (d_lens * len(q_lens))[: len(q_lens)]
+    q = torch.randn(sum(q_lens), hidden, device=DEVICE)
+    d = torch.randn(sum(d_lens), hidden, device=DEVICE)
+    cu_q, cu_d = cu_from_lengths(q_lens), cu_from_lengths(d_lens)
+    want = reference.maxsim_packed(
+        q.double(),
+        cu_q[:-1],
+        cu_q[1:] - cu_q[:-1],
+        d.double(),
+        cu_d[:-1],
+        cu_d[1:] - cu_d[:-1],
+        pairwise=pairwise,
+        compute_dtype=torch.float64,
+    )
+    for backend in BACKENDS:
+        got = m3kernels.maxsim_varlen(q, cu_q, d, cu_d, pairwise=pairwise, backend=backend)
+        torch.testing.assert_close(got.double(), want, **tol(torch.float32))

@@ -1,0 +1,139 @@
+"""lexical_weights / lexical_scores / SparseBatch against the float64 reference and FlagEmbedding's formula."""
+
+import pytest
+import torch
+
+import m3kernels
+from m3kernels import SparseBatch
+from tests.helpers import DEVICE, KERNEL_DTYPES, cu_from_lengths, fast_backends, tol
+
+POOL_BACKENDS = fast_backends("lexical_weights")
+SCORE_BACKENDS = fast_backends("lexical_scores")
+
+
+def flagembedding_dicts(hidden, ids, weight, bias, mask=None, skip=(0, 1, 2, 3)):
+    """FlagEmbedding 1.4.2's inference path written out: relu(linear) then a per-text dict loop keeping the max."""
+    w = torch.relu(hidden.double() @ weight.double().reshape(-1) + float(bias))
+    out = []
+    for b in range(hidden.shape[0]):
+        row: dict[str, float] = {}
+        for t in range(hidden.shape[1]):
+            if mask is not None and not mask[b, t]:
+                continue
+            tid, tw = int(ids[b, t]), float(w[b, t])
+            if tid in skip or tw <= 0:
+                continue
+            if tw > row.get(str(tid), 0.0):
+                row[str(tid)] = tw
+        out.append(row)
+    return out
+
+
+def assert_same_dicts(got, want, atol):
+    assert len(got) == len(want)
+    for g, w in zip(got, want, strict=True):
+        assert g.keys() == w.keys()
+        for k in g:
+            assert abs(g[k] - w[k]) <= atol + 1e-4 * abs(w[k]), (k, g[k], w[k])
+
+
+def tricky_batch(bsz=4, length=37, hidden=33, vocab=60, dtype=torch.float32):
+    """Random states with repeated ids, every special id and a bias that makes about half the weights <= 0."""
+    h = torch.randn(bsz, length, hidden, device=DEVICE).to(dtype)
+    ids = torch.randint(0, vocab, (bsz, length), device=DEVICE)
+    ids[:, 0], ids[:, -1] = 0, 2
+    ids[0, 1:8] = 11  # one id seven times
+    ids[1, 2:6] = torch.tensor([1, 3, 1, 3])
+    weight = torch.randn(1, hidden, device=DEVICE)
+    return h, ids, weight, torch.tensor([-0.05], device=DEVICE)
+
+
+@pytest.mark.parametrize("backend", [*POOL_BACKENDS, "reference"])
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
+def test_lexical_weights_equals_flagembedding_formula(backend, dtype):
+    h, ids, weight, bias = tricky_batch(dtype=dtype)
+    mask = torch.rand(ids.shape, device=DEVICE) > 0.2
+    got = m3kernels.lexical_weights(h, ids, weight, bias, attention_mask=mask, backend=backend)
+    want = flagembedding_dicts(h.float(), ids, weight, bias, mask)
+    # fp16 states: values differ in rounding only, so compare keys exactly and values loosely
+    assert_same_dicts(got.to_dicts(), want, atol=1e-5 if dtype == torch.float32 else 5e-2)
+
+
+@pytest.mark.parametrize("backend", POOL_BACKENDS)
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
+@pytest.mark.parametrize("lengths", [[1], [7, 0, 33], [127, 1, 5, 64]])
+def test_packed_matches_reference(backend, dtype, lengths):
+    hidden, vocab = 24, 40
+    h = torch.randn(sum(lengths), hidden, device=DEVICE).to(dtype)
+    ids = torch.randint(0, vocab, (sum(lengths),), device=DEVICE)
+    weight, bias = torch.randn(hidden, device=DEVICE), torch.tensor(0.1, device=DEVICE)
+    cu = cu_from_lengths(lengths)
+    got = m3kernels.lexical_weights(h, ids, weight, bias, cu_seqlens=cu, vocab_size=vocab, backend=backend)
+    want = m3kernels.lexical_weights(
+        h.double(), ids, weight.double(), bias.double(), cu_seqlens=cu, backend="reference"
+    )
+    assert torch.equal(got.indptr, want.indptr) and torch.equal(got.ids, want.ids)
+    torch.testing.assert_close(got.values.double(), want.values.double(), **tol(dtype))
+    assert got.ids.dtype == torch.int64 and got.values.dtype == torch.float32
+
+
+@pytest.mark.parametrize("backend", POOL_BACKENDS)
+def test_lexical_weights_gradients(backend):
+    h, ids, weight, bias = tricky_batch()
+    h.requires_grad_(), weight.requires_grad_(), bias.requires_grad_()
+    got = m3kernels.lexical_weights(h, ids, weight, bias, backend=backend)
+    g = torch.randn_like(got.values)
+    grads = torch.autograd.grad(got.values, (h, weight, bias), g)
+    h64, w64, b64 = (x.detach().double().requires_grad_() for x in (h, weight, bias))
+    ref = m3kernels.lexical_weights(h64, ids, w64, b64, backend="reference")
+    want = torch.autograd.grad(ref.values, (h64, w64, b64), g.double())
+    for a, b in zip(grads, want, strict=True):
+        torch.testing.assert_close(a.double(), b, atol=1e-5, rtol=1e-5)
+
+
+def test_reference_gradcheck_float64():
+    h = torch.randn(2, 5, 4, dtype=torch.float64, requires_grad=True)
+    ids = torch.tensor([[5, 6, 5, 7, 2], [9, 9, 4, 0, 8]])
+    w = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    b = torch.tensor([0.5], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda *a: m3kernels.lexical_weights(*a, backend="reference").values, (h, ids, w, b)
+    )
+
+
+def test_sparse_batch_conversions():
+    sb = SparseBatch.from_dicts([{"5": 0.5, "2": 1.0}, {}, {7: 2.0}])
+    assert sb.indptr.tolist() == [0, 2, 2, 3] and sb.ids.tolist() == [2, 5, 7]
+    assert sb.to_dicts() == [{"2": 1.0, "5": 0.5}, {}, {"7": 2.0}]
+    dense = sb.to_dense(8)
+    assert dense.shape == (3, 8) and dense[0, 5] == 0.5 and dense[2, 7] == 2.0 and dense.sum() == 3.5
+    torch.testing.assert_close(sb.to_sparse_csr(8).to_dense(), dense)
+    with pytest.raises(ValueError, match="vocab_size"):
+        sb.to_dense(7)
+    with pytest.raises(ValueError, match="ascending"):
+        SparseBatch(torch.tensor([0, 2]), torch.tensor([5, 2]), torch.tensor([1.0, 1.0]))
+
+
+def dict_lexical_score(qw: dict, dw: dict) -> float:
+    """FlagEmbedding's compute_lexical_matching_score for one pair."""
+    return sum(w * dw[t] for t, w in qw.items() if t in dw)
+
+
+@pytest.mark.parametrize("backend", [*SCORE_BACKENDS, "reference"])
+@pytest.mark.parametrize("pairwise", [False, True])
+def test_lexical_scores_match_dict_loop(backend, pairwise):
+    def rand_rows(n):
+        return [
+            {str(int(t)): float(torch.rand(1)) + 0.01 for t in torch.randint(0, 50, (int(k),))}
+            for k in torch.randint(0, 12, (n,))
+        ]
+
+    qd, dd = rand_rows(5), rand_rows(5 if pairwise else 9)
+    q, d = SparseBatch.from_dicts(qd, DEVICE), SparseBatch.from_dicts(dd, DEVICE)
+    got = m3kernels.lexical_scores(q, d, pairwise=pairwise, backend=backend)
+    if pairwise:
+        want = torch.tensor([dict_lexical_score(a, b) for a, b in zip(qd, dd, strict=True)])
+    else:
+        want = torch.tensor([[dict_lexical_score(a, b) for b in dd] for a in qd])
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got.cpu(), want, atol=1e-5, rtol=1e-5)

@@ -1,0 +1,88 @@
+"""The kernel backends are torch.library custom ops: opcheck and torch.compile(fullgraph=True)."""
+
+import importlib
+
+import pytest
+import torch
+
+import m3kernels
+from tests.helpers import DEVICE, cu_from_lengths, fast_backends
+
+
+def _maxsim_args(pairwise):
+    q = torch.randn(9, 16, device=DEVICE, requires_grad=True)
+    d = torch.randn(20, 16, device=DEVICE, requires_grad=True)
+    cu_q = cu_from_lengths([4, 5])
+    cu_d = cu_from_lengths([7, 13] if pairwise else [7, 0, 13])
+    return (
+        q,
+        cu_q[:-1].contiguous(),
+        (cu_q[1:] - cu_q[:-1]).contiguous(),
+        d,
+        cu_d[:-1].contiguous(),
+        (cu_d[1:] - cu_d[:-1]).contiguous(),
+    )
+
+
+@pytest.mark.parametrize("backend", fast_backends("maxsim"))
+@pytest.mark.parametrize("pairwise", [False, True])
+def test_maxsim_opcheck(backend, pairwise):
+    op = importlib.import_module(f"m3kernels.maxsim.{backend}").op
+    torch.library.opcheck(op, (*_maxsim_args(pairwise), pairwise, True, True))
+
+
+@pytest.mark.parametrize("backend", fast_backends("lexical_weights"))
+def test_lexical_pool_opcheck(backend):
+    mod = importlib.import_module(f"m3kernels.sparse.{backend}")
+    h = torch.randn(12, 8, device=DEVICE, requires_grad=True)
+    ids = torch.randint(0, 9, (12,), device=DEVICE)
+    cu = cu_from_lengths([5, 7])
+    args = (
+        h,
+        ids,
+        cu[:-1].contiguous(),
+        (cu[1:] - cu[:-1]).contiguous(),
+        torch.randn(8, device=DEVICE, requires_grad=True),
+        torch.tensor([0.1], device=DEVICE),
+        torch.tensor([0, 1, 2, 3], device=DEVICE),
+    )
+    # The pool's outputs include integer slots left unwritten (beyond each text's count), so compare the
+    # schema / fake / autograd registration, not bitwise outputs.
+    torch.library.opcheck(
+        mod.pool_op, args, test_utils=("test_schema", "test_faketensor", "test_autograd_registration")
+    )
+
+
+@pytest.mark.parametrize("backend", fast_backends("attention_varlen"))
+def test_attention_opcheck(backend):
+    op = importlib.import_module(f"m3kernels.attention.{backend}").op
+    q, k, v = (torch.randn(9, 2, 8, device=DEVICE, requires_grad=True) for _ in range(3))
+    torch.library.opcheck(op, (q, k, v, cu_from_lengths([4, 5]), 5, 0.35))
+
+
+@pytest.mark.parametrize("backend", fast_backends("maxsim"))
+def test_maxsim_compiles_fullgraph(backend):
+    q = torch.randn(3, 6, 16, device=DEVICE, requires_grad=True)
+    d = torch.randn(4, 10, 16, device=DEVICE)
+
+    def loss(q, d):
+        return m3kernels.maxsim(q, d, normalize=True, backend=backend).logsumexp(-1).sum()
+
+    compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")
+    got, want = compiled(q, d), loss(q, d)
+    torch.testing.assert_close(got, want)
+    (g1,) = torch.autograd.grad(got, q)
+    (g2,) = torch.autograd.grad(want, q)
+    torch.testing.assert_close(g1, g2)
+
+
+@pytest.mark.parametrize("backend", fast_backends("attention_varlen"))
+def test_attention_compiles_fullgraph(backend):
+    q, k, v = (torch.randn(9, 2, 8, device=DEVICE) for _ in range(3))
+    cu = cu_from_lengths([4, 5])
+    fn = torch.compile(
+        lambda q, k, v: m3kernels.attention_varlen(q, k, v, cu, 5, backend=backend) * 2,
+        fullgraph=True,
+        backend="aot_eager",
+    )
+    torch.testing.assert_close(fn(q, k, v), m3kernels.attention_varlen(q, k, v, cu, 5, backend=backend) * 2)
