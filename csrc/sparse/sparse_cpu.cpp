@@ -92,19 +92,24 @@ void lexical_scores_cpu(const SparseRows& q, const SparseRows& d, bool pairwise,
     }
     return;
   }
-  // Inverted index of the queries: postings of id v are post_q/post_w[head[v] .. head[v + 1]].
+  // Inverted index of the queries: postings of id v are post_q/post_w[head[v] .. head[v + 1]]. A bitset of the
+  // query ids (31 KB for BGE-M3's vocabulary, L1-resident) answers most doc ids without touching head.
   const int64_t nnz_q = q.indptr[q.rows];
   int64_t vocab = 0;
   for (int64_t e = 0; e < nnz_q; ++e) vocab = std::max(vocab, q.ids[e] + 1);
-  std::vector<int64_t> head(vocab + 1, 0);
-  for (int64_t e = 0; e < nnz_q; ++e) ++head[q.ids[e] + 1];
+  std::vector<int32_t> head(vocab + 1, 0);
+  std::vector<uint64_t> present((vocab + 63) / 64, 0);
+  for (int64_t e = 0; e < nnz_q; ++e) {
+    ++head[q.ids[e] + 1];
+    present[q.ids[e] >> 6] |= uint64_t{1} << (q.ids[e] & 63);
+  }
   for (int64_t v = 0; v < vocab; ++v) head[v + 1] += head[v];
-  std::vector<int64_t> fill(head.begin(), head.end() - 1);
+  std::vector<int32_t> fill(head.begin(), head.end() - 1);
   std::vector<int32_t> post_q(nnz_q);
   std::vector<float> post_w(nnz_q);
   for (int64_t r = 0; r < q.rows; ++r)
     for (int64_t e = q.indptr[r]; e < q.indptr[r + 1]; ++e) {
-      const int64_t slot = fill[q.ids[e]]++;
+      const int32_t slot = fill[q.ids[e]]++;
       post_q[slot] = static_cast<int32_t>(r);
       post_w[slot] = q.vals[e];
     }
@@ -116,9 +121,9 @@ void lexical_scores_cpu(const SparseRows& q, const SparseRows& d, bool pairwise,
       std::fill(acc.begin(), acc.end(), 0.0);
       for (int64_t e = d.indptr[c]; e < d.indptr[c + 1]; ++e) {
         const int64_t v = d.ids[e];
-        if (v >= vocab) continue;
+        if (v >= vocab || !((present[v >> 6] >> (v & 63)) & 1)) continue;
         const double wd = d.vals[e];
-        for (int64_t s = head[v]; s < head[v + 1]; ++s) acc[post_q[s]] += wd * post_w[s];
+        for (int32_t s = head[v]; s < head[v + 1]; ++s) acc[post_q[s]] += wd * post_w[s];
       }
       for (int64_t r = 0; r < q.rows; ++r) scores[r * d.rows + c] = static_cast<float>(acc[r]);
     }

@@ -1,0 +1,74 @@
+"""Varlen attention benchmark cases: one long text and a batch of mixed lengths (16 heads of 64, BGE-M3)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+import m3kernels
+from m3kernels.benchmarks.common import import_peer, our_backends
+from m3kernels.benchmarks.harness import Case, Provider
+
+HEADS, HEAD_DIM = 16, 64
+
+
+def padded_sdpa(q, k, v, lengths: list[int]) -> torch.Tensor:
+    """The padded formulation: [B, heads, Lmax, D] with a key padding mask (SDPA cannot use its flash kernel)."""
+    b, lmax = len(lengths), max(lengths)
+    mask = torch.arange(lmax, device=q.device)[None, :] < torch.tensor(lengths, device=q.device)[:, None]
+
+    def pad(x):
+        out = x.new_zeros(b, lmax, HEADS, HEAD_DIM)
+        out[mask] = x
+        return out.transpose(1, 2)
+
+    o = F.scaled_dot_product_attention(pad(q), pad(k), pad(v), attn_mask=mask[:, None, None, :])
+    return o.transpose(1, 2)[mask]
+
+
+def unpadded_sdpa(q, k, v, lengths: list[int]) -> torch.Tensor:
+    """One SDPA call per text on unpadded tensors (its flash kernel applies)."""
+    out, start = [], 0
+    for n in lengths:
+        x = [t[start : start + n].transpose(0, 1)[None] for t in (q, k, v)]
+        out.append(F.scaled_dot_product_attention(*x)[0].transpose(0, 1))
+        start += n
+    return torch.cat(out)
+
+
+def case(device: torch.device, lengths: list[int], dtype: torch.dtype, label: str) -> Case:
+    total = sum(lengths)
+    q, k, v = (torch.randn(total, HEADS, HEAD_DIM, device=device, dtype=dtype) for _ in range(3))
+    cu = torch.zeros(len(lengths) + 1, dtype=torch.int32)
+    cu[1:] = torch.tensor(lengths).cumsum(0)
+    cu = cu.to(device)
+    truth = unpadded_sdpa(q.float(), k.float(), v.float(), lengths)
+    providers = [Provider(f"m3k:{b}", lambda b=b: m3kernels.attention_varlen(q, k, v, cu, max(lengths), backend=b))
+                 for b in our_backends("attention_varlen", device)]
+    providers.append(Provider("SDPA padded batch + key padding mask", lambda: padded_sdpa(q, k, v, lengths),
+                              is_reference=True))
+    providers.append(Provider("SDPA per text, unpadded", lambda: unpadded_sdpa(q, k, v, lengths)))
+    if device.type == "cuda":
+        fa, why = import_peer("flash_attn")
+        providers.append(Provider("flash-attn varlen", (lambda: fa.flash_attn_varlen_func(
+            q, k, v, cu, cu, max(lengths), max(lengths))) if fa else None, why))
+    flops = sum(4.0 * n * n * HEADS * HEAD_DIM for n in lengths)
+    return Case("attention_varlen", f"{label} heads={HEADS} d={HEAD_DIM} {str(dtype)[6:]}", providers,
+                check=lambda out: (out.float() - truth).abs().max().item(),
+                tolerance=1e-4 if dtype == torch.float32 else 2e-2, flops=flops, params={"lengths": len(lengths)})
+
+
+def cases(device: torch.device, quick: bool) -> list[Case]:
+    g = torch.Generator().manual_seed(0)
+    if device.type == "cpu":
+        mixed = torch.randint(64, 1025, (16,), generator=g).tolist()
+        out = [case(device, [512], torch.float32, "1 text x 512"), case(device, mixed, torch.float32,
+                                                                       "16 texts U[64,1024]")]
+        if not quick:
+            out.append(case(device, [2048], torch.float32, "1 text x 2048"))
+        return out
+    mixed = torch.randint(64, 2049, (32,), generator=g).tolist()
+    lens = [512, 2048, 8192] if not quick else [8192]
+    out = [case(device, [n], torch.float16, f"1 text x {n}") for n in lens]
+    out.append(case(device, mixed, torch.float16, "32 texts U[64,2048]"))
+    return out

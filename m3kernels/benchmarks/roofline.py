@@ -1,0 +1,36 @@
+"""The machine's ceilings, measured in the same run as the benchmarks: matmul throughput and copy bandwidth."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+
+def _best_ms(fn, device: torch.device, repeats: int = 5) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, (time.perf_counter() - t0) * 1e3)
+    return best
+
+
+def measure(device: torch.device, quick: bool = False) -> dict[str, float]:
+    """{"gflops": fp32 (CPU) / fp16 (GPU) square matmul GFLOP/s, "gbps": device-to-device copy GB/s
+    counting bytes read + written}."""
+    n = (1024 if quick else 2048) if device.type == "cpu" else 8192
+    dtype = torch.float32 if device.type == "cpu" else torch.float16
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    mm_ms = _best_ms(lambda: a @ b, device)
+    numel = (64 if device.type == "cpu" else 512) * 2**20 // 4
+    src = torch.randn(numel, device=device)
+    dst = torch.empty_like(src)
+    copy_ms = _best_ms(lambda: dst.copy_(src), device)
+    return {"gflops": 2 * n**3 / (mm_ms / 1e3) / 1e9, "gbps": 2 * src.numel() * 4 / (copy_ms / 1e3) / 1e9}

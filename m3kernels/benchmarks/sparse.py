@@ -1,0 +1,134 @@
+"""Sparse-head benchmark cases: lexical_weights (B x L tokens, BGE-M3's 250002-id vocabulary) and lexical_scores
+(queries x docs), against FlagEmbedding's formulations."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+
+import m3kernels
+from m3kernels import SparseBatch
+from m3kernels.benchmarks.common import import_peer, our_backends
+from m3kernels.benchmarks.harness import Case, Provider
+
+VOCAB = 250002
+SPECIAL = {0, 1, 2, 3}
+
+
+def flagembedding_inference_path(hidden: torch.Tensor, ids: torch.Tensor, weight: torch.Tensor,
+                                 bias: torch.Tensor) -> list[dict[str, float]]:
+    """FlagEmbedding 1.4.2's inference path: relu(sparse_linear(h)) in torch, then a per-text Python loop that
+    keeps the max weight per token id in a dict (skipping <s>, <pad>, </s>, <unk> and weights <= 0)."""
+    token_weights = torch.relu(hidden @ weight.reshape(-1, 1) + bias).squeeze(-1).cpu().numpy()
+    out = []
+    for w_row, id_row in zip(token_weights, ids.cpu().tolist(), strict=True):
+        result: dict[str, float] = defaultdict(int)
+        for w, idx in zip(w_row, id_row, strict=True):
+            if idx not in SPECIAL and w > 0:
+                key = str(idx)
+                if w > result[key]:
+                    result[key] = w
+        out.append(result)
+    return out
+
+
+def scatter_amax_path(hidden, ids, weight, bias) -> torch.Tensor:
+    """relu(linear) then scatter_reduce("amax") into a dense [B, vocab] tensor."""
+    w = torch.relu(hidden @ weight.reshape(-1, 1) + bias).squeeze(-1)
+    w = w.masked_fill(torch.isin(ids, torch.tensor(sorted(SPECIAL), device=ids.device)), 0)
+    out = torch.zeros(ids.shape[0], VOCAB, dtype=w.dtype, device=w.device)
+    return out.scatter_reduce(1, ids, w, "amax")
+
+
+def _dense(out) -> torch.Tensor:
+    if isinstance(out, SparseBatch):
+        return out.to_dense(VOCAB).cpu()
+    if isinstance(out, torch.Tensor):
+        return out.float().cpu()
+    dense = torch.zeros(len(out), VOCAB)
+    for b, row in enumerate(out):
+        if row:
+            dense[b, torch.tensor([int(k) for k in row])] = torch.tensor([float(v) for v in row.values()])
+    return dense
+
+
+def weights_case(device: torch.device, batch: int, length: int, hidden: int, dtype: torch.dtype) -> Case:
+    h = torch.randn(batch, length, hidden, device=device, dtype=dtype)
+    ids = torch.randint(4, VOCAB, (batch, length), device=device)
+    ids[:, 0], ids[:, -1] = 0, 2
+    ids[:, 1:length:7] = ids[:, 2:3]  # repeated ids, as in real text
+    weight = torch.randn(hidden, device=device, dtype=dtype) / hidden**0.5
+    bias = torch.zeros(1, device=device, dtype=dtype)
+    truth = m3kernels.lexical_weights(h.double(), ids, weight.double(), bias.double(), backend="reference")
+    truth_dense = truth.to_dense(VOCAB).float().cpu()
+
+    providers = [Provider(f"m3k:{b}", lambda b=b: m3kernels.lexical_weights(h, ids, weight, bias, backend=b))
+                 for b in our_backends("lexical_weights", device)]
+    providers.append(Provider("FlagEmbedding inference path (relu(linear) + dict loop)",
+                              lambda: flagembedding_inference_path(h, ids, weight, bias), is_reference=True))
+    providers.append(Provider('scatter_reduce("amax") into [B, vocab]',
+                              lambda: scatter_amax_path(h, ids, weight, bias)))
+    need_gb = batch * length * VOCAB * h.element_size() / 1e9
+    providers.append(Provider("FlagEmbedding training path (zeros[B, L, vocab])", None,
+                              f"needs {need_gb:.1f} GB for [B, L, vocab]; not run"))
+    tol = 1e-4 if dtype == torch.float32 else 5e-2
+    return Case("lexical_weights", f"B={batch} L={length} H={hidden} vocab={VOCAB} {str(dtype)[6:]}", providers,
+                check=lambda out: (_dense(out) - truth_dense).abs().max().item(), tolerance=tol,
+                bytes=float(h.numel() * h.element_size()), params={"batch": batch, "length": length})
+
+
+def _random_rows(n: int, nnz: int, generator: torch.Generator) -> list[dict[str, float]]:
+    """Zipf-like ids (common words overlap between texts) with positive weights."""
+    rows = []
+    for _ in range(n):
+        ranks = torch.randint(1, 2**17, (nnz,), generator=generator)
+        ids = torch.unique((VOCAB - 1) * (ranks.float() / 2**17) ** 3).long() + 4
+        rows.append({str(int(i)): float(w) for i, w in zip(ids, torch.rand(ids.numel(), generator=generator),
+                                                            strict=True)})
+    return rows
+
+
+def dict_scores(q_rows: list[dict], d_rows: list[dict]) -> torch.Tensor:
+    """FlagEmbedding's compute_lexical_matching_score, one Python call per (query, doc) pair."""
+    def single(qw: dict, dw: dict) -> float:
+        score = 0.0
+        for token, weight in qw.items():
+            if token in dw:
+                score += weight * dw[token]
+        return score
+
+    return torch.tensor([[single(a, b) for b in d_rows] for a in q_rows])
+
+
+def scores_case(device: torch.device, n_q: int, n_d: int) -> Case:
+    g = torch.Generator().manual_seed(0)
+    q_rows, d_rows = _random_rows(n_q, 24, g), _random_rows(n_d, 200, g)
+    q, d = SparseBatch.from_dicts(q_rows, device), SparseBatch.from_dicts(d_rows, device)
+    truth = m3kernels.lexical_scores(q, d, backend="reference").cpu()
+
+    providers = [Provider(f"m3k:{b}", lambda b=b: m3kernels.lexical_scores(q, d, backend=b))
+                 for b in our_backends("lexical_scores", device)]
+    providers.append(Provider("FlagEmbedding per-pair dict loop", lambda: dict_scores(q_rows, d_rows),
+                              is_reference=True))
+    q_csr, d_csr = q.to_sparse_csr(VOCAB), d.to_sparse_csr(VOCAB)
+    providers.append(Provider("torch CSR matmul (dicts already converted)", lambda: (q_csr @ d_csr.t()).to_dense()))
+    providers.append(Provider("torch CSR matmul incl. dict conversion", lambda: (
+        SparseBatch.from_dicts(q_rows, device).to_sparse_csr(VOCAB)
+        @ SparseBatch.from_dicts(d_rows, device).to_sparse_csr(VOCAB).t()).to_dense()))
+    flag, why = import_peer("FlagEmbedding.inference.embedder.encoder_only.m3")
+    if flag is not None:
+        fn = flag.M3Embedder.compute_lexical_matching_score  # needs no model state
+        providers.append(Provider("FlagEmbedding 1.4.2 compute_lexical_matching_score",
+                                  lambda: torch.tensor([[fn(None, a, b) for b in d_rows] for a in q_rows])))
+    else:
+        providers.append(Provider("FlagEmbedding 1.4.2 compute_lexical_matching_score", None, why))
+    return Case("lexical_scores", f"Nq={n_q} Nd={n_d} (~24 / ~200 ids per text)", providers,
+                check=lambda out: (torch.as_tensor(out).float().cpu() - truth).abs().max().item(), tolerance=1e-3,
+                params={"n_q": n_q, "n_d": n_d})
+
+
+def cases(device: torch.device, quick: bool) -> list[Case]:
+    if device.type == "cpu":
+        return [weights_case(device, 32, 512, 1024, torch.float32), scores_case(device, 100, 1000)]
+    return [weights_case(device, 64, 512, 1024, torch.float16), scores_case(device, 100, 1000)]
