@@ -3,11 +3,11 @@
 Layout as in csrc/maxsim/maxsim.h: q [Tq, H] and d [Td, H] row-major in one dtype (fp32 / fp16 / bf16);
 query i is rows q_off[i] .. q_off[i] + q_len[i], doc j rows d_off[j] .. d_off[j] + d_len[j] (int32).
 
-Forward: one program per (query, doc) pair (per pair i when pairwise). It walks the query in BLOCK_Q-row
-blocks and the doc in BLOCK_D-token tiles, computing each [BLOCK_Q, BLOCK_D] similarity tile with ``tl.dot``
-on the native dtype (fp32 accumulation, hidden size in BLOCK_H chunks) and keeping only the running max and
-its first arg-max per query token in registers; the similarity tensor never reaches memory.
-BLOCK_Q is a power-of-two bucket of the mean query length (read from shapes, no device sync); longer queries
+Forward: one program per (query, doc) pair (per pair i when pairwise), on one flat grid axis. It walks the
+query in BLOCK_Q-row blocks and the doc in BLOCK_D-token tiles, computing each [BLOCK_Q, BLOCK_D] similarity
+tile with ``tl.dot`` on the native dtype (fp32 accumulation, hidden size in BLOCK_H chunks) and keeping only
+the running max and its first arg-max per query token in registers; the similarity tensor never reaches
+memory. BLOCK_Q is a power-of-two bucket of the mean query length (read from shapes, no device sync); longer queries
 take several blocks, so any length is correct and serving never recompiles per length. BLOCK_D / BLOCK_H /
 warps / stages come from a fixed table keyed on (hidden-size bucket, dtype): no autotuning at call time, no
 host syncs, so the forward can be captured in a CUDA graph.
@@ -21,6 +21,7 @@ of the argmax (a segmented sum: no float atomics, bitwise reproducible).
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 import triton
@@ -34,12 +35,33 @@ from m3kernels.maxsim.ops import define_backend
 _FWD_CONFIGS = {
     (128, 2): (64, 64, 4, 3),
     (1 << 30, 2): (64, 128, 4, 3),
-    (128, 4): (32, 64, 4, 2),
     (1 << 30, 4): (32, 64, 4, 2),
 }
 _BWD_BLOCK_Q = 16
 _BWD_BLOCK_E = 16
 _MAX_BLOCK_H = 128
+
+
+def _interpreter_loop_bounds_fix() -> None:
+    """Triton 3.6's interpreter keeps scalars as 1-element arrays and converts loop bounds with ``int()``,
+    which recent NumPy (2.4 here) rejects ("only 0-dimensional arrays ..."), so ``range(n)`` over a runtime
+    scalar fails there. This wraps its tensor patching to read the single element instead (interpreter only)."""
+    from triton.runtime import interpreter
+
+    original = interpreter._patch_lang_tensor
+    if getattr(original, "m3k_fixed", False):
+        return
+
+    def patch(tensor, scope):
+        original(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
+
+    patch.m3k_fixed = True
+    interpreter._patch_lang_tensor = patch
+
+
+if os.environ.get("TRITON_INTERPRET", "0") == "1":
+    _interpreter_loop_bounds_fix()
 
 
 def device_context(t: Tensor):
@@ -71,7 +93,7 @@ def _segment_ids_kernel(off_ptr, len_ptr, out_ptr, BLOCK: tl.constexpr):
     n = tl.load(len_ptr + b)
     r = tl.arange(0, BLOCK)
     for s in range(0, n, BLOCK):
-        tl.store(out_ptr + start + s + r, b.to(tl.int32) + tl.zeros([BLOCK], tl.int32), mask=s + r < n)
+        tl.store(out_ptr + start + s + r, tl.full([BLOCK], 0, tl.int32) + b, mask=s + r < n)
 
 
 def segment_ids(off: Tensor, lens: Tensor, total: int) -> Tensor:
@@ -87,6 +109,11 @@ def segment_ids(off: Tensor, lens: Tensor, total: int) -> Tensor:
 
 
 @triton.jit
+def _max_keep_nan(a, b):
+    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
 def _maxsim_fwd_kernel(
     q_ptr,
     q_off_ptr,
@@ -96,6 +123,7 @@ def _maxsim_fwd_kernel(
     d_len_ptr,
     scores_ptr,
     argmax_ptr,
+    nq,
     nd,
     H,
     PAIRWISE: tl.constexpr,
@@ -104,9 +132,12 @@ def _maxsim_fwd_kernel(
     BLOCK_D: tl.constexpr,
     BLOCK_H: tl.constexpr,
 ):
-    """scores(i, j) = sum_t max_u <q_t, d_u> for program (i, j); argmax(t, j) = first best global doc row."""
-    i = tl.program_id(0)
-    j = i if PAIRWISE else tl.program_id(1)
+    """scores(i, j) = sum_t max_u <q_t, d_u>; argmax(t, j) = first best global doc row. Program p owns pair
+    (i, j) = (p % nq, p // nq) (queries vary fastest, so a doc is re-read from L2), or i = j = p if PAIRWISE.
+    A NaN similarity makes the score NaN (the API reports NaN inputs from the output)."""
+    pid = tl.program_id(0)
+    i = pid if PAIRWISE else pid % nq
+    j = pid if PAIRWISE else pid // nq
     q_start = tl.load(q_off_ptr + i)
     q_n = tl.load(q_len_ptr + i)
     d_start = tl.load(d_off_ptr + j)
@@ -138,9 +169,11 @@ def _maxsim_fwd_kernel(
                 )
                 sim = tl.dot(qt, dt, acc=sim, input_precision="ieee")
             sim = tl.where(d_ok[None, :], sim, float("-inf"))
-            tile_best = tl.max(sim, axis=1)
-            tile_at = tl.min(tl.where(sim == tile_best[:, None], rd[None, :], BLOCK_D), axis=1)
-            better = tile_best > best  # strict: ties keep the earlier doc token
+            tile_best = tl.reduce(sim, 1, _max_keep_nan)
+            # First column reaching the max (0 for a NaN row: its score is NaN anyway).
+            tile_at = tl.min(tl.where(sim == tile_best[:, None], rd[None, :], BLOCK_D), axis=1) % BLOCK_D
+            # Strict: ties keep the earlier doc token; a NaN sticks (nothing compares greater).
+            better = (tile_best > best) | (tile_best != tile_best)
             best = tl.where(better, tile_best, best)
             best_at = tl.where(better, d_start + d0 + tile_at, best_at)
         total += tl.sum(tl.where(q_ok & (d_n > 0), best, 0.0), axis=0)
@@ -169,7 +202,7 @@ def forward(
     arg_shape = ((q.shape[0],) if pairwise else (q.shape[0], nd)) if need_argmax else (0,)
     argmax = torch.full(arg_shape, -1, dtype=torch.int32, device=q.device)
     block_d, block_h, warps, stages = _fwd_config(h, d.dtype)
-    grid = (nq,) if pairwise else (nq, nd)
+    grid = (nq if pairwise else nq * nd,)  # one flat axis: no 65535 limit on the number of docs
     with device_context(q):
         _maxsim_fwd_kernel[grid](
             q,
@@ -180,6 +213,7 @@ def forward(
             d_len,
             scores,
             argmax,
+            nq,
             nd,
             h,
             PAIRWISE=pairwise,

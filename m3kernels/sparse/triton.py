@@ -1,0 +1,211 @@
+"""The sparse head on Triton kernels: fused token weights + GPU max-pool by id, and batched lexical scores.
+
+pool: one Triton kernel reads hidden [T, H] once and writes w_t = relu(h_t . w + b) for real, non-skipped
+tokens with w_t > 0 (0 marks a dropped token; a NaN weight is kept so that NaN input is detectable). The
+max-pool by (text, id) is then a stable sort by (text, id, -w, row) in torch ops: the first entry of each
+(text, id) run is the max (first row on ties), and its rank among the text's runs gives its slot. No host
+loop over texts, no [B, L, vocab] tensor, no device sync. The output is the compact per-text layout of
+csrc/sparse/sparse.h.
+
+scores: one Triton program per (query row, block of BLOCK_N doc rows) (or per block of pairs when pairwise):
+every query entry is looked up in every doc row of the block by a vectorised binary search over the doc's
+ascending ids, accumulating w_q * w_d in fp32 in a fixed order.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from m3kernels.maxsim.triton import device_context, segment_ids
+from m3kernels.sparse.ops import define_backend
+
+_POOL_BLOCK_T = 16
+_POOL_MAX_BLOCK_H = 256
+_SCORES_BLOCK_E = 16
+_SCORES_BLOCK_N = 32
+
+
+@triton.jit
+def _token_weights_kernel(
+    h_ptr,
+    ids_ptr,
+    seg_ptr,
+    w_ptr,
+    bias_ptr,
+    skip_ptr,
+    n_skip,
+    out_ptr,
+    T,
+    H,
+    BLOCK_T: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+):
+    """out_t = h_t . w + b if row t is in a text, ids_t is not skipped and the value is > 0 or NaN, else 0
+    (so out = relu(h . w + b) on kept tokens and 0 marks a dropped one)."""
+    rows = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
+    ok = rows < T
+    rows64 = rows.to(tl.int64)
+    rh = tl.arange(0, BLOCK_H)
+    acc = tl.zeros([BLOCK_T], tl.float32)
+    for h0 in range(0, H, BLOCK_H):
+        h_ok = h0 + rh < H
+        h = tl.load(h_ptr + rows64[:, None] * H + h0 + rh[None, :], mask=ok[:, None] & h_ok[None, :], other=0.0)
+        w = tl.load(w_ptr + h0 + rh, mask=h_ok, other=0.0)
+        acc += tl.sum(h.to(tl.float32) * w[None, :], axis=1)
+    val = acc + tl.load(bias_ptr)
+    tok = tl.load(ids_ptr + rows, mask=ok, other=-1)
+    # NaN is kept (as NaN) so that NaN inputs surface in the output.
+    keep = ok & (tl.load(seg_ptr + rows, mask=ok, other=-1) >= 0) & ((val > 0.0) | (val != val))
+    for s in range(n_skip):
+        keep = keep & (tok != tl.load(skip_ptr + s))
+    tl.store(out_ptr + rows, tl.where(keep, val, 0.0), mask=ok)
+
+
+def _token_weights(hidden: Tensor, ids: Tensor, seg: Tensor, weight: Tensor, bias: Tensor, skip: Tensor):
+    t, h = hidden.shape
+    out = torch.empty(t, dtype=torch.float32, device=hidden.device)
+    if t == 0:
+        return out
+    block_h = max(16, min(_POOL_MAX_BLOCK_H, triton.next_power_of_2(h)))
+    with device_context(hidden):
+        _token_weights_kernel[(triton.cdiv(t, _POOL_BLOCK_T),)](
+            hidden,
+            ids,
+            seg,
+            weight,
+            bias,
+            skip,
+            skip.numel(),
+            out,
+            t,
+            h,
+            BLOCK_T=_POOL_BLOCK_T,
+            BLOCK_H=block_h,
+        )
+    return out
+
+
+def pool(
+    hidden: Tensor, ids: Tensor, off: Tensor, lens: Tensor, weight: Tensor, bias: Tensor, skip: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """relu(h . w + b) max-pooled by id per text (text b = rows off[b] .. off[b] + lens[b] of hidden [T, H]).
+
+    Returns out_ids int64 [T], out_vals fp32 [T], out_src int64 [T], counts int64 [B]: text b's entries in
+    slots off[b] .. off[b] + counts[b], ids ascending, out_src the first row reaching the max; other slots
+    hold id -1, value 0, src -1.
+    """
+    hidden, ids = hidden.contiguous(), ids.contiguous()
+    t, b = hidden.shape[0], off.shape[0]
+    dev = hidden.device
+    seg = segment_ids(off, lens, t)
+    w = _token_weights(hidden, ids, seg, weight.float().contiguous(), bias.float(), skip.contiguous())
+    keep = w != 0  # positive or NaN
+    text = torch.where(keep, seg.long(), b)  # dropped tokens sort after every text
+    order = torch.sort(w, descending=True, stable=True).indices
+    order = order[torch.sort(ids[order], stable=True).indices]
+    order = order[torch.sort(text[order], stable=True).indices]
+    s_text, s_ids = text[order], ids[order]
+    new_run = torch.ones(t, dtype=torch.bool, device=dev)
+    new_run[1:] = (s_text[1:] != s_text[:-1]) | (s_ids[1:] != s_ids[:-1])
+    head = new_run & keep[order]
+    counts = torch.zeros(b + 1, dtype=torch.int64, device=dev).index_add_(0, s_text, head.long())[:b]
+    before = torch.cumsum(counts, 0) - counts  # heads in earlier texts
+    owner = s_text.clamp(max=max(b - 1, 0))
+    rank = torch.cumsum(head.long(), 0) - 1 - before[owner]
+    # Heads go to their slot; every other entry to its own spare slot past T (unique indices: deterministic).
+    slot = torch.where(head, off.long()[owner] + rank, t + torch.arange(t, device=dev))
+
+    def place(values: Tensor, fill: float) -> Tensor:
+        return torch.full((2 * t,), fill, dtype=values.dtype, device=dev).scatter_(0, slot, values)[:t]
+
+    return place(s_ids, -1), place(w[order], 0.0), place(order, -1), counts
+
+
+@triton.jit
+def _lexical_scores_kernel(
+    q_indptr,
+    q_ids,
+    q_vals,
+    d_indptr,
+    d_ids,
+    d_vals,
+    out_ptr,
+    n_rows,
+    PAIRWISE: tl.constexpr,
+    BLOCK_E: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    """Lane n of program (i, block) scores query row i (row n if PAIRWISE) against doc row n:
+    sum over the query's entries e of q_vals[e] * d_vals[k] where d_ids[k] == q_ids[e] (binary search)."""
+    rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_ok = rn < n_rows
+    d_lo = tl.load(d_indptr + rn, mask=n_ok, other=0)
+    d_hi = tl.load(d_indptr + rn + 1, mask=n_ok, other=0)
+    q_row = rn if PAIRWISE else tl.program_id(0) + tl.zeros([BLOCK_N], tl.int32)
+    q_lo = tl.load(q_indptr + q_row, mask=n_ok, other=0)
+    q_hi = tl.load(q_indptr + q_row + 1, mask=n_ok, other=0)
+    q_n = q_hi - q_lo
+    # Largest power of two <= the longest doc row: the first step of a branch-free lower-bound search.
+    d_max = tl.max(d_hi - d_lo, axis=0)
+    top = 1
+    while top * 2 <= d_max:
+        top *= 2
+    re = tl.arange(0, BLOCK_E)
+    acc = tl.zeros([BLOCK_N], tl.float32)
+    for e0 in range(0, tl.max(q_n, axis=0), BLOCK_E):
+        e_ok = ((e0 + re)[:, None] < q_n[None, :]) & n_ok[None, :]
+        at = q_lo[None, :] + e0 + re[:, None]
+        key = tl.load(q_ids + at, mask=e_ok, other=-1)
+        qv = tl.load(q_vals + at, mask=e_ok, other=0.0)
+        pos = d_lo[None, :] + tl.zeros([BLOCK_E, BLOCK_N], tl.int64)
+        step = top
+        while step > 0:  # pos ends at the first doc entry with id >= key
+            probe = pos + step - 1
+            inside = e_ok & (probe < d_hi[None, :])
+            below = tl.load(d_ids + probe, mask=inside, other=0) < key
+            pos = tl.where(inside & below, pos + step, pos)
+            step = step // 2
+        found = e_ok & (pos < d_hi[None, :])
+        found = found & (tl.load(d_ids + pos, mask=found, other=-1) == key)
+        dv = tl.load(d_vals + pos, mask=found, other=0.0)
+        acc += tl.sum(tl.where(found, qv * dv, 0.0), axis=0)
+    out_at = rn if PAIRWISE else tl.program_id(0).to(tl.int64) * n_rows + rn
+    tl.store(out_ptr + out_at, acc, mask=n_ok)
+
+
+def scores(
+    q_indptr: Tensor,
+    q_ids: Tensor,
+    q_vals: Tensor,
+    d_indptr: Tensor,
+    d_ids: Tensor,
+    d_vals: Tensor,
+    pairwise: bool,
+) -> Tensor:
+    """s(i, j) = sum over ids in both rows of q_vals * d_vals: fp32 [Nq, Nd] (or [N] pairwise).
+
+    CSR inputs: indptr int64 [N+1], ids int64 (ascending per row), vals fp32."""
+    nq, nd = q_indptr.shape[0] - 1, d_indptr.shape[0] - 1
+    out = torch.empty((nq,) if pairwise else (nq, nd), dtype=torch.float32, device=q_vals.device)
+    grid = (1 if pairwise else nq, triton.cdiv(nd, _SCORES_BLOCK_N))
+    with device_context(q_vals):
+        _lexical_scores_kernel[grid](
+            q_indptr,
+            q_ids,
+            q_vals,
+            d_indptr,
+            d_ids,
+            d_vals,
+            out,
+            nd,
+            PAIRWISE=pairwise,
+            BLOCK_E=_SCORES_BLOCK_E,
+            BLOCK_N=_SCORES_BLOCK_N,
+        )
+    return out
+
+
+pool_op, scores_op = define_backend("triton", pool, scores)

@@ -1,0 +1,202 @@
+"""The Triton sparse-head kernels (m3kernels/sparse/triton.py) through the public API against the float64
+reference: lexical_weights (fused token weights + max-pool by id) and lexical_scores.
+
+Shapes stay tiny so that the file runs in the Triton interpreter on CPU; @pytest.mark.gpu tests add bf16 and
+BGE-M3-sized shapes on a GPU.
+"""
+
+import pytest
+import torch
+
+import m3kernels
+from m3kernels.sparse import SparseBatch, reference
+from tests.helpers import DEVICE, KERNEL_DTYPES, backends, cu_from_lengths, poison_, tol
+
+pytestmark = pytest.mark.skipif(
+    "triton" not in backends("lexical_weights") or "triton" not in backends("lexical_scores"),
+    reason="triton backend unavailable here",
+)
+
+
+def linear(h: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A sparse_linear whose relu keeps roughly half of the tokens."""
+    return torch.randn(h, device=DEVICE) / h**0.5, torch.tensor([0.05], device=DEVICE)
+
+
+def away_from_zero(hidden: torch.Tensor, ids: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """ids with tokens whose h . w + b is within 1e-3 of 0 turned into <s> (skipped), so that rounding cannot
+    move a token across the relu between the kernel and the float64 reference."""
+    x = hidden.double() @ w.double() + b.double()
+    return torch.where(x.abs() < 1e-3, 0, ids)
+
+
+def weights(hidden, ids, w, b, backend, **kwargs) -> SparseBatch:
+    if backend == "reference":
+        hidden, w, b = hidden.double(), w.double(), b.double()
+    return m3kernels.lexical_weights(hidden, ids, w, b, backend=backend, **kwargs)
+
+
+def assert_same_batch(got: SparseBatch, want: SparseBatch, dtype: torch.dtype) -> None:
+    assert torch.equal(got.indptr, want.indptr)
+    assert torch.equal(got.ids, want.ids)
+    assert got.values.dtype == torch.float32
+    torch.testing.assert_close(got.values.double(), want.values.double(), **tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
+@pytest.mark.parametrize("hidden_size", [7, 33])
+def test_padded_weights_match_reference(dtype, hidden_size):
+    # 4 texts of 21 tokens, ids from a small vocabulary (many repeats to pool), ragged attention mask with a
+    # length-1 text and a fully padded one; 21 rows per text leaves a tail in the 16-row token block.
+    bsz, length = 4, 21
+    hidden = torch.randn(bsz, length, hidden_size, device=DEVICE).to(dtype)
+    w, b = linear(hidden_size)
+    ids = away_from_zero(hidden, torch.randint(0, 12, (bsz, length), device=DEVICE), w, b)
+    lens = torch.tensor([21, 1, 0, 13], device=DEVICE)
+    mask = torch.arange(length, device=DEVICE)[None, :] < lens[:, None]
+    got = weights(hidden, ids, w, b, "triton", attention_mask=mask)
+    want = weights(hidden, ids, w, b, "reference", attention_mask=mask)
+    assert_same_batch(got, want, dtype)
+    assert got.indptr[2] == got.indptr[3] and got.ids.numel() > 8  # the padded text is empty; pooling ran
+
+
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
+def test_packed_weights_match_reference(dtype):
+    lengths = [1, 0, 13, 40]
+    hidden = torch.randn(sum(lengths), 24, device=DEVICE).to(dtype)
+    ids = torch.randint(0, 250_002, (sum(lengths),), device=DEVICE)
+    ids[20:30] = ids[14]  # a run of one id inside the 40-token text: max-pool over it
+    ids[2] = 1  # a special token: skipped
+    w, b = linear(24)
+    ids = away_from_zero(hidden, ids, w, b)
+    cu = cu_from_lengths(lengths)
+    got = weights(hidden, ids, w, b, "triton", cu_seqlens=cu)
+    want = weights(hidden, ids, w, b, "reference", cu_seqlens=cu)
+    assert_same_batch(got, want, dtype)
+    assert 1 not in got.ids.tolist()
+
+
+@pytest.mark.parametrize("skip_ids", [(), (5, 7, 9)])
+def test_custom_skip_ids(skip_ids):
+    hidden = torch.randn(2, 30, 16, device=DEVICE)
+    ids = torch.randint(0, 10, (2, 30), device=DEVICE)
+    w, b = linear(16)
+    got = weights(hidden, ids, w, b, "triton", skip_ids=skip_ids)
+    want = weights(hidden, ids, w, b, "reference", skip_ids=skip_ids)
+    assert_same_batch(got, want, torch.float32)
+    assert not set(skip_ids) & set(got.ids.tolist())
+
+
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
+def test_weights_backward_matches_reference_autograd(dtype):
+    lengths = [3, 1, 29]
+    hidden = torch.randn(sum(lengths), 33, device=DEVICE).to(dtype)
+    w, b = linear(33)
+    ids = away_from_zero(hidden, torch.randint(4, 15, (sum(lengths),), device=DEVICE), w, b)
+    cu = cu_from_lengths(lengths)
+    leaves = [hidden.clone().requires_grad_(), w.clone().requires_grad_(), b.clone().requires_grad_()]
+    leaves64 = [x.detach().double().requires_grad_() for x in leaves]
+    got = m3kernels.lexical_weights(*leaves[:1], ids, *leaves[1:], cu_seqlens=cu, backend="triton")
+    want = m3kernels.lexical_weights(*leaves64[:1], ids, *leaves64[1:], cu_seqlens=cu, backend="reference")
+    assert torch.equal(got.ids, want.ids)
+    coef = torch.randn(want.values.shape, dtype=torch.float64, device=DEVICE)
+    (got.values * coef.float()).sum().backward()
+    (want.values * coef).sum().backward()
+    for mine, ref in zip(leaves, leaves64, strict=True):
+        torch.testing.assert_close(mine.grad.double(), ref.grad, **tol(dtype))
+
+
+def test_pool_ties_keep_the_first_token():
+    # Tokens 2 and 5 have the same id and identical hidden states: the max comes from token 2 (the first).
+    hidden = torch.randn(8, 16, device=DEVICE)
+    w, b = linear(16)
+    hidden[2] *= torch.sign(hidden[2] @ w)  # make the shared weight positive
+    hidden[5] = hidden[2]
+    ids = torch.tensor([10, 11, 12, 13, 14, 12, 16, 17], device=DEVICE)
+    hidden.requires_grad_()
+    got = m3kernels.lexical_weights(hidden, ids, w, b, cu_seqlens=cu_from_lengths([8]), backend="triton")
+    got.values.sum().backward()
+    torch.testing.assert_close(hidden.grad[2], w)
+    assert torch.all(hidden.grad[5] == 0)
+
+
+def test_nan_hidden_is_reported():
+    hidden = torch.randn(2, 6, 16, device=DEVICE)
+    hidden[1, 3, 0] = float("nan")
+    w, b = linear(16)
+    with pytest.raises(ValueError, match="NaN"):
+        m3kernels.lexical_weights(hidden, torch.randint(4, 9, (2, 6), device=DEVICE), w, b, backend="triton")
+
+
+def random_batch(lengths: list[int], vocab: int) -> SparseBatch:
+    ids = [torch.randperm(vocab)[:n].sort().values for n in lengths]
+    return SparseBatch(
+        torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int64, device=DEVICE),
+        torch.cat(ids).to(DEVICE),
+        torch.rand(sum(lengths), device=DEVICE) + 0.01,
+    )
+
+
+def scores_reference(q: SparseBatch, d: SparseBatch, pairwise: bool) -> torch.Tensor:
+    return reference.lexical_scores(q, d, pairwise=pairwise, compute_dtype=torch.float64)
+
+
+@pytest.mark.parametrize("pairwise", [False, True])
+def test_scores_match_reference(pairwise):
+    # Rows of 0 .. 70 entries (several 16-entry query chunks, 7 binary-search steps), 37 docs (a tail in the
+    # 32-doc block), a small vocabulary so that rows share ids.
+    q_lens = [0, 1, 5, 37, 70] + ([3] * 32 if pairwise else [])
+    d_lens = [7, 0, 70, 1, 12, *torch.randint(0, 40, (32,)).tolist()]
+    q, d = random_batch(q_lens, 120), random_batch(d_lens, 120)
+    got = m3kernels.lexical_scores(q, d, pairwise=pairwise, backend="triton")
+    want = scores_reference(q, d, pairwise)
+    assert got.dtype == torch.float32 and got.shape == want.shape
+    torch.testing.assert_close(got.double(), want, **tol(torch.float32))
+    assert torch.all(got[0] == 0)
+
+
+def test_scores_of_lexical_weights_output():
+    hidden = torch.randn(3, 17, 20, device=DEVICE)
+    ids = torch.randint(4, 30, (3, 17), device=DEVICE)
+    w, b = linear(20)
+    sparse = weights(hidden, ids, w, b, "triton")
+    got = m3kernels.lexical_scores(sparse, sparse, backend="triton")
+    torch.testing.assert_close(got.double(), scores_reference(sparse, sparse, False), **tol(torch.float32))
+
+
+def test_outputs_do_not_depend_on_allocator_contents(monkeypatch):
+    """Every torch.empty the backend allocates starts poisoned (NaN / huge ints): unwritten slots would show."""
+    hidden = torch.randn(3, 19, 33, device=DEVICE)
+    ids = torch.randint(0, 25, (3, 19), device=DEVICE)
+    mask = torch.arange(19, device=DEVICE)[None, :] < torch.tensor([19, 4, 1], device=DEVICE)[:, None]
+    w, b = linear(33)
+    q, d = random_batch([3, 9], 50), random_batch([4, 0, 11], 50)
+    real_empty = torch.empty
+    monkeypatch.setattr(torch, "empty", lambda *a, **k: poison_(real_empty(*a, **k)))
+    got = weights(hidden, ids, w, b, "triton", attention_mask=mask)
+    got_scores = m3kernels.lexical_scores(q, d, backend="triton")
+    monkeypatch.undo()
+    assert_same_batch(got, weights(hidden, ids, w, b, "reference", attention_mask=mask), torch.float32)
+    torch.testing.assert_close(got_scores.double(), scores_reference(q, d, False), **tol(torch.float32))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
+def test_gpu_bge_m3_batch(dtype):
+    """B=64 texts of up to 512 tokens, H=1024, the XLM-R vocabulary; then [64, 64] and pairwise scores."""
+    hidden = torch.randn(64, 512, 1024, device=DEVICE).to(dtype)
+    ids = torch.randint(4, 250_002, (64, 512), device=DEVICE)
+    ids[:, 256:] = ids[:, :256]  # repeated ids to pool
+    mask = torch.arange(512, device=DEVICE)[None, :] < torch.randint(1, 513, (64,), device=DEVICE)[:, None]
+    w, b = linear(1024)
+    ids = away_from_zero(hidden, ids, w, b)
+    got = weights(hidden, ids, w, b, "triton", attention_mask=mask)
+    want = weights(hidden, ids, w, b, "reference", attention_mask=mask)
+    assert_same_batch(got, want, dtype)
+    for pairwise in (False, True):
+        torch.testing.assert_close(
+            m3kernels.lexical_scores(got, got, pairwise=pairwise, backend="triton").double(),
+            scores_reference(got, got, pairwise),
+            **tol(torch.float32),
+        )
