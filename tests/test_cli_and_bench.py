@@ -1,0 +1,68 @@
+"""`m3k info` and the benchmark harness (status of every provider, table and files)."""
+
+import json
+
+import pytest
+import torch
+
+from m3kernels import cli
+from m3kernels.benchmarks import attention as bench_attention
+from m3kernels.benchmarks import maxsim as bench_maxsim
+from m3kernels.benchmarks import report
+from m3kernels.benchmarks import sparse as bench_sparse
+from m3kernels.benchmarks.harness import Case, Provider, run_case
+
+
+def test_info_lists_every_op_and_backend(capsys):
+    assert cli.main(["info"]) == 0
+    out = capsys.readouterr().out
+    for op in ("maxsim", "lexical_weights", "lexical_scores", "attention_varlen"):
+        assert op in out
+    assert "m3kernels._C" in out
+
+
+def test_unknown_command_fails():
+    assert cli.main(["frobnicate"]) == 2
+
+
+def _boom():
+    raise RuntimeError("peer crashed")
+
+
+def test_run_case_checks_before_timing(tmp_path):
+    x = torch.randn(64, 64)
+    truth = x @ x
+    case = Case(
+        "matmul", "64x64",
+        [Provider("good", lambda: x @ x, is_reference=True), Provider("wrong", lambda: x @ x + 1),
+         Provider("crash", _boom), Provider("absent", None, "not installed")],
+        check=lambda out: (out - truth).abs().max().item(), tolerance=1e-3, flops=2 * 64**3,
+    )
+    rows = {r.provider: r for r in run_case(case, torch.device("cpu"), repeats=3, ceilings={"gflops": 1.0,
+                                                                                          "gbps": 1.0})}
+    assert rows["good"].status == "ok" and rows["good"].median_ms > 0 and rows["good"].speedup_vs_reference == 1
+    assert rows["wrong"].status == "wrong" and rows["wrong"].median_ms is None
+    assert rows["crash"].status == "error" and "peer crashed" in rows["crash"].note
+    assert rows["absent"].status == "unavailable" and rows["absent"].note == "not installed"
+    paths = report.write(list(rows.values()), {"device": "cpu"}, tmp_path)
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert len(data["rows"]) == 4 and (tmp_path / "results.csv").exists() and paths
+    assert "peer crashed" in report.table(list(rows.values()))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda dev: bench_maxsim.rerank_case(dev, 16, 20, (1, 40), torch.float32),
+        lambda dev: bench_maxsim.train_case(dev, 8, torch.float32),
+        lambda dev: bench_sparse.weights_case(dev, 3, 17, 8, torch.float32),
+        lambda dev: bench_sparse.scores_case(dev, 3, 10),
+        lambda dev: bench_attention.case(dev, [5, 1, 9], torch.float32, "tiny"),
+    ],
+)
+def test_small_benchmark_cases_agree(make):
+    """Every in-process provider of each suite agrees with the float64 truth on a small shape."""
+    rows = run_case(make(torch.device("cpu")), torch.device("cpu"), repeats=1, ceilings={"gflops": 1.0, "gbps": 1.0})
+    statuses = {r.provider: r.status for r in rows}
+    assert "m3k:cpu" in statuses
+    assert all(s in ("ok", "unavailable") for s in statuses.values()), statuses
