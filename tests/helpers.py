@@ -44,3 +44,11 @@ def fast_backends(op: str) -> list[str]:
 def poison_(t: torch.Tensor) -> torch.Tensor:
     """Fill with NaN (floats) or a huge value (ints) so that unwritten outputs are noticed."""
     return t.fill_(float("nan") if t.is_floating_point() else 2**30)
+
+
+def poison_allocations(monkeypatch) -> None:
+    """Make torch.empty / empty_like return poisoned memory for the rest of the test, so a kernel that leaves
+    part of its (Python-allocated) output unwritten is caught."""
+    empty, empty_like = torch.empty, torch.empty_like
+    monkeypatch.setattr(torch, "empty", lambda *a, **k: poison_(empty(*a, **k)))
+    monkeypatch.setattr(torch, "empty_like", lambda *a, **k: poison_(empty_like(*a, **k)))

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 import m3kernels
 from m3kernels.maxsim import reference
-from tests.helpers import DEVICE, KERNEL_DTYPES, cu_from_lengths, fast_backends, tol
+from tests.helpers import DEVICE, KERNEL_DTYPES, cu_from_lengths, fast_backends, poison_allocations, tol
 
 BACKENDS = fast_backends("maxsim")
 
@@ -172,3 +172,20 @@ def test_fuzz_varlen_shapes(q_lens, d_lens, hidden, pairwise):
     for backend in BACKENDS:
         got = m3kernels.maxsim_varlen(q, cu_q, d, cu_d, pairwise=pairwise, backend=backend)
         torch.testing.assert_close(got.double(), want, **tol(torch.float32))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("pairwise", [False, True])
+def test_outputs_fully_written_into_poisoned_buffers(backend, pairwise, monkeypatch):
+    q_lens, d_lens = [3, 1, 8], [9, 0, 4] if pairwise else [9, 0, 4, 2]
+    q = torch.randn(sum(q_lens), 12, device=DEVICE, requires_grad=True)
+    d = torch.randn(sum(d_lens), 12, device=DEVICE, requires_grad=True)
+    cu_q, cu_d = cu_from_lengths(q_lens), cu_from_lengths(d_lens)
+    want = m3kernels.maxsim_varlen(q.double(), cu_q, d.double(), cu_d, pairwise=pairwise, backend="reference")
+    want_grads = torch.autograd.grad(want.sum(), (q, d))
+    poison_allocations(monkeypatch)
+    got = m3kernels.maxsim_varlen(q, cu_q, d, cu_d, pairwise=pairwise, backend=backend)
+    grads = torch.autograd.grad(got.sum(), (q, d))
+    torch.testing.assert_close(got.double(), want, **tol(torch.float32))
+    for a, b in zip(grads, want_grads, strict=True):
+        torch.testing.assert_close(a, b.float(), atol=1e-5, rtol=1e-5)

@@ -2,10 +2,12 @@
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import m3kernels
 from m3kernels import SparseBatch
-from tests.helpers import DEVICE, KERNEL_DTYPES, cu_from_lengths, fast_backends, tol
+from tests.helpers import DEVICE, KERNEL_DTYPES, cu_from_lengths, fast_backends, poison_allocations, tol
 
 POOL_BACKENDS = fast_backends("lexical_weights")
 SCORE_BACKENDS = fast_backends("lexical_scores")
@@ -137,3 +139,44 @@ def test_lexical_scores_match_dict_loop(backend, pairwise):
         want = torch.tensor([[dict_lexical_score(a, b) for b in dd] for a in qd])
     assert got.dtype == torch.float32
     torch.testing.assert_close(got.cpu(), want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", POOL_BACKENDS)
+def test_pool_outputs_fully_written_into_poisoned_buffers(backend, monkeypatch):
+    lengths = [5, 0, 17, 1]
+    h = torch.randn(sum(lengths), 16, device=DEVICE)
+    ids = torch.randint(0, 12, (sum(lengths),), device=DEVICE)
+    w = torch.randn(16, device=DEVICE)
+    cu = cu_from_lengths(lengths)
+    want = m3kernels.lexical_weights(h.double(), ids, w.double(), 0.2, cu_seqlens=cu, backend="reference")
+    poison_allocations(monkeypatch)
+    got = m3kernels.lexical_weights(h, ids, w, 0.2, cu_seqlens=cu, backend=backend)
+    assert torch.equal(got.indptr, want.indptr) and torch.equal(got.ids, want.ids)
+    torch.testing.assert_close(got.values.double(), want.values, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", SCORE_BACKENDS)
+def test_scores_fully_written_into_poisoned_buffers(backend, monkeypatch):
+    q = SparseBatch.from_dicts([{"1": 0.5}, {}, {"3": 1.0, "9": 2.0}], DEVICE)
+    d = SparseBatch.from_dicts([{"3": 1.0}, {"1": 1.0, "9": 1.0}, {}], DEVICE)
+    poison_allocations(monkeypatch)
+    assert m3kernels.lexical_scores(q, d, backend=backend).tolist() == [[0, 0.5, 0], [0, 0, 0], [1, 2, 0]]
+    assert m3kernels.lexical_scores(q, d, pairwise=True, backend=backend).tolist() == [0, 0, 0]
+
+
+@settings(max_examples=25, deadline=None)
+@given(lengths=st.lists(st.integers(0, 60), min_size=1, max_size=5), hidden=st.integers(1, 40),
+       vocab=st.integers(1, 30), bias=st.floats(-1, 1))
+def test_fuzz_lexical_weights(lengths, hidden, vocab, bias):
+    h = torch.randn(sum(lengths), hidden, device=DEVICE)
+    ids = torch.randint(0, vocab, (sum(lengths),), device=DEVICE)
+    w = torch.randn(hidden, device=DEVICE)
+    cu = cu_from_lengths(lengths)
+    want = m3kernels.lexical_weights(h.double(), ids, w.double(), bias, cu_seqlens=cu, backend="reference")
+    for backend in POOL_BACKENDS:
+        got = m3kernels.lexical_weights(h, ids, w, bias, cu_seqlens=cu, backend=backend)
+        assert torch.equal(got.indptr, want.indptr) and torch.equal(got.ids, want.ids)
+        torch.testing.assert_close(got.values.double(), want.values, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(m3kernels.lexical_scores(got, got, backend=backend).double(),
+                                   m3kernels.lexical_scores(want, want, backend="reference").double(),
+                                   atol=1e-4, rtol=1e-4)

@@ -63,9 +63,10 @@ struct Cursor {
 
 __device__ __forceinline__ uint32_t ld_u32(const void* p) { return *static_cast<const uint32_t*>(p); }
 
-// (v, a) <- the better of (v, a) and (v2, a2): larger value, then smaller index (first max on ties).
+// (v, a) <- the better of (v, a) and (v2, a2): larger value, then smaller index (first max on ties). NaN beats
+// every number, so a NaN similarity (NaN in q or d) reaches the score and the Python layer reports it.
 __device__ __forceinline__ void keep_best(float& v, int& a, float v2, int a2) {
-  if (v2 > v || (v2 == v && a2 < a)) {
+  if (v2 > v || (v2 == v && a2 < a) || (isnan(v2) && !isnan(v))) {
     v = v2;
     a = a2;
   }
@@ -224,7 +225,7 @@ __global__ void __launch_bounds__(FwdTile<T>::kThreads) maxsim_fwd_kernel(FwdArg
             for (int e = 0; e < 2; ++e) {
               const int col = n0 + nt * 8 + e;  // increasing: strict '>' keeps the first max
               const float v = acc[mt][nt][h * 2 + e];
-              if (col < ld && v > best[mt][h]) {
+              if (col < ld && (v > best[mt][h] || (isnan(v) && !isnan(best[mt][h])))) {
                 best[mt][h] = v;
                 arg[mt][h] = col;
               }

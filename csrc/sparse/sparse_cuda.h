@@ -33,11 +33,11 @@ struct LexicalPoolCudaProblem {
 // Bytes of device scratch that lexical_pool_cuda needs for `rows` hidden rows.
 size_t lexical_pool_cuda_workspace_bytes(int64_t rows);
 
-// relu(h . w + b) for every row (one warp per row, hidden read once), then one block per text: keep tokens
-// with weight > 0 and an id outside skip_ids, sort them by id (cub::BlockRadixSort in registers up to 8192
-// kept tokens; a bitonic sort in the workspace beyond), keep the max per id (first row on ties) and write
-// text b's entries to slots off[b] .. off[b] + counts[b] of out_ids / out_vals / out_src (out_src = the
-// token row). Slots past counts[b] are not written. Texts must not overlap.
+// relu(h . w + b) for every row (one warp per row, hidden read once), then one block per text: keep tokens with
+// weight > 0 (or NaN, propagated for the caller to report) and an id outside skip_ids, sort them by id
+// (cub::BlockRadixSort in registers up to 8192 kept tokens, a bitonic sort in the workspace beyond), keep the
+// max per id (first row on ties) and write text b's entries to slots off[b] .. off[b] + counts[b] of out_ids /
+// out_vals / out_src (out_src = the token row). Slots past counts[b] are not written. Texts must not overlap.
 std::string lexical_pool_cuda(const LexicalPoolCudaProblem& p, int64_t* out_ids, float* out_vals, int64_t* out_src,
                               int64_t* counts, void* workspace, cudaStream_t stream);
 

@@ -1,0 +1,87 @@
+"""MaxSim on the hand-written CUDA kernels (csrc/maxsim/maxsim_cuda.cu), launched on the current stream."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from m3kernels import _native
+from m3kernels.maxsim.ops import define_backend
+
+
+def _forward_rows(x: Tensor) -> Tensor:
+    """[T, H] -> contiguous, 16-byte aligned, rows of a multiple of 16 bytes (H zero-padded: the dot products
+    do not change) and at least one row (so that every pointer is valid), as the forward kernel needs."""
+    x = x.contiguous()
+    pad = (-x.shape[1]) % (16 // x.element_size())
+    if pad or x.shape[0] == 0:
+        x = torch.nn.functional.pad(x, (0, pad, 0, 1 if x.shape[0] == 0 else 0))
+    return x if x.data_ptr() % 16 == 0 else x.clone()
+
+
+def _int32(t: Tensor) -> Tensor:
+    return t.to(torch.int32).contiguous()
+
+
+def _problem(q: Tensor, q_off: Tensor, q_len: Tensor, d: Tensor, d_off: Tensor, d_len: Tensor, pairwise: bool):
+    return (
+        _native.addr(q),
+        _native.addr(d),
+        _native.DTYPE_CODES[d.dtype],
+        q.shape[1],
+        _native.addr(q_off),
+        _native.addr(q_len),
+        q_off.shape[0],
+        _native.addr(d_off),
+        _native.addr(d_len),
+        d_off.shape[0],
+        pairwise,
+    )
+
+
+def _stream(device: torch.device) -> int:
+    return torch.cuda.current_stream(device).cuda_stream
+
+
+def forward(q, q_off, q_len, d, d_off, d_len, pairwise, need_argmax):
+    """q [Tq, H], d [Td, H] (same dtype: fp32 / fp16 / bf16) -> (scores fp32 [Nq, Nd] or [N], argmax int32
+    [Tq, Nd] / [Tq] or [0]); score = sum_t max_u <q_t, d_u> with fp32 accumulation (see ops.py)."""
+    q_off, q_len, d_off, d_len = map(_int32, (q_off, q_len, d_off, d_len))
+    qk, dk = _forward_rows(q), _forward_rows(d)
+    nq, nd = q_off.shape[0], d_off.shape[0]
+    scores = torch.empty((nq,) if pairwise else (nq, nd), dtype=torch.float32, device=q.device)
+    arg_shape = ((q.shape[0],) if pairwise else (q.shape[0], nd)) if need_argmax else (0,)
+    argmax = torch.full(arg_shape, -1, dtype=torch.int32, device=q.device)
+    with torch.cuda.device(q.device):
+        _native.C.maxsim_forward_cuda(
+            *_problem(qk, q_off, q_len, dk, d_off, d_len, pairwise),
+            _native.addr(scores),
+            _native.addr(argmax) if need_argmax else 0,
+            _stream(q.device),
+        )
+    return scores, argmax
+
+
+def backward(grad, q, q_off, q_len, d, d_off, d_len, argmax, pairwise, deterministic):
+    """(dq fp32 [Tq, H], dd fp32 [Td, H]) through the saved argmax; deterministic=True scatters dd without
+    float atomics (one owner per doc column, fixed order)."""
+    q_off, q_len, d_off, d_len = map(_int32, (q_off, q_len, d_off, d_len))
+    q, d, grad, argmax = q.contiguous(), d.contiguous(), grad.float().contiguous(), argmax.contiguous()
+    dq = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
+    dd = torch.zeros(d.shape, dtype=torch.float32, device=d.device)
+    if q.shape[0] == 0 or d.shape[0] == 0:  # no token pairs: no gradient
+        return dq, dd
+    with torch.cuda.device(q.device):
+        _native.C.maxsim_backward_cuda(
+            *_problem(q, q_off, q_len, d, d_off, d_len, pairwise),
+            _native.addr(grad),
+            _native.addr(argmax),
+            _native.addr(dq),
+            _native.addr(dd),
+            deterministic,
+            _stream(q.device),
+        )
+    return dq, dd
+
+
+op = define_backend("cuda", forward, backward)

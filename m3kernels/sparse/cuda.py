@@ -1,0 +1,75 @@
+"""The sparse head on the hand-written CUDA kernels (csrc/sparse/sparse_cuda.cu), launched on the current stream."""
+
+from __future__ import annotations
+
+import torch
+
+from m3kernels import _native
+from m3kernels.sparse.ops import define_backend
+
+
+def _stream(device: torch.device) -> int:
+    return torch.cuda.current_stream(device).cuda_stream
+
+
+def pool(hidden, ids, off, lens, weight, bias, skip):
+    """relu(hidden [T, H] . weight + bias) max-pooled by id per text b (rows off[b] .. off[b] + lens[b]) into
+    (out_ids int64 [T], out_vals fp32 [T], out_src int64 [T], counts int64 [B]), compact per text (ops.py)."""
+    hidden, ids, skip = hidden.contiguous(), ids.to(torch.int64).contiguous(), skip.to(torch.int64).contiguous()
+    weight, bias = weight.float().contiguous(), bias.float().reshape(1).contiguous()
+    off, lens = off.to(torch.int32).contiguous(), lens.to(torch.int32).contiguous()
+    t, b = hidden.shape[0], off.shape[0]
+    dev = hidden.device
+    out_ids = torch.zeros(t, dtype=torch.int64, device=dev)
+    out_vals = torch.zeros(t, dtype=torch.float32, device=dev)
+    out_src = torch.full((t,), -1, dtype=torch.int64, device=dev)
+    counts = torch.empty(b, dtype=torch.int64, device=dev)
+    workspace = torch.empty(_native.C.lexical_pool_cuda_workspace_bytes(t), dtype=torch.uint8, device=dev)
+    with torch.cuda.device(dev):
+        _native.C.lexical_pool_cuda(
+            _native.addr(hidden),
+            _native.DTYPE_CODES[hidden.dtype],
+            hidden.shape[1],
+            t,
+            _native.addr(ids),
+            _native.addr(off),
+            _native.addr(lens),
+            b,
+            _native.addr(weight),
+            _native.addr(bias),
+            _native.addr(skip),
+            skip.numel(),
+            _native.addr(out_ids),
+            _native.addr(out_vals),
+            _native.addr(out_src),
+            _native.addr(counts),
+            _native.addr(workspace),
+            _stream(dev),
+        )
+    return out_ids, out_vals, out_src, counts
+
+
+def scores(q_indptr, q_ids, q_vals, d_indptr, d_ids, d_vals, pairwise):
+    """sum over shared ids of wq * wd for CSR rows: fp32 [Nq, Nd] (or [N] pairwise)."""
+    nq, nd = q_indptr.shape[0] - 1, d_indptr.shape[0] - 1
+    q_indptr, q_ids, d_indptr, d_ids = (x.to(torch.int64).contiguous() for x in (q_indptr, q_ids, d_indptr, d_ids))
+    q_vals, d_vals = q_vals.float().contiguous(), d_vals.float().contiguous()
+    out = torch.empty((nq,) if pairwise else (nq, nd), dtype=torch.float32, device=q_vals.device)
+    with torch.cuda.device(q_vals.device):
+        _native.C.lexical_scores_cuda(
+            _native.addr(q_indptr),
+            _native.addr(q_ids),
+            _native.addr(q_vals),
+            nq,
+            _native.addr(d_indptr),
+            _native.addr(d_ids),
+            _native.addr(d_vals),
+            nd,
+            pairwise,
+            _native.addr(out),
+            _stream(q_vals.device),
+        )
+    return out
+
+
+pool_op, scores_op = define_backend("cuda", pool, scores)

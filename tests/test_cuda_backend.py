@@ -1,0 +1,245 @@
+"""The hand-written CUDA kernels (backend="cuda", csrc/*/*_cuda.cu) through the public API, against the float64
+reference, plus cross-checks against the Triton kernels. Skipped where m3kernels._C has no CUDA kernels."""
+
+import pytest
+import torch
+
+import m3kernels
+from m3kernels import _native
+from m3kernels.maxsim import reference as maxsim_ref
+from m3kernels.sparse import SparseBatch
+from m3kernels.sparse import reference as sparse_ref
+from tests.helpers import DEVICE, backends, cu_from_lengths, tol
+
+pytestmark = pytest.mark.skipif("cuda" not in backends("maxsim"), reason="m3kernels._C built without CUDA kernels")
+
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+# Lengths around the kernel tiles (32 query tokens, 128 doc tokens), with empty items.
+Q_LENS = [1, 7, 33, 0, 70]
+D_LENS = [5, 0, 127, 1, 300, 129, 64]
+
+
+def packed(lens: list[int], hidden: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.randn(sum(lens), hidden, device=DEVICE).to(dtype), cu_from_lengths(lens)
+
+
+def ref_scores(q, cu_q, d, cu_d, pairwise):
+    return maxsim_ref.maxsim_packed(
+        q.double(),
+        cu_q[:-1],
+        cu_q[1:] - cu_q[:-1],
+        d.double(),
+        cu_d[:-1],
+        cu_d[1:] - cu_d[:-1],
+        pairwise=pairwise,
+        compute_dtype=torch.float64,
+    )
+
+
+def scale_tol(dtype: torch.dtype, hidden: int) -> dict[str, float]:
+    """tol() for sums of hidden products of unit normals (errors grow with sqrt(hidden))."""
+    t = tol(dtype)
+    return {"atol": t["atol"] * max(1.0, hidden**0.5 / 4), "rtol": t["rtol"]}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("pairwise", [False, True])
+@pytest.mark.parametrize("hidden", [1, 7, 33, 128, 1024])
+def test_maxsim_varlen_matches_reference(dtype, pairwise, hidden):
+    d_lens = D_LENS[: len(Q_LENS)] if pairwise else D_LENS
+    q, cu_q = packed(Q_LENS, hidden, dtype)
+    d, cu_d = packed(d_lens, hidden, dtype)
+    got = m3kernels.maxsim_varlen(q, cu_q, d, cu_d, pairwise=pairwise, backend="cuda")
+    want = ref_scores(q, cu_q, d, cu_d, pairwise)
+    assert got.dtype == torch.float32 and got.shape == want.shape
+    torch.testing.assert_close(got.double(), want, **scale_tol(dtype, hidden))
+    empty_doc = got[1] if pairwise else got[:, 1]
+    assert torch.all(empty_doc == 0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_maxsim_padded_scattered_masks(dtype):
+    q = torch.randn(3, 40, 64, device=DEVICE).to(dtype)
+    d = torch.randn(5, 150, 64, device=DEVICE).to(dtype)
+    q_mask = torch.rand(3, 40, device=DEVICE) > 0.3
+    d_mask = torch.rand(5, 150, device=DEVICE) > 0.5
+    d_mask[4] = False
+    got = m3kernels.maxsim(q, d, q_mask, d_mask, backend="cuda")
+    want = maxsim_ref.maxsim_padded(q.double(), d.double(), q_mask, d_mask, compute_dtype=torch.float64)
+    torch.testing.assert_close(got.double(), want, **scale_tol(dtype, 64))
+    assert torch.all(got[:, 4] == 0)
+
+
+def test_maxsim_misaligned_storage():
+    flat = torch.randn(1 + 50 * 24, device=DEVICE).half()
+    q = flat[1 : 1 + 10 * 24].view(10, 24)  # 2-byte offset: not 16-byte aligned
+    d = flat[1 + 10 * 24 :].view(40, 24)
+    cu_q, cu_d = cu_from_lengths([4, 6]), cu_from_lengths([17, 23])
+    got = m3kernels.maxsim_varlen(q, cu_q, d, cu_d, backend="cuda")
+    torch.testing.assert_close(got.double(), ref_scores(q, cu_q, d, cu_d, False), **tol(torch.float16))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("pairwise", [False, True])
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_maxsim_backward_matches_reference(dtype, pairwise, deterministic):
+    hidden = 40
+    d_lens = D_LENS[: len(Q_LENS)] if pairwise else D_LENS
+    q, cu_q = packed(Q_LENS, hidden, dtype)
+    d, cu_d = packed(d_lens, hidden, dtype)
+    q.requires_grad_(True)
+    d.requires_grad_(True)
+    scores = m3kernels.maxsim_varlen(q, cu_q, d, cu_d, pairwise=pairwise, deterministic=deterministic, backend="cuda")
+    weights = torch.randn_like(scores)
+    gq, gd = torch.autograd.grad((scores * weights).sum(), (q, d))
+    q64 = q.detach().double().requires_grad_(True)
+    d64 = d.detach().double().requires_grad_(True)
+    want = ref_scores(q64, cu_q, d64, cu_d, pairwise)
+    wq, wd = torch.autograd.grad((want * weights.double()).sum(), (q64, d64))
+    assert gq.dtype == dtype and gd.dtype == dtype
+    torch.testing.assert_close(gq.double(), wq, **scale_tol(dtype, 64))
+    torch.testing.assert_close(gd.double(), wd, **scale_tol(dtype, 64))
+
+
+def test_maxsim_deterministic_backward_is_bitwise_reproducible():
+    q, cu_q = packed([32] * 8, 256, torch.bfloat16)
+    d, cu_d = packed([200] * 8, 256, torch.bfloat16)
+    d.requires_grad_(True)
+    grads = []
+    for _ in range(2):
+        scores = m3kernels.maxsim_varlen(q, cu_q, d, cu_d, deterministic=True, backend="cuda")
+        grads.append(torch.autograd.grad(scores.sum(), d)[0])
+    assert torch.equal(grads[0], grads[1])
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_maxsim_ties_keep_first_doc_token(deterministic):
+    q = torch.randn(1, 3, 16, device=DEVICE)
+    d = torch.randn(1, 140, 16, device=DEVICE)
+    d[0, 135] = d[0, 2]  # same token twice, across two doc tiles
+    q[0, 0] = d[0, 2] * 10  # its best match is that token
+    d.requires_grad_(True)
+    score = m3kernels.maxsim(q, d, deterministic=deterministic, backend="cuda")
+    (gd,) = torch.autograd.grad(score.sum(), d)
+    assert gd[0, 2].abs().sum() > 0
+    assert torch.all(gd[0, 135] == 0)
+
+
+def test_maxsim_rejects_bad_inputs():
+    d = torch.randn(2, 5, 8, device=DEVICE)
+    d[1, 2, 3] = float("nan")
+    with pytest.raises(ValueError, match="d contains NaN"):
+        m3kernels.maxsim(torch.randn(2, 3, 8, device=DEVICE), d, backend="cuda")
+    with pytest.raises(RuntimeError, match="unavailable"):
+        m3kernels.maxsim(torch.randn(1, 3, 8), torch.randn(1, 5, 8), backend="cuda")
+
+
+def test_maxsim_launcher_errors_reach_python():
+    q = torch.randn(4, 7, device=DEVICE).half()  # 14-byte rows: not a multiple of 16 bytes
+    lens = torch.tensor([4], dtype=torch.int32, device=DEVICE)
+    offs = torch.zeros(1, dtype=torch.int32, device=DEVICE)
+    out = torch.empty(1, 1, device=DEVICE)
+    stream = torch.cuda.current_stream().cuda_stream
+    a = (_native.addr(q), _native.addr(q), _native.DTYPE_CODES[q.dtype])
+    rows = (_native.addr(offs), _native.addr(lens))
+    with pytest.raises(RuntimeError, match="multiple of 16 bytes"):
+        _native.C.maxsim_forward_cuda(*a, 7, *rows, 1, *rows, 1, False, _native.addr(out), 0, stream)
+    with pytest.raises(RuntimeError, match="negative item count"):
+        _native.C.maxsim_forward_cuda(*a, 8, *rows, -1, *rows, 1, False, _native.addr(out), 0, stream)
+    with pytest.raises(RuntimeError, match="null q, d"):
+        _native.C.maxsim_forward_cuda(0, 0, 1, 8, *rows, 1, *rows, 1, False, _native.addr(out), 0, stream)
+    with pytest.raises(RuntimeError, match="unsupported dtype"):
+        _native.C.maxsim_forward_cuda(*a[:2], 7, 8, *rows, 1, *rows, 1, False, _native.addr(out), 0, stream)
+
+
+def sparse_inputs(lens: list[int], hidden: int, dtype: torch.dtype, vocab: int):
+    h = torch.randn(sum(lens), hidden, device=DEVICE).to(dtype)
+    ids = torch.randint(0, vocab, (sum(lens),), device=DEVICE)
+    w = torch.randn(hidden, device=DEVICE)
+    return h, ids, w, cu_from_lengths(lens)
+
+
+def assert_same_batch(got: SparseBatch, want: SparseBatch, dtype: torch.dtype) -> None:
+    assert torch.equal(got.indptr, want.indptr)
+    assert torch.equal(got.ids, want.ids)
+    torch.testing.assert_close(got.values.double(), want.values.double(), **tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("hidden", [1, 7, 64])
+def test_lexical_weights_packed_matches_reference(dtype, hidden):
+    lens = [0, 1, 9, 300, 2000]  # 2000 kept tokens at most: the large in-block sort
+    h, ids, w, cu = sparse_inputs(lens, hidden, dtype, vocab=50)
+    got = m3kernels.lexical_weights(h, ids, w, 0.1, cu_seqlens=cu, backend="cuda")
+    want = sparse_ref.lexical_weights_packed(
+        h, ids, cu[:-1], cu[1:] - cu[:-1], w, torch.tensor([0.1], device=DEVICE), (0, 1, 2, 3), torch.float64
+    )
+    assert_same_batch(got, want, dtype)
+
+
+def test_lexical_weights_long_text_fallback():
+    lens = [9000, 5]  # > 8192 kept tokens: the bitonic sort in the workspace
+    h, ids, w, cu = sparse_inputs(lens, 8, torch.float32, vocab=20000)
+    got = m3kernels.lexical_weights(h, ids, w, 100.0, cu_seqlens=cu, skip_ids=(), backend="cuda")
+    want = sparse_ref.lexical_weights_packed(
+        h, ids, cu[:-1], cu[1:] - cu[:-1], w, torch.tensor([100.0], device=DEVICE), (), torch.float64
+    )
+    assert_same_batch(got, want, torch.float32)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_lexical_weights_padded_with_mask_and_grad(dtype):
+    h = torch.randn(3, 33, 16, device=DEVICE).to(dtype).requires_grad_(True)
+    ids = torch.randint(0, 12, (3, 33), device=DEVICE)
+    mask = torch.rand(3, 33, device=DEVICE) > 0.3
+    w = torch.randn(16, device=DEVICE)
+    got = m3kernels.lexical_weights(h, ids, w, 0.0, attention_mask=mask, backend="cuda")
+    want = m3kernels.lexical_weights(h, ids, w, 0.0, attention_mask=mask, backend="reference")
+    assert_same_batch(got, want, dtype)
+    (g_got,) = torch.autograd.grad(got.values.sum(), h)
+    (g_want,) = torch.autograd.grad(want.values.sum(), h)
+    torch.testing.assert_close(g_got.float(), g_want.float(), **tol(dtype))
+
+
+def test_lexical_weights_rejects_nan_hidden():
+    h = torch.randn(2, 5, 8, device=DEVICE)
+    h[1, 2, 0] = float("nan")
+    with pytest.raises(ValueError, match="hidden contains NaN"):
+        m3kernels.lexical_weights(
+            h, torch.randint(4, 9, (2, 5), device=DEVICE), torch.ones(8, device=DEVICE), 0.0, backend="cuda"
+        )
+
+
+def random_batch(n: int, vocab: int, max_len: int) -> SparseBatch:
+    rows = []
+    for i in range(n):
+        k = 0 if i == 1 else int(torch.randint(1, max_len + 1, ()))
+        ids = torch.randperm(vocab)[:k].tolist()
+        rows.append({t: float(torch.rand(())) + 0.01 for t in ids})
+    return SparseBatch.from_dicts(rows, DEVICE)
+
+
+@pytest.mark.parametrize("pairwise", [False, True])
+def test_lexical_scores_match_reference(pairwise):
+    q = random_batch(6, 300, 40)
+    d = random_batch(6 if pairwise else 11, 300, 200)
+    got = m3kernels.lexical_scores(q, d, pairwise=pairwise, backend="cuda")
+    want = sparse_ref.lexical_scores(q, d, pairwise=pairwise, compute_dtype=torch.float64)
+    torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.skipif("triton" not in backends("maxsim"), reason="needs the Triton backend on this device")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cuda_matches_triton(dtype):
+    q, cu_q = packed(Q_LENS, 96, dtype)
+    d, cu_d = packed(D_LENS, 96, dtype)
+    cuda = m3kernels.maxsim_varlen(q, cu_q, d, cu_d, backend="cuda")
+    triton = m3kernels.maxsim_varlen(q, cu_q, d, cu_d, backend="triton")
+    torch.testing.assert_close(cuda, triton, **scale_tol(dtype, 96))
+    h, ids, w, cu = sparse_inputs([3, 250, 40], 96, dtype, vocab=60)
+    a = m3kernels.lexical_weights(h, ids, w, 0.0, cu_seqlens=cu, backend="cuda")
+    b = m3kernels.lexical_weights(h, ids, w, 0.0, cu_seqlens=cu, backend="triton")
+    assert_same_batch(a, b, dtype)
+    torch.testing.assert_close(
+        m3kernels.lexical_scores(a, b, backend="cuda"), m3kernels.lexical_scores(a, b, backend="triton")
+    )
