@@ -9,8 +9,20 @@ __version__ = "0.1.0"
 
 _backend.load_kernels()
 
+
+def __getattr__(name: str):
+    # The model needs `tokenizers`; import it only when asked for.
+    if name in ("BGEM3", "CheckpointError"):
+        from m3kernels import model
+
+        return getattr(model, name)
+    raise AttributeError(f"module 'm3kernels' has no attribute {name!r}")
+
+
 __all__ = [
+    "BGEM3",
     "BGE_M3_SPECIAL_IDS",
+    "CheckpointError",
     "SparseBatch",
     "attention_varlen",
     "lexical_scores",

@@ -19,10 +19,13 @@ import torch
 import triton
 import triton.language as tl
 
+from m3kernels import _triton_compat
 from m3kernels.attention.ops import define_backend
 
+_triton_compat.patch_interpreter()
+
 LOG2E = tl.constexpr(1.4426950408889634)  # log2(e): exp(x) = exp2(x * LOG2E)
-MAX_HEAD_DIM = 256
+MAX_HEAD_DIM = 128
 
 
 class Tiles(NamedTuple):
@@ -35,27 +38,28 @@ class Tiles(NamedTuple):
 
 
 class Configs(NamedTuple):
+    """Tiles of the forward kernel, the dK/dV kernel (block_n keys per program) and the dQ kernel."""
+
     fwd: Tiles
     dkdv: Tiles
     dq: Tiles
 
 
 # Fixed tiles per padded head_dim for 16-bit inputs (no autotuning at call time: calls are graph-capturable).
-# float32 inputs use at most 64x64 tiles and one stage (fp32 tiles are twice the shared memory).
+# float32 inputs (IEEE dots, no tensor cores) use one stage and tiles of at most FP32_TILE_ELEMS // head_dim
+# rows (capped at 64), keeping their shared memory under 100 KiB.
 CONFIGS: dict[int, Configs] = {
-    16: Configs(Tiles(128, 64, 4, 3), Tiles(32, 128, 4, 3), Tiles(128, 32, 4, 3)),
-    32: Configs(Tiles(128, 64, 4, 3), Tiles(32, 128, 4, 3), Tiles(128, 32, 4, 3)),
-    64: Configs(Tiles(128, 64, 4, 3), Tiles(32, 128, 4, 3), Tiles(128, 32, 4, 3)),
-    128: Configs(Tiles(128, 64, 8, 3), Tiles(32, 64, 4, 3), Tiles(64, 32, 4, 3)),
-    256: Configs(Tiles(64, 32, 8, 2), Tiles(32, 32, 4, 2), Tiles(32, 32, 4, 2)),
+    block_d: Configs(Tiles(128, 64, 8, 3), Tiles(32, 128, 8, 3), Tiles(128, 32, 4, 3)) for block_d in (16, 32, 64)
 }
-FP32_MAX_BLOCK = 64
+CONFIGS[128] = Configs(Tiles(128, 64, 8, 3), Tiles(32, 64, 8, 3), Tiles(64, 32, 4, 3))
+FP32_TILE_ELEMS = 4096
 
 
 def _tiles(kind: str, block_d: int, dtype: torch.dtype) -> Tiles:
     t = getattr(CONFIGS[block_d], kind)
     if dtype == torch.float32:
-        return Tiles(min(t.block_m, FP32_MAX_BLOCK), min(t.block_n, FP32_MAX_BLOCK), t.num_warps, 1)
+        cap = min(64, FP32_TILE_ELEMS // block_d)
+        return Tiles(min(t.block_m, cap), min(t.block_n, cap), t.num_warps, 1)
     return t
 
 
@@ -225,8 +229,8 @@ def _dkdv_step(
     q = _load(Q, rows, n, offs_d, stride_t, D, EVEN_D, MASK_M)
     do = _load(DO, rows, n, offs_d, stride_t, D, EVEN_D, MASK_M)
     if MASK_M:
-        # lse = +inf makes the P^T columns of rows past the end exactly 0.
-        lse = tl.load(LSE + rows, mask=rows < n, other=float("inf"))
+        # Rows past the end load q = dO = 0, so their P^T columns add nothing to dV or dK.
+        lse = tl.load(LSE + rows, mask=rows < n, other=0.0)
         delta = tl.load(DELTA + rows, mask=rows < n, other=0.0)
     else:
         lse = tl.load(LSE + rows)
@@ -338,9 +342,11 @@ def _dq_step(
     """One key tile: dQ += dS K with P = exp2(s Q K^T - lse), dS = P (dO V^T - delta)."""
     k = _load(K, cols, n, offs_d, stride_t, D, EVEN_D, MASK_N)
     v = _load(V, cols, n, offs_d, stride_t, D, EVEN_D, MASK_N)
-    p = tl.math.exp2(tl.dot(q, tl.trans(k), input_precision="ieee") * qk_scale - lse2[:, None])
+    s = tl.dot(q, tl.trans(k), input_precision="ieee") * qk_scale
     if MASK_N:
-        p = tl.where((cols < n)[None, :], p, 0.0)
+        # Keys past the end are 0 (so is their dS K term) but exp2(0 - lse) may overflow: give them P = 0.
+        s = tl.where((cols < n)[None, :], s, float("-inf"))
+    p = tl.math.exp2(s - lse2[:, None])
     dp = tl.dot(do, tl.trans(v), input_precision="ieee")
     ds = p * (dp - delta[:, None])
     return tl.dot(ds.to(k.dtype), k, dq, input_precision="ieee")
@@ -459,17 +465,18 @@ def forward(q, k, v, cu_seqlens, max_seqlen, scale):
         return out, lse
     block_d = _block_d(D)
     tiles = _tiles("fwd", block_d, q.dtype)
-    _launch(
-        _fwd_kernel,
-        tiles,
-        tiles.block_m,
-        max_seqlen,
-        cu_seqlens,
-        (q, k, v, out, lse),
-        (T, H, q.stride(0), scale * LOG2E.value),
-        D=D,
-        BLOCK_D=block_d,
-    )
+    with _triton_compat.device_context(q):
+        _launch(
+            _fwd_kernel,
+            tiles,
+            tiles.block_m,
+            max_seqlen,
+            cu_seqlens,
+            (q, k, v, out, lse),
+            (T, H, q.stride(0), scale * LOG2E.value),
+            D=D,
+            BLOCK_D=block_d,
+        )
     return out, lse
 
 
@@ -484,28 +491,27 @@ def backward(dout, q, k, v, out, lse, cu_seqlens, max_seqlen, scale):
         return dq, dk, dv
     block_d = _block_d(D)
     delta = torch.empty_like(lse)
-    block_t = 64
-    _delta_kernel[(triton.cdiv(T, block_t), H)](
-        out, dout, delta, T, q.stride(0), D=D, BLOCK_D=block_d, BLOCK_T=block_t
-    )
-    inputs = (q, k, v, dout, lse, delta)
-    scalars = (T, H, q.stride(0), scale, scale * LOG2E.value)
-    tiles = _tiles("dkdv", block_d, q.dtype)
-    _launch(
-        _dkdv_kernel,
-        tiles,
-        tiles.block_n,
-        max_seqlen,
-        cu_seqlens,
-        (*inputs, dk, dv),
-        scalars,
-        D=D,
-        BLOCK_D=block_d,
-    )
-    tiles = _tiles("dq", block_d, q.dtype)
-    _launch(
-        _dq_kernel, tiles, tiles.block_m, max_seqlen, cu_seqlens, (*inputs, dq), scalars, D=D, BLOCK_D=block_d
-    )
+    with _triton_compat.device_context(q):
+        block_t = 64
+        _delta_kernel[(triton.cdiv(T, block_t), H)](
+            out, dout, delta, T, q.stride(0), D=D, BLOCK_D=block_d, BLOCK_T=block_t
+        )
+        inputs = (q, k, v, dout, lse, delta)
+        scalars = (T, H, q.stride(0), scale, scale * LOG2E.value)
+        tiles = _tiles("dkdv", block_d, q.dtype)
+        _launch(
+            _dkdv_kernel,
+            tiles,
+            tiles.block_n,
+            max_seqlen,
+            cu_seqlens,
+            (*inputs, dk, dv),
+            scalars,
+            D=D,
+            BLOCK_D=block_d,
+        )
+        tiles = _tiles("dq", block_d, q.dtype)
+        _launch(_dq_kernel, tiles, tiles.block_m, max_seqlen, cu_seqlens, (*inputs, dq), scalars, D=D, BLOCK_D=block_d)
     return dq, dk, dv
 
 

@@ -20,14 +20,12 @@ of the argmax (a segmented sum: no float atomics, bitwise reproducible).
 
 from __future__ import annotations
 
-import contextlib
-import os
-
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 
+from m3kernels import _triton_compat
 from m3kernels.maxsim.ops import define_backend
 
 # (hidden-size bucket upper bound, element size in bytes) -> BLOCK_D, BLOCK_H, num_warps, num_stages.
@@ -42,31 +40,7 @@ _BWD_BLOCK_E = 16
 _MAX_BLOCK_H = 128
 
 
-def _interpreter_loop_bounds_fix() -> None:
-    """Triton 3.6's interpreter keeps scalars as 1-element arrays and converts loop bounds with ``int()``,
-    which recent NumPy (2.4 here) rejects ("only 0-dimensional arrays ..."), so ``range(n)`` over a runtime
-    scalar fails there. This wraps its tensor patching to read the single element instead (interpreter only)."""
-    from triton.runtime import interpreter
-
-    original = interpreter._patch_lang_tensor
-    if getattr(original, "m3k_fixed", False):
-        return
-
-    def patch(tensor, scope):
-        original(tensor, scope)
-        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
-
-    patch.m3k_fixed = True
-    interpreter._patch_lang_tensor = patch
-
-
-if os.environ.get("TRITON_INTERPRET", "0") == "1":
-    _interpreter_loop_bounds_fix()
-
-
-def device_context(t: Tensor):
-    """Makes t's GPU current while launching (Triton launches on the current device); no-op on CPU."""
-    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+_triton_compat.patch_interpreter()
 
 
 def _block_h(h: int, cap: int) -> int:
@@ -103,7 +77,7 @@ def segment_ids(off: Tensor, lens: Tensor, total: int) -> Tensor:
     """
     out = torch.full((total,), -1, dtype=torch.int32, device=off.device)
     if off.shape[0] > 0 and total > 0:
-        with device_context(off):
+        with _triton_compat.device_context(off):
             _segment_ids_kernel[(off.shape[0],)](off, lens, out, BLOCK=256)
     return out
 
@@ -203,7 +177,7 @@ def forward(
     argmax = torch.full(arg_shape, -1, dtype=torch.int32, device=q.device)
     block_d, block_h, warps, stages = _fwd_config(h, d.dtype)
     grid = (nq if pairwise else nq * nd,)  # one flat axis: no 65535 limit on the number of docs
-    with device_context(q):
+    with _triton_compat.device_context(q):
         _maxsim_fwd_kernel[grid](
             q,
             q_off,
@@ -352,7 +326,7 @@ def backward(
     block_h = _block_h(h, _MAX_BLOCK_H)
     if q.shape[0] == 0 or d.shape[0] == 0:
         return dq, dd
-    with device_context(q):
+    with _triton_compat.device_context(q):
         _maxsim_bwd_q_kernel[(nq, triton.cdiv(h, block_h))](
             grad,
             q,

@@ -75,7 +75,9 @@ class SparseBatch:
     def to_sparse_csr(self, vocab_size: int) -> Tensor:
         """torch.sparse_csr_tensor of shape [B, vocab_size]."""
         self._check_vocab(vocab_size)
-        return torch.sparse_csr_tensor(self.indptr, self.ids, self.values, (len(self), vocab_size))
+        return torch.sparse_csr_tensor(
+            self.indptr, self.ids, self.values, (len(self), vocab_size), check_invariants=False
+        )
 
     def _check_vocab(self, vocab_size: int) -> None:
         if not isinstance(vocab_size, int) or vocab_size < 1:

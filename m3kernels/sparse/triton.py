@@ -19,8 +19,11 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from m3kernels.maxsim.triton import device_context, segment_ids
+from m3kernels import _triton_compat
+from m3kernels.maxsim.triton import segment_ids
 from m3kernels.sparse.ops import define_backend
+
+_triton_compat.patch_interpreter()
 
 _POOL_BLOCK_T = 16
 _POOL_MAX_BLOCK_H = 256
@@ -70,7 +73,7 @@ def _token_weights(hidden: Tensor, ids: Tensor, seg: Tensor, weight: Tensor, bia
     if t == 0:
         return out
     block_h = max(16, min(_POOL_MAX_BLOCK_H, triton.next_power_of_2(h)))
-    with device_context(hidden):
+    with _triton_compat.device_context(hidden):
         _token_weights_kernel[(triton.cdiv(t, _POOL_BLOCK_T),)](
             hidden,
             ids,
@@ -191,7 +194,7 @@ def scores(
     nq, nd = q_indptr.shape[0] - 1, d_indptr.shape[0] - 1
     out = torch.empty((nq,) if pairwise else (nq, nd), dtype=torch.float32, device=q_vals.device)
     grid = (1 if pairwise else nq, triton.cdiv(nd, _SCORES_BLOCK_N))
-    with device_context(q_vals):
+    with _triton_compat.device_context(q_vals):
         _lexical_scores_kernel[grid](
             q_indptr,
             q_ids,

@@ -1,0 +1,436 @@
+"""BGEM3: BGE-M3 on m3kernels' ops, a drop-in for FlagEmbedding's BGEM3FlagModel (encode, compute_score,
+compute_lexical_matching_score, colbert_score) with packed (unpadded) batches."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from m3kernels.maxsim import maxsim_varlen
+from m3kernels.model.batching import gather_segments, insert_cls, plan_batches
+from m3kernels.model.checkpoint import load_checkpoint
+from m3kernels.model.encoder import PackedXLMRobertaEncoder
+from m3kernels.model.tokenizer import Tokenizer
+from m3kernels.sparse import SparseBatch, lexical_scores, lexical_weights
+
+DEFAULT_BATCH_TOKENS = 16384
+SCORE_KEYS = ("colbert", "sparse", "dense", "sparse+dense", "colbert+sparse+dense")
+_DTYPES = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+    "half": torch.float16,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+}
+
+
+def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
+    """None -> float16 on CUDA, float32 elsewhere (FlagEmbedding's defaults); strings like 'fp16', 'bf16'."""
+    if dtype is None:
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, str):
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(_DTYPES)} or a torch.dtype; got {dtype!r}")
+        dtype = _DTYPES[dtype]
+    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise ValueError(f"dtype must be float32, float16 or bfloat16; got {dtype}")
+    return dtype
+
+
+@dataclass
+class PackedOutput:
+    """Heads of B texts. dense [B, hidden] float32 (L2-normalised); sparse: SparseBatch of B rows;
+    colbert [sum_b n_b, dim] float32 (row-normalised) with colbert_cu [B+1] int64 offsets."""
+
+    dense: Tensor | None = None
+    sparse: SparseBatch | None = None
+    colbert: Tensor | None = None
+    colbert_cu: Tensor | None = None
+
+
+def _concat_offsets(offsets: Sequence[Tensor]) -> Tensor:
+    """Offsets [n_i+1] of packed parts -> the offsets [sum n_i + 1] (int64) of the parts back to back."""
+    counts = torch.cat([cu[1:] - cu[:-1] for cu in offsets]).long()
+    cu = torch.zeros(counts.numel() + 1, dtype=torch.int64, device=counts.device)
+    torch.cumsum(counts, 0, out=cu[1:])
+    return cu
+
+
+class BGEM3(nn.Module):
+    """BGE-M3 (XLM-RoBERTa + dense / sparse / multi-vector heads) running on packed tokens.
+
+    Build with :meth:`from_pretrained`. ``backend`` ("auto", "reference", "cpu", "triton", "cuda") selects
+    the kernels of attention_varlen, lexical_weights, lexical_scores and maxsim."""
+
+    def __init__(
+        self,
+        encoder: PackedXLMRobertaEncoder,
+        colbert_linear: nn.Linear,
+        sparse_linear: nn.Linear,
+        tokenizer: Tokenizer,
+        backend: str = "auto",
+    ):
+        super().__init__()
+        self.encoder = encoder
+        self.colbert_linear = colbert_linear
+        self.sparse_linear = sparse_linear
+        self.tokenizer = tokenizer
+        self.backend = backend
+        encoder.backend = backend
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | str | None = None,
+        backend: str = "auto",
+    ) -> BGEM3:
+        """Loads a local BGE-M3 checkpoint directory (config.json, model.safetensors or pytorch_model.bin,
+        colbert_linear.pt, sparse_linear.pt, tokenizer.json); raises CheckpointError on any missing,
+        unreadable or inconsistent file. device: default CUDA when available; dtype: see resolve_dtype."""
+        device = (
+            torch.device(device)
+            if device is not None
+            else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        )
+        dtype = resolve_dtype(dtype, device)
+        ckpt = load_checkpoint(path)
+        tokenizer = Tokenizer(ckpt.tokenizer_file, ckpt.config)
+        encoder = PackedXLMRobertaEncoder.from_hf_state(ckpt.config, ckpt.backbone, backend)
+        heads = []
+        for state in (ckpt.colbert, ckpt.sparse):
+            out_dim, in_dim = state["weight"].shape
+            with torch.device("meta"):
+                linear = nn.Linear(in_dim, out_dim)
+            linear.load_state_dict(state, assign=True)
+            heads.append(linear)
+        model = cls(encoder, heads[0], heads[1], tokenizer, backend)
+        return model.to(device=device, dtype=dtype).eval()
+
+    @property
+    def device(self) -> torch.device:
+        return self.encoder.word_embeddings.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.encoder.word_embeddings.weight.dtype
+
+    # ---------------------------------------------------------------- packed forward
+    def forward_packed(
+        self,
+        input_ids: Tensor,
+        cu_seqlens: Tensor,
+        max_seqlen: int,
+        *,
+        dense: bool = True,
+        sparse: bool = False,
+        colbert: bool = False,
+        mcls: bool = False,
+    ) -> PackedOutput:
+        """Heads of packed texts: input_ids [T] int64 and cu_seqlens [B+1] int32 on the model's device, each
+        text ``<s> ... </s>``.
+
+        dense = normalize(H[first token]) (mcls: normalize(mean of H over the text's <s> tokens));
+        sparse = lexical_weights(H, ids) skipping <s>, </s>, <pad>, <unk> (max per id of relu(H w + b));
+        colbert = normalize(colbert_linear(H[t])) for every token but the first (mcls: but every <s>)."""
+        hidden = self.encoder(input_ids, cu_seqlens, max_seqlen)
+        n, total = cu_seqlens.numel() - 1, input_ids.numel()
+        lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long()
+        if mcls:
+            is_cls = input_ids == self.tokenizer.ids["cls"]
+        else:
+            is_cls = torch.zeros(total, dtype=torch.bool, device=input_ids.device)
+            is_cls[cu_seqlens[:-1].long()] = True
+        out = PackedOutput()
+        if dense:
+            if mcls:
+                text = torch.repeat_interleave(
+                    torch.arange(n, device=hidden.device), lengths, output_size=total
+                )
+                sums = torch.zeros(n, hidden.shape[1], dtype=torch.float32, device=hidden.device)
+                sums.index_add_(0, text[is_cls], hidden[is_cls].float())
+                counts = torch.zeros(n, device=hidden.device).index_add_(
+                    0, text[is_cls], is_cls[is_cls].float()
+                )
+                cls_state = sums / counts[:, None]
+            else:
+                cls_state = hidden[cu_seqlens[:-1].long()].float()
+            out.dense = F.normalize(cls_state, dim=-1)
+        if sparse:
+            out.sparse = lexical_weights(
+                hidden,
+                input_ids,
+                self.sparse_linear.weight,
+                self.sparse_linear.bias,
+                cu_seqlens=cu_seqlens,
+                skip_ids=self.tokenizer.special_ids,
+                vocab_size=self.encoder.config.vocab_size,
+                backend=self.backend,
+            )
+        if colbert:
+            keep = ~is_cls
+            out.colbert = F.normalize(self.colbert_linear(hidden[keep]).float(), dim=-1)
+            out.colbert_cu = torch.zeros(n + 1, dtype=torch.int64, device=hidden.device)
+            keep_running = torch.cumsum(keep.long(), 0)
+            out.colbert_cu[1:] = keep_running[cu_seqlens[1:].long() - 1] if total else 0
+        return out
+
+    # ---------------------------------------------------------------- batching
+    def tokenize(self, texts: Sequence[str], max_length: int, mcls: bool = False) -> list[list[int]]:
+        """Token ids per text (<s> ... </s>, at most max_length tokens; mcls: with the extra <s> tokens)."""
+        limit = self.encoder.config.max_tokens
+        if not isinstance(max_length, int) or not 2 <= max_length <= limit:
+            raise ValueError(
+                f"max_length must be an int in [2, {limit}] for this checkpoint; got {max_length!r}"
+            )
+        ids = self.tokenizer.encode(texts, max_length)
+        if mcls:
+            ids = [insert_cls(x, self.tokenizer.ids["cls"], max_length) for x in ids]
+        return ids
+
+    @torch.inference_mode()
+    def encode_ids(
+        self,
+        ids: Sequence[Sequence[int]],
+        *,
+        batch_size: int = 256,
+        batch_tokens: int | None = None,
+        dense: bool = True,
+        sparse: bool = False,
+        colbert: bool = False,
+        mcls: bool = False,
+        show_progress: bool | None = None,
+    ) -> PackedOutput:
+        """Runs token-budget batches (longest first) and returns the heads in the input order."""
+        from tqdm.auto import tqdm
+
+        batches = plan_batches([len(x) for x in ids], batch_tokens or DEFAULT_BATCH_TOKENS, batch_size)
+        disable = (len(batches) < 10 or None) if show_progress is None else not show_progress
+        parts: list[PackedOutput] = []
+        with tqdm(total=len(ids), desc="m3k encode", unit="text", disable=disable) as bar:
+            for batch in batches:
+                flat = [t for i in batch for t in ids[i]]
+                cu = np.zeros(len(batch) + 1, dtype=np.int32)
+                np.cumsum([len(ids[i]) for i in batch], out=cu[1:])
+                parts.append(
+                    self.forward_packed(
+                        torch.tensor(flat, dtype=torch.int64, device=self.device),
+                        torch.from_numpy(cu).to(self.device),
+                        max(len(ids[i]) for i in batch),
+                        dense=dense,
+                        sparse=sparse,
+                        colbert=colbert,
+                        mcls=mcls,
+                    )
+                )
+                bar.update(len(batch))
+        order = torch.tensor([i for b in batches for i in b], dtype=torch.int64)
+        where = torch.empty_like(order)
+        where[order] = torch.arange(order.numel())
+        where = where.to(self.device)
+        out = PackedOutput()
+        if dense:
+            out.dense = torch.cat([p.dense for p in parts])[where]
+        if sparse:
+            index, new_cu = gather_segments(_concat_offsets([p.sparse.indptr for p in parts]), where)
+            ids_all = torch.cat([p.sparse.ids for p in parts])
+            values_all = torch.cat([p.sparse.values for p in parts])
+            out.sparse = SparseBatch(new_cu, ids_all[index], values_all[index])
+        if colbert:
+            index, out.colbert_cu = gather_segments(_concat_offsets([p.colbert_cu for p in parts]), where)
+            out.colbert = torch.cat([p.colbert for p in parts])[index]
+        return out
+
+    def _empty_output(self, dense: bool, sparse: bool, colbert: bool) -> PackedOutput:
+        """The heads of zero texts, with the right trailing shapes."""
+        zeros = torch.zeros(1, dtype=torch.int64, device=self.device)
+        empty = torch.zeros(0, dtype=torch.int64, device=self.device)
+        return PackedOutput(
+            dense=torch.zeros(0, self.encoder.config.hidden_size, device=self.device) if dense else None,
+            sparse=SparseBatch(zeros, empty, empty.float()) if sparse else None,
+            colbert=torch.zeros(0, self.colbert_linear.out_features, device=self.device) if colbert else None,
+            colbert_cu=zeros if colbert else None,
+        )
+
+    # ---------------------------------------------------------------- FlagEmbedding-compatible API
+    def encode(
+        self,
+        sentences: str | Sequence[str],
+        batch_size: int = 256,
+        max_length: int = 512,
+        return_dense: bool = True,
+        return_sparse: bool = False,
+        return_colbert_vecs: bool = False,
+        *,
+        batch_tokens: int | None = None,
+        mcls: bool = False,
+        output: str = "numpy",
+        show_progress: bool | None = None,
+    ) -> dict[str, Any]:
+        """FlagEmbedding's BGEM3FlagModel.encode.
+
+        Returns {"dense_vecs", "lexical_weights", "colbert_vecs"} (None where not requested):
+        output="numpy": dense_vecs float32 ndarray [N, hidden]; lexical_weights list of {str(token_id): weight};
+        colbert_vecs list of float32 [n_tokens - 1, dim] arrays (without <s>, with </s>). A single string gives
+        the unbatched [hidden] / dict / array, like FlagEmbedding.
+        output="torch": tensors on the model's device: dense_vecs [N, hidden], lexical_weights a SparseBatch,
+        colbert_vecs packed [sum, dim] plus "colbert_cu_seqlens" [N+1] int64 (maxsim_varlen's layout).
+
+        batch_size caps the texts per batch, batch_tokens (default 16384) the tokens per batch; max_length up to
+        the checkpoint's position table (8192 for BGE-M3). mcls=True: see forward_packed and insert_cls.
+        show_progress: None = a tqdm bar for jobs of 10 batches or more on a terminal."""
+        if output not in ("numpy", "torch"):
+            raise ValueError(f"output must be 'numpy' or 'torch'; got {output!r}")
+        if not (return_dense or return_sparse or return_colbert_vecs):
+            raise ValueError("choose at least one of return_dense, return_sparse, return_colbert_vecs")
+        single = isinstance(sentences, str)
+        texts = [sentences] if single else list(sentences)
+        bad = next((t for t in texts if not isinstance(t, str)), None)
+        if bad is not None:
+            raise TypeError(f"sentences must be a str or a sequence of str; found {type(bad).__name__}")
+        ids = self.tokenize(texts, max_length, mcls)
+        if not texts:
+            res = self._empty_output(return_dense, return_sparse, return_colbert_vecs)
+        else:
+            res = self.encode_ids(
+                ids,
+                batch_size=batch_size,
+                batch_tokens=batch_tokens,
+                dense=return_dense,
+                sparse=return_sparse,
+                colbert=return_colbert_vecs,
+                mcls=mcls,
+                show_progress=show_progress,
+            )
+        if output == "torch":
+            return {
+                "dense_vecs": res.dense,
+                "lexical_weights": res.sparse,
+                "colbert_vecs": res.colbert,
+                "colbert_cu_seqlens": res.colbert_cu,
+            }
+        dense = res.dense.cpu().numpy() if return_dense else None
+        lexical = res.sparse.to_dicts() if return_sparse else None
+        colbert = None
+        if return_colbert_vecs:
+            vecs = res.colbert.cpu().numpy()
+            bounds = res.colbert_cu.tolist()
+            colbert = [vecs[a:b] for a, b in itertools.pairwise(bounds)]
+        if single:
+            dense = dense[0] if dense is not None else None
+            lexical = lexical[0] if lexical is not None else None
+            colbert = colbert[0] if colbert is not None else None
+        return {"dense_vecs": dense, "lexical_weights": lexical, "colbert_vecs": colbert}
+
+    def encode_queries(self, queries: str | Sequence[str], **kwargs: Any) -> dict[str, Any]:
+        """Same as encode (BGE-M3 uses no query instruction)."""
+        return self.encode(queries, **kwargs)
+
+    def encode_corpus(self, corpus: str | Sequence[str], **kwargs: Any) -> dict[str, Any]:
+        """Same as encode."""
+        return self.encode(corpus, **kwargs)
+
+    def compute_score(
+        self,
+        sentence_pairs: Sequence[tuple[str, str]] | tuple[str, str],
+        batch_size: int = 256,
+        max_query_length: int = 512,
+        max_passage_length: int = 512,
+        weights_for_different_modes: Sequence[float] | None = None,
+        *,
+        batch_tokens: int | None = None,
+    ) -> dict[str, list[float]] | dict[str, float] | list:
+        """FlagEmbedding's compute_score: per (query, passage) pair the keys "dense" (dot of normalised CLS),
+        "sparse" (lexical matching score), "colbert" (MaxSim / number of query vectors), "sparse+dense" =
+        (w_d d + w_s s)/(w_d + w_s) and "colbert+sparse+dense" = (w_d d + w_s s + w_c c)/(w_d + w_s + w_c),
+        weights [w_d, w_s, w_c] default [1, 1, 1]. Lists of floats; floats for one pair; [] for no pairs.
+        Padded doc positions never win a max here (FlagEmbedding scores them 0 inside a padded batch)."""
+        if isinstance(sentence_pairs, list) and not sentence_pairs:
+            return []
+        one = isinstance(sentence_pairs[0], str)
+        pairs = [tuple(sentence_pairs)] if one else [tuple(p) for p in sentence_pairs]
+        if any(len(p) != 2 for p in pairs):
+            raise ValueError("sentence_pairs must hold (query, passage) pairs")
+        w = (
+            [1.0, 1.0, 1.0]
+            if weights_for_different_modes is None
+            else [float(x) for x in weights_for_different_modes]
+        )
+        if len(w) != 3:
+            raise ValueError(f"weights_for_different_modes must be [dense, sparse, colbert]; got {w}")
+        common = {
+            "batch_size": batch_size,
+            "batch_tokens": batch_tokens,
+            "dense": True,
+            "sparse": True,
+            "colbert": True,
+        }
+        q = self.encode_ids(self.tokenize([p[0] for p in pairs], max_query_length), **common)
+        d = self.encode_ids(self.tokenize([p[1] for p in pairs], max_passage_length), **common)
+        dense = (q.dense * d.dense).sum(-1)
+        sparse = lexical_scores(q.sparse, d.sparse, pairwise=True, backend=self.backend).to(dense.device)
+        colbert = maxsim_varlen(
+            q.colbert,
+            q.colbert_cu,
+            d.colbert,
+            d.colbert_cu,
+            pairwise=True,
+            normalize=True,
+            backend=self.backend,
+        )
+        scores = {
+            "colbert": colbert,
+            "sparse": sparse,
+            "dense": dense,
+            "sparse+dense": (sparse * w[1] + dense * w[0]) / (w[1] + w[0]),
+            "colbert+sparse+dense": (colbert * w[2] + sparse * w[1] + dense * w[0]) / sum(w),
+        }
+        lists = {k: v.float().cpu().tolist() for k, v in scores.items()}
+        return {k: v[0] for k, v in lists.items()} if one else lists
+
+    def compute_lexical_matching_score(
+        self,
+        lexical_weights_1: Mapping | Sequence[Mapping] | SparseBatch,
+        lexical_weights_2: Mapping | Sequence[Mapping] | SparseBatch,
+    ) -> float | np.ndarray | Tensor:
+        """sum over ids in both of w1(id) * w2(id): dict x dict -> float; list x list -> ndarray [n1, n2];
+        SparseBatch x SparseBatch -> float32 tensor [n1, n2] (lexical_scores)."""
+        if isinstance(lexical_weights_1, SparseBatch) and isinstance(lexical_weights_2, SparseBatch):
+            return lexical_scores(lexical_weights_1, lexical_weights_2, backend=self.backend)
+        if isinstance(lexical_weights_1, Mapping) and isinstance(lexical_weights_2, Mapping):
+            return float(
+                sum(w * lexical_weights_2[t] for t, w in lexical_weights_1.items() if t in lexical_weights_2)
+            )
+        if isinstance(lexical_weights_1, list) and isinstance(lexical_weights_2, list):
+            if not lexical_weights_1 or not lexical_weights_2:
+                return np.zeros((len(lexical_weights_1), len(lexical_weights_2)), dtype=np.float32)
+            q, d = SparseBatch.from_dicts(lexical_weights_1), SparseBatch.from_dicts(lexical_weights_2)
+            return lexical_scores(q, d, backend=self.backend).numpy()
+        raise ValueError("lexical weights must be two dicts, two lists of dicts or two SparseBatch")
+
+    def colbert_score(self, q_reps: np.ndarray | Tensor, p_reps: np.ndarray | Tensor) -> Tensor:
+        """(1/Nq) sum_i max_j <q_i, p_j> of one query [Nq, dim] and one passage [Np, dim]: a 0-dim float32
+        tensor, like FlagEmbedding."""
+        q = torch.as_tensor(q_reps).float()
+        p = torch.as_tensor(p_reps).float().to(q.device)
+        cu_q = torch.tensor([0, q.shape[0]], dtype=torch.int32, device=q.device)
+        cu_p = torch.tensor([0, p.shape[0]], dtype=torch.int32, device=q.device)
+        return maxsim_varlen(q, cu_q, p, cu_p, normalize=True, backend=self.backend)[0, 0]
+
+    def convert_id_to_token(self, lexical_weights: Mapping | Sequence[Mapping]) -> dict | list[dict]:
+        """{token string: weight} from {str(id): weight} (one dict or a list, as FlagEmbedding)."""
+        rows = [lexical_weights] if isinstance(lexical_weights, Mapping) else list(lexical_weights)
+        out = [{self.tokenizer.decode([int(k)]): v for k, v in row.items()} for row in rows]
+        return out[0] if len(out) == 1 else out

@@ -1,0 +1,206 @@
+"""attention_varlen(backend="triton") against the float64 reference: forward and gradients, ragged lengths
+(0 and 1 tokens, tails of every tile), head_dim 32/64/128 and padded ones. fp32 must match the float64 result
+to tol(fp32); fp16/bf16 follow the FlashAttention rule: the kernel's error is at most twice that of the same
+computation done by PyTorch in that precision, plus a small atol. Without a GPU the kernels run in the Triton
+interpreter on small shapes; the gpu-marked tests add bf16-sized and 8192-token shapes on CUDA."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import m3kernels
+from tests.helpers import DEVICE, KERNEL_DTYPES, backends, cu_from_lengths, tol
+
+pytestmark = pytest.mark.skipif(
+    "triton" not in backends("attention_varlen"), reason="the triton backend of attention_varlen is unavailable"
+)
+
+# FlashAttention rule slack: err(kernel) <= 2 * err(torch in the same dtype) + FA_ATOL[dtype].
+FA_ATOL = {torch.float16: 1e-4, torch.bfloat16: 1e-3}
+# Tiles small enough that a few dozen tokens cover several query/key tiles and their tails.
+SMALL = (16, 16, 4, 1)
+
+
+@pytest.fixture(autouse=True)
+def _poison_empty(monkeypatch):
+    """The kernels write into torch.empty / empty_like buffers: fill those with NaN so an unwritten element
+    (a missed tail row, a skipped sequence) fails the comparison instead of passing on stale zeros."""
+
+    def poisoned(alloc):
+        def wrapper(*args, **kwargs):
+            t = alloc(*args, **kwargs)
+            return t.fill_(float("nan")) if t.is_floating_point() else t
+
+        return wrapper
+
+    monkeypatch.setattr(torch, "empty", poisoned(torch.empty))
+    monkeypatch.setattr(torch, "empty_like", poisoned(torch.empty_like))
+
+
+@pytest.fixture
+def small_tiles(monkeypatch):
+    from m3kernels.attention import triton as kernels
+
+    tiles = kernels.Tiles(*SMALL)
+    for block_d in kernels.CONFIGS:
+        monkeypatch.setitem(kernels.CONFIGS, block_d, kernels.Configs(tiles, tiles, tiles))
+
+
+def _nan_tailed(x):
+    """x as a contiguous view into a buffer that continues with NaN: a read past the end poisons the result."""
+    buf = torch.full((x.numel() + 256,), float("nan"), dtype=x.dtype, device=x.device)
+    buf[: x.numel()] = x.flatten()
+    return buf[: x.numel()].view(x.shape)
+
+
+def _inputs(lengths, heads, head_dim, dtype, q_gain=1.0):
+    total = sum(lengths)
+    q, k, v, grad = (torch.randn(total, heads, head_dim, dtype=torch.float64, device=DEVICE) for _ in range(4))
+    return (*(_nan_tailed(x.to(dtype)) for x in (q * q_gain, k, v, grad)), cu_from_lengths(lengths))
+
+
+def _run(backend, q, k, v, grad, cu, max_seqlen, dtype, scale=None):
+    """Output and (dq, dk, dv) of attention_varlen on copies of q, k, v cast to dtype."""
+    leaves = [x.detach().to(dtype).requires_grad_() for x in (q, k, v)]
+    out = m3kernels.attention_varlen(*leaves, cu, max_seqlen, scale=scale, backend=backend)
+    grads = torch.autograd.grad(out, leaves, grad.to(dtype)) if out.numel() else [x.detach() for x in leaves]
+    return [out.detach(), *grads]
+
+
+def _check(lengths, heads, head_dim, dtype, *, max_seqlen=None, q_gain=1.0, scale=None):
+    """Forward and the three gradients of the triton backend against the float64 reference."""
+    max_seqlen = max(lengths) if max_seqlen is None else max_seqlen
+    q, k, v, grad, cu = _inputs(lengths, heads, head_dim, dtype, q_gain)
+    got = _run("triton", q, k, v, grad, cu, max_seqlen, dtype, scale)
+    exact = _run("reference", q, k, v, grad, cu, max_seqlen, torch.float64, scale)
+    same_precision = _run("reference", q, k, v, grad, cu, max_seqlen, dtype, scale) if dtype != torch.float32 else None
+    for i, name in enumerate(("out", "dq", "dk", "dv")):
+        assert got[i].dtype == dtype and got[i].shape == q.shape, name
+        assert torch.isfinite(got[i]).all(), f"{name} has non-finite values (unwritten rows?)"
+        if same_precision is None:
+            torch.testing.assert_close(got[i].double(), exact[i], **tol(dtype), msg=name)
+            continue
+        err = (got[i].double() - exact[i]).abs().max().item()
+        ref_err = (same_precision[i].double() - exact[i]).abs().max().item()
+        assert err <= 2 * ref_err + FA_ATOL[dtype], (
+            f"{name}: kernel error {err:.3g} > 2 x {dtype} torch error {ref_err:.3g} + {FA_ATOL[dtype]}"
+        )
+
+
+@pytest.mark.usefixtures("small_tiles")
+@pytest.mark.parametrize("head_dim", [32, 64, 128])
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES, ids=str)
+def test_ragged_lengths(dtype, head_dim):
+    # 1- and 0-token sequences, lengths below, at and across the 16-row tiles with tails.
+    _check([1, 0, 7, 33, 16, 40], heads=2, head_dim=head_dim, dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES, ids=str)
+def test_default_tiles(dtype):
+    # The shipped tile table: a 150-token sequence spans two query tiles and three key tiles with tails.
+    _check([3, 150, 0, 1], heads=2, head_dim=64, dtype=dtype)
+
+
+@pytest.mark.usefixtures("small_tiles")
+@pytest.mark.parametrize("head_dim", [8, 48, 80])
+def test_padded_head_dim(head_dim):
+    # head_dim below 16 or not a power of two: padded, masked columns (the last sequence fills whole tiles,
+    # so an unmasked column read runs into the NaN past the end of the inputs).
+    _check([5, 21, 16], heads=1, head_dim=head_dim, dtype=torch.float32)
+
+
+@pytest.mark.usefixtures("small_tiles")
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES, ids=str)
+def test_peaked_scores_and_custom_scale(dtype):
+    # Large logits move the running max between key tiles (online-softmax rescaling); explicit scale.
+    _check([45, 2], heads=2, head_dim=32, dtype=dtype, q_gain=4.0, scale=0.3)
+
+
+# The padded key rows of a dK/dV tail tile overflow (exp(-lse)) and are discarded, never stored.
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.usefixtures("small_tiles")
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES, ids=str)
+def test_extreme_logits(dtype):
+    # Logits near -113 in the first two sequences: lse is far below 0 and exp(-lse) overflows fp32, which the
+    # masked tail keys must survive. In the third, the first key tile scores +113 and the others -113: the
+    # running max must not drop between tiles (the rescale factor would overflow).
+    lengths = [20, 3, 40]
+    q, k, v, grad, cu = _inputs(lengths, heads=1, head_dim=32, dtype=torch.float32)
+    k = 1 + 0.05 * k
+    k[23:39] *= -1
+    q, k = torch.full_like(q, -20.0).to(dtype), k.to(dtype)
+    exact = _run("reference", q, k, v.to(dtype), grad, cu, max(lengths), torch.float64)
+    got = _run("triton", q, k, v.to(dtype), grad, cu, max(lengths), dtype)
+    for name, a, b in zip(("out", "dq", "dk", "dv"), got, exact, strict=True):
+        assert torch.isfinite(a).all(), name
+        torch.testing.assert_close(a.double(), b, **tol(dtype), msg=name)
+
+
+@pytest.mark.usefixtures("small_tiles")
+def test_max_seqlen_above_longest_and_empty_sequences():
+    # Extra query blocks past every sequence's end exit without writing; leading/trailing empty sequences.
+    _check([0, 0, 5, 0], heads=3, head_dim=32, dtype=torch.float32, max_seqlen=70)
+
+
+def test_no_tokens():
+    q = torch.randn(0, 2, 64, device=DEVICE, requires_grad=True)
+    out = m3kernels.attention_varlen(q, q, q, cu_from_lengths([0, 0]), 0, backend="triton")
+    assert out.shape == (0, 2, 64)
+    out.sum().backward()
+    assert q.grad.shape == (0, 2, 64)
+
+
+@pytest.mark.usefixtures("small_tiles")
+def test_lse_and_determinism():
+    # The saved logsumexp (backend contract: natural log, fp32 [heads, T]) and bitwise-repeatable gradients.
+    from m3kernels.attention import triton as kernels
+
+    lengths, scale = [9, 1, 30], 0.2
+    q, k, v, grad, cu = _inputs(lengths, heads=2, head_dim=32, dtype=torch.float32)
+    _, lse = kernels.op(q, k, v, cu, max(lengths), scale)
+    expected = torch.cat(
+        [
+            torch.logsumexp(scale * torch.einsum("ihd,jhd->hij", q[a:b].double(), k[a:b].double()), dim=-1)
+            for a, b in zip(cu[:-1].tolist(), cu[1:].tolist(), strict=True)
+        ],
+        dim=1,
+    )
+    torch.testing.assert_close(lse.double(), expected, atol=1e-5, rtol=1e-5)
+    first = _run("triton", q, k, v, grad, cu, max(lengths), torch.float32)
+    second = _run("triton", q, k, v, grad, cu, max(lengths), torch.float32)
+    for a, b in zip(first, second, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_head_dim_limit():
+    q = torch.randn(4, 1, 136, device=DEVICE)
+    with pytest.raises(ValueError, match="head_dim <= 128"):
+        m3kernels.attention_varlen(q, q, q, cu_from_lengths([4]), 4, backend="triton")
+
+
+gpu = pytest.mark.skipif(DEVICE.type != "cuda", reason="needs a CUDA device")
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_gpu_8192_tokens(dtype):
+    _check([8192], heads=4, head_dim=64, dtype=dtype)
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_gpu_batch_of_texts(dtype):
+    lengths = torch.randint(64, 2049, (32,)).tolist()
+    _check(lengths, heads=4, head_dim=64, dtype=dtype)
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("head_dim", [32, 128])
+def test_gpu_head_dims_fp32(head_dim):
+    # fp32 stays IEEE (no TF32) on the GPU: it must meet the float32 tolerance.
+    _check([1, 300, 77, 1024], heads=2, head_dim=head_dim, dtype=torch.float32)
