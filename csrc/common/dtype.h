@@ -16,6 +16,11 @@ inline float bf16_to_float(uint16_t bits) {
 }
 
 inline float half_to_float(uint16_t h) {
+#if defined(__FLT16_MANT_DIG__) && !defined(__CUDACC__)
+  _Float16 f;  // hardware conversion (F16C / AVX512-FP16) where the compiler supports _Float16
+  std::memcpy(&f, &h, sizeof f);
+  return static_cast<float>(f);
+#else
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
   uint32_t exp = (h >> 10) & 0x1fu;
   uint32_t man = h & 0x3ffu;
@@ -37,6 +42,7 @@ inline float half_to_float(uint16_t h) {
   float f;
   std::memcpy(&f, &u, sizeof f);
   return f;
+#endif
 }
 
 struct Bf16 { uint16_t bits; };

@@ -12,18 +12,12 @@
 #include <type_traits>
 #include <vector>
 
+#include "common/simd.h"
 #include "maxsim/maxsim.h"
 
 namespace m3k {
 namespace {
 
-#if defined(__AVX512F__)
-constexpr int VW = 16;
-#else
-constexpr int VW = 8;
-#endif
-typedef float vf __attribute__((vector_size(VW * sizeof(float))));
-typedef int32_t vi __attribute__((vector_size(VW * sizeof(int32_t))));
 constexpr int NV = 2;         // vectors per query panel row
 constexpr int BW = VW * NV;   // query tokens per panel
 constexpr int MR = 6;         // doc tokens per micro-kernel call

@@ -7,25 +7,44 @@
 #include <utility>
 #include <vector>
 
+#include "common/simd.h"
 #include "sparse/sparse.h"
 
 namespace m3k {
 namespace {
 
+constexpr int kRows = 4;  // tokens per dot-product block: independent accumulator chains, shared weight loads
+
+// w[t] = relu(h[t] . weight + bias) for kRows tokens at once (rows beyond `rows` repeat the last one, unused).
+template <typename T>
+void dot_rows(const T* h, int64_t H, int64_t t0, int rows, const float* weight, float bias, float* w) {
+  const T* row[kRows];
+  for (int r = 0; r < kRows; ++r) row[r] = h + (t0 + std::min(r, rows - 1)) * H;
+  vf acc[kRows][2] = {};
+  int64_t k = 0;
+  for (; k + 2 * VW <= H; k += 2 * VW) {
+    const vf w0 = load_vf(weight + k), w1 = load_vf(weight + k + VW);
+    for (int r = 0; r < kRows; ++r) {
+      acc[r][0] += load_vf(row[r] + k) * w0;
+      acc[r][1] += load_vf(row[r] + k + VW) * w1;
+    }
+  }
+  for (int r = 0; r < rows; ++r) {
+    float x = hsum(acc[r][0] + acc[r][1]) + bias;
+    for (int64_t j = k; j < H; ++j) x += to_float(row[r][j]) * weight[j];
+    // NaN is kept (not clamped to 0) so that NaN hidden states surface in the output.
+    w[t0 + r] = x > 0.f || std::isnan(x) ? x : 0.f;
+  }
+}
+
 template <typename T>
 void token_weights(const LexicalPoolProblem& p, float* w, int num_threads) {
   const T* h = static_cast<const T*>(p.hidden);
-  const int64_t H = p.hidden_size;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(num_threads)
   for (int64_t b = 0; b < p.batch; ++b) {
-    for (int64_t t = p.off[b]; t < p.off[b] + p.len[b]; ++t) {
-      const T* row = h + t * H;
-      float acc = 0.f;
-#pragma omp simd reduction(+ : acc)
-      for (int64_t k = 0; k < H; ++k) acc += to_float(row[k]) * p.weight[k];
-      const float x = acc + p.bias;
-      w[t] = x > 0.f || std::isnan(x) ? x : 0.f;
-    }
+    const int64_t end = int64_t(p.off[b]) + p.len[b];
+    for (int64_t t0 = p.off[b]; t0 < end; t0 += kRows)
+      dot_rows(h, p.hidden_size, t0, static_cast<int>(std::min<int64_t>(kRows, end - t0)), p.weight, p.bias, w);
   }
 }
 
