@@ -150,3 +150,11 @@ def test_attention_rejects(kwargs, exc, match):
         m3kernels.attention_varlen(
             args.pop("q"), args.pop("k"), args.pop("v"), args.pop("cu_seqlens"), args.pop("max_seqlen")
         )
+
+
+@pytest.mark.parametrize("which", ["q", "k", "v"])
+def test_attention_rejects_nan_naming_the_input(which):
+    qkv = {n: torch.randn(4, 2, 8, device=DEVICE) for n in ("q", "k", "v")}
+    qkv[which][3, 1, 2] = float("nan")
+    with pytest.raises(ValueError, match=f"{which} contains NaN"):
+        m3kernels.attention_varlen(qkv["q"], qkv["k"], qkv["v"], CU2, 3)

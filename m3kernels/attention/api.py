@@ -56,12 +56,11 @@ def attention_varlen(
                 f"max_seqlen ({max_seqlen}) is below the longest sequence in cu_seqlens ({longest})"
             )
     scale = 1.0 / math.sqrt(q.shape[2]) if scale is None else float(scale)
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        _checks.no_nan(name, t)
     name = _backend.resolve("attention_varlen", backend, device, q.dtype)
     _checks.kernel_dtype(name, "q", q)
     if name == "reference":
-        return reference.attention_varlen(q, k, v, cu, scale)
-    module = _backend.kernel_module("attention_varlen", name)
-    out, _lse = module.op(q.contiguous(), k.contiguous(), v.contiguous(), cu, max_seqlen, scale)
-    return out
+        out = reference.attention_varlen(q, k, v, cu, scale)
+    else:
+        module = _backend.kernel_module("attention_varlen", name)
+        out, _lse = module.op(q.contiguous(), k.contiguous(), v.contiguous(), cu, max_seqlen, scale)
+    return _checks.nan_from_inputs(out, q=q, k=k, v=v)

@@ -12,8 +12,8 @@ from m3kernels.attention.ops import define_backend
 
 
 def _sdpa(q, k, v, scale):
-    # [n, heads, D] -> [1, heads, n, D] for SDPA and back.
-    out = F.scaled_dot_product_attention(*(x.transpose(0, 1)[None] for x in (q, k, v)), scale=scale)
+    # [n, heads, D] -> contiguous [1, heads, n, D] (SDPA's CPU flash kernel is faster on it) and back.
+    out = F.scaled_dot_product_attention(*(x.transpose(0, 1).contiguous()[None] for x in (q, k, v)), scale=scale)
     return out[0].transpose(0, 1)
 
 
