@@ -130,14 +130,15 @@ def lexical_weights(
         _checks.nan_from_inputs(result.values, hidden=hidden, weight=weight, bias=bias)
         return result
     skip_t = torch.tensor(skip, dtype=torch.int64, device=device)
-    out_ids, out_vals, _src, counts = _backend.kernel_module("lexical_weights", name).pool_op(
+    out_ids, out_vals, src, counts = _backend.kernel_module("lexical_weights", name).pool_op(
         hidden, ids, off, lens, weight.float(), bias.float(), skip_t
     )
+    # Text b's entries sit in slots off[b] .. off[b] + counts[b] and offsets increase with b, so the used
+    # slots (src >= 0) in order are already the CSR layout.
     indptr = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
-    rows = torch.repeat_interleave(torch.arange(off.shape[0], device=device), counts)
-    slots = off.long()[rows] + torch.arange(rows.numel(), device=device) - indptr[:-1][rows]
-    _checks.nan_from_inputs(out_vals, hidden=hidden, weight=weight, bias=bias)
-    return SparseBatch(indptr, out_ids[slots], out_vals[slots])
+    used = src >= 0
+    values = _checks.nan_from_inputs(out_vals[used], hidden=hidden, weight=weight, bias=bias)
+    return SparseBatch.trusted(indptr, out_ids[used], values)
 
 
 def lexical_scores(q: SparseBatch, d: SparseBatch, *, pairwise: bool = False, backend: str = "auto") -> Tensor:
