@@ -18,15 +18,6 @@ void raise_on_error(const std::string& err) {
   if (!err.empty()) throw std::runtime_error(err);
 }
 
-m3k::MaxSimCudaProblem maxsim_problem(uintptr_t q, uintptr_t d, int dtype, int64_t hidden, uintptr_t q_off,
-                                      uintptr_t q_len, int64_t nq, uintptr_t d_off, uintptr_t d_len, int64_t nd,
-                                      bool pairwise) {
-  return {ptr<const void>(q),        ptr<const void>(d),        static_cast<m3k::DType>(dtype), hidden,
-          ptr<const int32_t>(q_off), ptr<const int32_t>(q_len), nq,
-          ptr<const int32_t>(d_off), ptr<const int32_t>(d_len), nd,
-          pairwise};
-}
-
 m3k::SparseRows sparse_rows(uintptr_t indptr, uintptr_t ids, uintptr_t vals, int64_t rows) {
   return {ptr<const int64_t>(indptr), ptr<const int64_t>(ids), ptr<const float>(vals), rows};
 }
@@ -36,22 +27,22 @@ m3k::SparseRows sparse_rows(uintptr_t indptr, uintptr_t ids, uintptr_t vals, int
 void bind_cuda(py::module_& m) {
   m.def(
       "maxsim_forward_cuda",
-      [](uintptr_t q, uintptr_t d, int dtype, int64_t hidden, uintptr_t q_off, uintptr_t q_len, int64_t nq,
+      [](uintptr_t q, int q_dtype, uintptr_t d, int d_dtype, int64_t hidden, uintptr_t q_off, uintptr_t q_len, int64_t nq,
          uintptr_t d_off, uintptr_t d_len, int64_t nd, bool pairwise, uintptr_t scores, uintptr_t argmax,
          uintptr_t stream) {
         raise_on_error(m3k::maxsim_forward_cuda(
-            maxsim_problem(q, d, dtype, hidden, q_off, q_len, nq, d_off, d_len, nd, pairwise), ptr<float>(scores),
+            maxsim_problem(q, q_dtype, d, d_dtype, hidden, q_off, q_len, nq, d_off, d_len, nd, pairwise), ptr<float>(scores),
             ptr<int32_t>(argmax), stream_of(stream)));
       },
       "MaxSim forward on device addresses (see csrc/maxsim/maxsim_cuda.h); argmax may be 0.",
       py::call_guard<py::gil_scoped_release>());
   m.def(
       "maxsim_backward_cuda",
-      [](uintptr_t q, uintptr_t d, int dtype, int64_t hidden, uintptr_t q_off, uintptr_t q_len, int64_t nq,
+      [](uintptr_t q, int q_dtype, uintptr_t d, int d_dtype, int64_t hidden, uintptr_t q_off, uintptr_t q_len, int64_t nq,
          uintptr_t d_off, uintptr_t d_len, int64_t nd, bool pairwise, uintptr_t grad, uintptr_t argmax,
          uintptr_t dq, uintptr_t dd, bool deterministic, uintptr_t stream) {
         raise_on_error(m3k::maxsim_backward_cuda(
-            maxsim_problem(q, d, dtype, hidden, q_off, q_len, nq, d_off, d_len, nd, pairwise),
+            maxsim_problem(q, q_dtype, d, d_dtype, hidden, q_off, q_len, nq, d_off, d_len, nd, pairwise),
             ptr<const float>(grad), ptr<const int32_t>(argmax), ptr<float>(dq), ptr<float>(dd), deterministic,
             stream_of(stream)));
       },

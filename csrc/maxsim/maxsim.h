@@ -1,6 +1,7 @@
 // MaxSim (late interaction) kernels: raw-pointer entry points shared by the bindings.
 //
-// Layout: query tokens q [Tq, H] (fp32), doc tokens d [Td, H] (dtype `dt`), both row-major contiguous.
+// Layout: query tokens q [Tq, H] (q_dtype), doc tokens d [Td, H] (d_dtype), both row-major contiguous; the CPU
+// kernels take fp32 queries, the CUDA kernels (maxsim_cuda.h) one dtype for both.
 // Query i occupies rows q_off[i] .. q_off[i] + q_len[i]; doc j rows d_off[j] .. d_off[j] + d_len[j]
 // (int32 offsets and lengths; padded batches use off = i * L, packed batches the cu_seqlens).
 //   all-pairs : scores [nq, nd], argmax [Tq, nd]   (row = global query token, value = global doc token)
@@ -16,7 +17,8 @@
 namespace m3k {
 
 struct MaxSimProblem {
-  const float* q;
+  const void* q;
+  DType q_dtype;
   const void* d;
   DType d_dtype;
   int64_t hidden;

@@ -106,7 +106,7 @@ QueryPanels pack_queries(const MaxSimProblem& p, int num_threads) {
       std::fill(panel, panel + H * BW, 0.f);
       const int64_t n = std::min<int64_t>(BW, p.q_len[i] - b * BW);
       for (int64_t c = 0; c < n; ++c) {
-        const float* row = p.q + (p.q_off[i] + b * BW + c) * H;
+        const float* row = static_cast<const float*>(p.q) + (p.q_off[i] + b * BW + c) * H;
         for (int64_t k = 0; k < H; ++k) panel[k * BW + c] = row[k];
       }
     }
@@ -216,7 +216,7 @@ void backward_impl(const MaxSimProblem& p, const float* grad, const int32_t* arg
         const int32_t u = argmax[p.pairwise ? row : row * nd + j];
         if (u < 0) continue;
         float* out = dd + static_cast<int64_t>(u) * H;
-        const float* src = p.q + row * H;
+        const float* src = static_cast<const float*>(p.q) + row * H;
 #pragma omp simd
         for (int64_t k = 0; k < H; ++k) out[k] += g * src[k];
       }

@@ -378,9 +378,10 @@ __global__ void __launch_bounds__(kBwdThreads) maxsim_dd_ordered_kernel(BwdArgs 
   }
 }
 
-std::string check_problem(const char* fn, const MaxSimCudaProblem& p) {
+std::string check_problem(const char* fn, const MaxSimProblem& p) {
   const std::string where = std::string(fn) + ": ";
   if (p.hidden < 1) return where + "hidden size must be >= 1, got " + std::to_string(p.hidden);
+  if (p.q_dtype != p.d_dtype) return where + "q and d must have the same dtype";
   if (p.nq < 0 || p.nd < 0)
     return where + "negative item count (nq=" + std::to_string(p.nq) + ", nd=" + std::to_string(p.nd) + ")";
   if (p.pairwise && p.nq != p.nd)
@@ -395,14 +396,14 @@ std::string check_problem(const char* fn, const MaxSimCudaProblem& p) {
 
 }  // namespace
 
-std::string maxsim_forward_cuda(const MaxSimCudaProblem& p, float* scores, int32_t* argmax, cudaStream_t stream) {
+std::string maxsim_forward_cuda(const MaxSimProblem& p, float* scores, int32_t* argmax, cudaStream_t stream) {
   constexpr const char* kFn = "maxsim_forward_cuda";
   std::string err = check_problem(kFn, p);
   if (!err.empty()) return err;
   const int64_t pairs = p.pairwise ? p.nq : p.nq * p.nd;
   if (pairs == 0) return {};
   if (!scores) return std::string(kFn) + ": null scores pointer";
-  return cuda::with_dtype(p.dtype, [&](auto tag) -> std::string {
+  return cuda::with_dtype(p.d_dtype, [&](auto tag) -> std::string {
     using T = cuda::Elem<decltype(tag)::value>;
     using C = FwdTile<T>;
     if ((p.hidden * int64_t(sizeof(T))) % 16 != 0)
@@ -422,7 +423,7 @@ std::string maxsim_forward_cuda(const MaxSimCudaProblem& p, float* scores, int32
   });
 }
 
-std::string maxsim_backward_cuda(const MaxSimCudaProblem& p, const float* grad, const int32_t* argmax, float* dq,
+std::string maxsim_backward_cuda(const MaxSimProblem& p, const float* grad, const int32_t* argmax, float* dq,
                                  float* dd, bool deterministic, cudaStream_t stream) {
   constexpr const char* kFn = "maxsim_backward_cuda";
   std::string err = check_problem(kFn, p);
@@ -432,7 +433,7 @@ std::string maxsim_backward_cuda(const MaxSimCudaProblem& p, const float* grad, 
   if (!grad || !argmax || !dq || !dd) return std::string(kFn) + ": null grad, argmax, dq or dd pointer";
   const int64_t col_blocks = ceil_div(p.hidden, kBwdThreads);
   if (col_blocks > 65535) return std::string(kFn) + ": hidden size too large: " + std::to_string(p.hidden);
-  return cuda::with_dtype(p.dtype, [&](auto tag) -> std::string {
+  return cuda::with_dtype(p.d_dtype, [&](auto tag) -> std::string {
     using T = cuda::Elem<decltype(tag)::value>;
     const BwdArgs a{p.q,  p.d,        p.hidden, p.q_off, p.q_len, p.nq, p.d_off,
                     p.d_len, p.nd, p.pairwise, grad,   argmax,  dq,    dd};

@@ -1,7 +1,7 @@
 // MaxSim (late interaction) CUDA kernels: raw-pointer launchers, no torch headers (includable by g++).
 //
-// Same packed layout and semantics as csrc/maxsim/maxsim.h, except that q and d share one element type
-// (fp32 / fp16 / bf16, DType code `dtype`), both [T, H] row-major:
+// The MaxSimProblem of csrc/maxsim/maxsim.h, with q and d of one element type (q_dtype == d_dtype: fp32 / fp16
+// / bf16), both [T, H] row-major:
 //   all-pairs : scores [nq, nd] fp32, argmax [Tq, nd] int32 (row = global query token, value = global doc token)
 //   pairwise  : scores [n] (q i with d i), argmax [Tq]
 //   score(i, j) = sum over query tokens t of max over doc tokens u of <q_t, d_u>, accumulated in fp32;
@@ -14,34 +14,21 @@
 #include <cstdint>
 #include <string>
 
-#include "common/dtype.h"
+#include "maxsim/maxsim.h"
 
 namespace m3k {
 
-struct MaxSimCudaProblem {
-  const void* q;  // [Tq, H], dtype
-  const void* d;  // [Td, H], dtype
-  DType dtype;
-  int64_t hidden;
-  const int32_t* q_off;
-  const int32_t* q_len;
-  int64_t nq;
-  const int32_t* d_off;
-  const int32_t* d_len;
-  int64_t nd;
-  bool pairwise;
-};
 
 // Forward: tensor-core MMA (mma.sync m16n8k16) for fp16 / bf16, FMA for fp32; doc tiles stream through
 // shared memory with cp.async. Needs 16-byte aligned q and d and rows of a multiple of 16 bytes
 // (H % 8 == 0 for fp16 / bf16, H % 4 == 0 for fp32); the Python layer pads H with zeros otherwise.
-std::string maxsim_forward_cuda(const MaxSimCudaProblem& p, float* scores, int32_t* argmax, cudaStream_t stream);
+std::string maxsim_forward_cuda(const MaxSimProblem& p, float* scores, int32_t* argmax, cudaStream_t stream);
 
 // Backward from the saved argmax: grad [nq, nd] or [n] fp32; dq [Tq, H] and dd [Td, H] fp32, zero-filled by
 // the caller. dq_t = sum_j g(i, j) d_argmax(t, j) (a gather: deterministic);
 // dd_argmax(t, j) += g(i, j) q_t: float atomics, or with deterministic = true one owner per doc column
 // (fixed summation order, bitwise reproducible). Any H and alignment.
-std::string maxsim_backward_cuda(const MaxSimCudaProblem& p, const float* grad, const int32_t* argmax, float* dq,
+std::string maxsim_backward_cuda(const MaxSimProblem& p, const float* grad, const int32_t* argmax, float* dq,
                                  float* dd, bool deterministic, cudaStream_t stream);
 
 }  // namespace m3k

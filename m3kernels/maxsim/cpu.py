@@ -3,28 +3,9 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor
 
 from m3kernels import _native
-from m3kernels.maxsim.ops import define_backend
-
-
-def _problem(
-    q: Tensor, q_off: Tensor, q_len: Tensor, d: Tensor, d_off: Tensor, d_len: Tensor, pairwise: bool
-):
-    return (
-        _native.addr(q),
-        _native.addr(d),
-        _native.DTYPE_CODES[d.dtype],
-        q.shape[1],
-        _native.addr(q_off),
-        _native.addr(q_len),
-        q_off.shape[0],
-        _native.addr(d_off),
-        _native.addr(d_len),
-        d_off.shape[0],
-        pairwise,
-    )
+from m3kernels.maxsim.ops import define_backend, kernel_args
 
 
 def forward(q, q_off, q_len, d, d_off, d_len, pairwise, need_argmax):
@@ -35,7 +16,7 @@ def forward(q, q_off, q_len, d, d_off, d_len, pairwise, need_argmax):
     arg_shape = ((q.shape[0],) if pairwise else (q.shape[0], nd)) if need_argmax else (0,)
     argmax = torch.full(arg_shape, -1, dtype=torch.int32)
     _native.C.maxsim_forward_cpu(
-        *_problem(q, q_off, q_len, d, d_off, d_len, pairwise),
+        *kernel_args(q, q_off, q_len, d, d_off, d_len, pairwise),
         _native.addr(scores),
         _native.addr(argmax) if need_argmax else 0,
         _native.threads(),
@@ -50,7 +31,7 @@ def backward(grad, q, q_off, q_len, d, d_off, d_len, argmax, pairwise, determini
     dq = torch.zeros(q.shape, dtype=torch.float32)
     dd = torch.zeros(d.shape, dtype=torch.float32)
     _native.C.maxsim_backward_cpu(
-        *_problem(q, q_off, q_len, d, d_off, d_len, pairwise),
+        *kernel_args(q, q_off, q_len, d, d_off, d_len, pairwise),
         _native.addr(grad),
         _native.addr(argmax),
         _native.addr(dq),

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from m3kernels import _native
-from m3kernels.maxsim.ops import define_backend
+from m3kernels.maxsim.ops import define_backend, kernel_args
 
 
 def _forward_rows(x: Tensor) -> Tensor:
@@ -21,22 +21,6 @@ def _forward_rows(x: Tensor) -> Tensor:
 
 def _int32(t: Tensor) -> Tensor:
     return t.to(torch.int32).contiguous()
-
-
-def _problem(q: Tensor, q_off: Tensor, q_len: Tensor, d: Tensor, d_off: Tensor, d_len: Tensor, pairwise: bool):
-    return (
-        _native.addr(q),
-        _native.addr(d),
-        _native.DTYPE_CODES[d.dtype],
-        q.shape[1],
-        _native.addr(q_off),
-        _native.addr(q_len),
-        q_off.shape[0],
-        _native.addr(d_off),
-        _native.addr(d_len),
-        d_off.shape[0],
-        pairwise,
-    )
 
 
 def _stream(device: torch.device) -> int:
@@ -54,7 +38,7 @@ def forward(q, q_off, q_len, d, d_off, d_len, pairwise, need_argmax):
     argmax = torch.full(arg_shape, -1, dtype=torch.int32, device=q.device)
     with torch.cuda.device(q.device):
         _native.C.maxsim_forward_cuda(
-            *_problem(qk, q_off, q_len, dk, d_off, d_len, pairwise),
+            *kernel_args(qk, q_off, q_len, dk, d_off, d_len, pairwise),
             _native.addr(scores),
             _native.addr(argmax) if need_argmax else 0,
             _stream(q.device),
@@ -73,7 +57,7 @@ def backward(grad, q, q_off, q_len, d, d_off, d_len, argmax, pairwise, determini
         return dq, dd
     with torch.cuda.device(q.device):
         _native.C.maxsim_backward_cuda(
-            *_problem(q, q_off, q_len, d, d_off, d_len, pairwise),
+            *kernel_args(q, q_off, q_len, d, d_off, d_len, pairwise),
             _native.addr(grad),
             _native.addr(argmax),
             _native.addr(dq),

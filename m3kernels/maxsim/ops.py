@@ -22,6 +22,26 @@ BackwardFn = Callable[
 ]
 
 
+def kernel_args(q: Tensor, q_off: Tensor, q_len: Tensor, d: Tensor, d_off: Tensor, d_len: Tensor, pairwise: bool):
+    """The MaxSimProblem argument list of the compiled bindings (python/bindings.h) for contiguous tensors."""
+    from m3kernels import _native
+
+    return (
+        _native.addr(q),
+        _native.DTYPE_CODES[q.dtype],
+        _native.addr(d),
+        _native.DTYPE_CODES[d.dtype],
+        q.shape[1],
+        _native.addr(q_off),
+        _native.addr(q_len),
+        q_off.shape[0],
+        _native.addr(d_off),
+        _native.addr(d_len),
+        d_off.shape[0],
+        pairwise,
+    )
+
+
 def define_backend(name: str, forward: ForwardFn, backward: BackwardFn):
     """Registers m3k::maxsim_<name> and m3k::maxsim_<name>_backward; returns the forward op."""
 
