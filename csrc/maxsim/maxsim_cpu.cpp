@@ -20,7 +20,7 @@ namespace {
 
 constexpr int NV = 2;         // vectors per query panel row
 constexpr int BW = VW * NV;   // query tokens per panel
-constexpr int MR = 6;         // doc tokens per micro-kernel call
+constexpr int MR = VW == 16 ? 12 : 6;  // doc tokens per micro-kernel call (2*MR accumulators fit the registers)
 constexpr int64_t CHUNK = 96; // doc rows converted / kept hot at a time (multiple of MR)
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
@@ -71,19 +71,21 @@ inline void rows_into_state(const float* d, int64_t H, const float* panel, int32
     }
 }
 
+// Rows r0 .. r0 + n of a chunk for n < MR: dispatches to the micro-kernel of exactly n rows.
+template <int R>
+void tail_into_state(int64_t n, const float* d, int64_t H, const float* panel, int32_t u0, PanelState& st) {
+  if constexpr (R > 0) {
+    if (n == R)
+      rows_into_state<R>(d, H, panel, u0, st);
+    else
+      tail_into_state<R - 1>(n, d, H, panel, u0, st);
+  }
+}
+
 void chunk_into_state(const float* d, int64_t rows, int64_t H, const float* panel, int32_t u0, PanelState& st) {
   int64_t r = 0;
   for (; r + MR <= rows; r += MR) rows_into_state<MR>(d + r * H, H, panel, u0 + r, st);
-  const float* rest = d + r * H;
-  const int32_t ur = static_cast<int32_t>(u0 + r);
-  switch (rows - r) {
-    case 5: rows_into_state<5>(rest, H, panel, ur, st); break;
-    case 4: rows_into_state<4>(rest, H, panel, ur, st); break;
-    case 3: rows_into_state<3>(rest, H, panel, ur, st); break;
-    case 2: rows_into_state<2>(rest, H, panel, ur, st); break;
-    case 1: rows_into_state<1>(rest, H, panel, ur, st); break;
-    default: break;
-  }
+  tail_into_state<MR - 1>(rows - r, d + r * H, H, panel, static_cast<int32_t>(u0 + r), st);
 }
 
 // Query panels: query i's tokens in ceil(len / BW) panels of [H][BW] fp32, zero-padded; first_panel[i] indexes them.
