@@ -12,6 +12,8 @@ DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 INTERPRETER = os.environ.get("TRITON_INTERPRET", "0") == "1"
 # fp32 / fp16 everywhere; bf16 only on a real GPU (the Triton interpreter stores bf16 as uint16).
 KERNEL_DTYPES = [torch.float32, torch.float16] + ([torch.bfloat16] if DEVICE.type == "cuda" else [])
+# Every kernel dtype, for tests over fast_backends() (which never include the Triton interpreter).
+ALL_DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
 
 def backends(op: str, device: torch.device = DEVICE) -> list[str]:

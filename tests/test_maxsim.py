@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 import m3kernels
 from m3kernels.maxsim import reference
-from tests.helpers import DEVICE, KERNEL_DTYPES, cu_from_lengths, fast_backends, poison_allocations, tol
+from tests.helpers import ALL_DTYPES, DEVICE, cu_from_lengths, fast_backends, poison_allocations, tol
 
 BACKENDS = fast_backends("maxsim")
 
@@ -31,7 +31,7 @@ def ref64(q, d, q_mask, d_mask, pairwise):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
+@pytest.mark.parametrize("dtype", ALL_DTYPES)
 @pytest.mark.parametrize("pairwise", [False, True])
 @pytest.mark.parametrize("hidden", [1, 7, 33, 128])
 @pytest.mark.parametrize("mask_kind", ["none", "prefix", "scattered"])
@@ -63,7 +63,7 @@ def test_normalize_divides_by_valid_query_tokens(backend, pairwise):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
+@pytest.mark.parametrize("dtype", ALL_DTYPES)
 @pytest.mark.parametrize("pairwise", [False, True])
 def test_varlen_matches_padded_reference(backend, dtype, pairwise):
     q_lens = [1, 7, 33] if not pairwise else [1, 7, 33, 2]

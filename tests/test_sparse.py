@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 import m3kernels
 from m3kernels import SparseBatch
-from tests.helpers import DEVICE, KERNEL_DTYPES, cu_from_lengths, fast_backends, poison_allocations, tol
+from tests.helpers import ALL_DTYPES, DEVICE, cu_from_lengths, fast_backends, poison_allocations, tol
 
 POOL_BACKENDS = fast_backends("lexical_weights")
 SCORE_BACKENDS = fast_backends("lexical_scores")
@@ -51,7 +51,7 @@ def tricky_batch(bsz=4, length=37, hidden=33, vocab=60, dtype=torch.float32):
 
 
 @pytest.mark.parametrize("backend", [*POOL_BACKENDS, "reference"])
-@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
+@pytest.mark.parametrize("dtype", ALL_DTYPES)
 def test_lexical_weights_equals_flagembedding_formula(backend, dtype):
     h, ids, weight, bias = tricky_batch(dtype=dtype)
     mask = torch.rand(ids.shape, device=DEVICE) > 0.2
@@ -62,7 +62,7 @@ def test_lexical_weights_equals_flagembedding_formula(backend, dtype):
 
 
 @pytest.mark.parametrize("backend", POOL_BACKENDS)
-@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
+@pytest.mark.parametrize("dtype", ALL_DTYPES)
 @pytest.mark.parametrize("lengths", [[1], [7, 0, 33], [127, 1, 5, 64]])
 def test_packed_matches_reference(backend, dtype, lengths):
     hidden, vocab = 24, 40

@@ -1,0 +1,56 @@
+"""Backend selection: auto, M3K_BACKEND, explicit unavailable backends, and life without the compiled module."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import m3kernels
+from m3kernels import _backend
+from tests.helpers import backends
+
+Q, D = torch.randn(2, 3, 8), torch.randn(4, 5, 8)
+
+
+def test_auto_picks_the_cpu_kernels_for_cpu_tensors():
+    assert _backend.resolve("maxsim", "auto", torch.device("cpu")) == "cpu"
+    assert _backend.resolve("maxsim", "auto", torch.device("cpu"), torch.float64) == "reference"
+
+
+def test_env_overrides_auto(monkeypatch):
+    monkeypatch.setenv("M3K_BACKEND", "reference")
+    assert _backend.resolve("lexical_weights", "auto", torch.device("cpu")) == "reference"
+    monkeypatch.setenv("M3K_BACKEND", "cuda")
+    with pytest.raises(RuntimeError, match="backend 'cuda' is unavailable for maxsim"):
+        m3kernels.maxsim(Q, D)
+    # An explicit argument still wins over the environment.
+    torch.testing.assert_close(m3kernels.maxsim(Q, D, backend="cpu"), m3kernels.maxsim(Q, D, backend="reference"))
+
+
+def test_explicit_unavailable_backend_names_the_reason():
+    with pytest.raises(RuntimeError, match="attention_varlen has no 'cuda' backend"):
+        x = torch.randn(3, 2, 4)
+        m3kernels.attention_varlen(x, x, x, torch.tensor([0, 3], dtype=torch.int32), 3, backend="cuda")
+
+
+@pytest.mark.skipif("cpu" not in backends("maxsim", torch.device("cpu")), reason="needs the compiled module")
+def test_package_works_without_the_compiled_module():
+    """With m3kernels._C unimportable, auto falls back to the reference, 'cpu' raises and `m3k info` says so."""
+    script = """
+import sys
+sys.modules["m3kernels._C"] = None  # makes `from m3kernels import _C` raise ImportError
+import torch, m3kernels
+from m3kernels import _backend, cli
+assert _backend.resolve("maxsim", "auto", torch.device("cpu")) == "reference"
+q, d = torch.randn(2, 3, 8), torch.randn(4, 5, 8)
+print(float(m3kernels.maxsim(q, d).sum()))
+try:
+    m3kernels.maxsim(q, d, backend="cpu")
+except RuntimeError as exc:
+    print("cpu backend:", exc)
+cli.info()
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert "backend 'cpu' is unavailable for maxsim on cpu: the compiled module m3kernels._C is missing" in out
+    assert "m3kernels._C: MISSING" in out
