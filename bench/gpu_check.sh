@@ -19,6 +19,10 @@ step() {  # step NAME SECONDS CMD...: run with a timeout, log to OUTDIR/NAME.log
     return 0
 }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >"$OUT/gpu.txt" 2>&1
+if ls .whl/*.whl >/dev/null 2>&1; then  # benchmark peers carried from bench/fetch_gpu_wheels.sh
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl \
+        && export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
 step build 150 env MAX_JOBS=16 python3 -m pip install --no-build-isolation --no-deps -e .
 grep -E "registers|spill" -r build 2>/dev/null | sort -u >"$OUT/ptxas.txt"
 step info 30 python3 -m m3kernels.cli info

@@ -53,7 +53,7 @@ def rerank_case(device: torch.device, hidden: int, n_docs: int, len_range: tuple
                  for b in our_backends("maxsim", device)]
     providers.append(Provider("padded einsum+max (FlagEmbedding/PyLate)", lambda: reference.maxsim_padded(
         q_pad, d_pad, torch.ones(1, q_len, dtype=torch.bool, device=device), d_mask), is_reference=True))
-    providers += _cpu_peers(q, d, cu_d, hidden) if device.type == "cpu" else _gpu_peers()
+    providers += _cpu_peers(q, d, cu_d, hidden) if device.type == "cpu" else _gpu_peers(q, cu_q, d, cu_d)
     doc_len = f"U[{lo},{hi}]" if ragged else str(hi)
     shape = f"rerank Nq=1 Lq=32 Nd={n_docs} Ld={doc_len} H={hidden} {str(dtype)[6:]}"
     return Case("maxsim", shape, providers, check=lambda out: (torch.as_tensor(out).reshape(1, -1).float().cpu()
@@ -94,11 +94,16 @@ def _cpu_peers(q: torch.Tensor, d: torch.Tensor, cu_d: torch.Tensor, hidden: int
     return out
 
 
-def _gpu_peers() -> list[Provider]:
+def _gpu_peers(q: torch.Tensor, cu_q: torch.Tensor, d: torch.Tensor, cu_d: torch.Tensor) -> list[Provider]:
+    """The Triton peers on packed docs (their documented varlen entry points)."""
+    max_d = int((cu_d[1:] - cu_d[:-1]).max())
     out = []
-    for label, module in (("flash-maxsim", "flash_maxsim"), ("late-interaction-kernels", "late_interaction")):
-        _mod, why = import_peer(module)
-        out.append(Provider(label, None, why or "installed, but no adapter is written for it yet"))
+    fm, why = import_peer("flash_maxsim")
+    out.append(Provider("flash-maxsim (packed docs)", (lambda: fm.flash_maxsim(q, d, doc_lengths=cu_d)[None])
+                        if fm else None, why))
+    lik, why = import_peer("late_interaction_kernels")
+    out.append(Provider("late-interaction-kernels maxsim_varlen", (lambda: lik.maxsim_varlen(
+        q, d, cu_q, cu_d, int(cu_q[-1]), max_d)) if lik else None, why))
     return out
 
 
@@ -126,6 +131,14 @@ def train_case(device: torch.device, hidden: int, dtype: torch.dtype) -> Case:
 
     providers = [Provider(f"m3k:{b}", fwd_bwd(b)) for b in our_backends("maxsim", device)]
     providers.append(Provider("padded einsum+max (FlagEmbedding/PyLate)", fwd_bwd("reference"), is_reference=True))
+    if device.type == "cuda":
+        lik, why = import_peer("late_interaction_kernels")
+
+        def lik_fwd_bwd():
+            s = lik.maxsim(q, d, normalize=True)
+            return (s.detach(), *torch.autograd.grad(s, (q, d), grad))
+
+        providers.append(Provider("late-interaction-kernels maxsim", lik_fwd_bwd if lik else None, why))
     return Case("maxsim fwd+bwd", f"all-pairs Nq=Nd={n} Lq={lq} Ld={ld} H={hidden} {str(dtype)[6:]}", providers,
                 check=check, tolerance=1e-3 if dtype == torch.float32 else 0.5,
                 flops=2.0 * n * lq * n * ld * hidden, params={"hidden": hidden, "dtype": str(dtype)})
