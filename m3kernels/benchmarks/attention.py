@@ -58,6 +58,35 @@ def case(device: torch.device, lengths: list[int], dtype: torch.dtype, label: st
                 tolerance=1e-4 if dtype == torch.float32 else 2e-2, flops=flops, params={"lengths": len(lengths)})
 
 
+def backward_case(device: torch.device, lengths: list[int], dtype: torch.dtype, label: str) -> Case:
+    """Forward + backward (gradients of q, k, v for a random output gradient)."""
+    total = sum(lengths)
+    q, k, v = (torch.randn(total, HEADS, HEAD_DIM, device=device, dtype=dtype, requires_grad=True) for _ in range(3))
+    grad = torch.randn(total, HEADS, HEAD_DIM, device=device, dtype=dtype)
+    cu = torch.zeros(len(lengths) + 1, dtype=torch.int32)
+    cu[1:] = torch.tensor(lengths).cumsum(0)
+    cu = cu.to(device)
+
+    def fwd_bwd(fn):
+        def run():
+            out = fn(q, k, v)
+            return (out.detach(), *torch.autograd.grad(out, (q, k, v), grad))
+        return run
+
+    q64, k64, v64 = (x.detach().double().requires_grad_() for x in (q, k, v))
+    ref = unpadded_sdpa(q64, k64, v64, lengths)
+    truth = (ref.detach(), *torch.autograd.grad(ref, (q64, k64, v64), grad.double()))
+    providers = [Provider(f"m3k:{b}", fwd_bwd(lambda q, k, v, b=b: m3kernels.attention_varlen(
+        q, k, v, cu, max(lengths), backend=b))) for b in our_backends("attention_varlen", device)]
+    providers.append(Provider("SDPA padded batch + key padding mask",
+                              fwd_bwd(lambda q, k, v: padded_sdpa(q, k, v, lengths)), is_reference=True))
+    providers.append(Provider("SDPA per text, unpadded", fwd_bwd(lambda q, k, v: unpadded_sdpa(q, k, v, lengths))))
+    flops = sum(4.0 * n * n * HEADS * HEAD_DIM for n in lengths) * 3.5  # backward ~2.5x the forward
+    return Case("attention_varlen fwd+bwd", f"{label} heads={HEADS} d={HEAD_DIM} {str(dtype)[6:]}", providers,
+                check=lambda out: max((a.double() - b).abs().max().item() for a, b in zip(out, truth, strict=True)),
+                tolerance=1e-3 if dtype == torch.float32 else 5e-2, flops=flops, params={"lengths": len(lengths)})
+
+
 def cases(device: torch.device, quick: bool) -> list[Case]:
     g = torch.Generator().manual_seed(0)
     if device.type == "cpu":
@@ -66,9 +95,12 @@ def cases(device: torch.device, quick: bool) -> list[Case]:
                                                                        "16 texts U[64,1024]")]
         if not quick:
             out.append(case(device, [2048], torch.float32, "1 text x 2048"))
+            out.append(case(device, [8192], torch.float32, "1 text x 8192"))
+            out.append(backward_case(device, mixed[:8], torch.float32, "8 texts U[64,1024]"))
         return out
     mixed = torch.randint(64, 2049, (32,), generator=g).tolist()
     lens = [512, 2048, 8192] if not quick else [8192]
     out = [case(device, [n], torch.float16, f"1 text x {n}") for n in lens]
     out.append(case(device, mixed, torch.float16, "32 texts U[64,2048]"))
+    out.append(backward_case(device, mixed, torch.float16, "32 texts U[64,2048]"))
     return out
