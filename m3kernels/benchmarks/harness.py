@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import statistics
 import threading
 import time
@@ -56,6 +57,14 @@ class Row:
     params: dict[str, Any] = field(default_factory=dict)
 
 
+def _release_free_memory() -> None:
+    """Return freed heap pages to the OS (glibc), so the next allocation shows up in the resident set size."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * 4096
@@ -74,6 +83,7 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats()
             self.base = torch.cuda.memory_allocated()
         else:
+            _release_free_memory()
             self.base = _rss_bytes()
             self.peak = self.base
             self._stop = threading.Event()
