@@ -116,13 +116,27 @@ def test_maxsim_deterministic_backward_is_bitwise_reproducible():
 def test_maxsim_ties_keep_first_doc_token(deterministic):
     q = torch.randn(1, 3, 16, device=DEVICE)
     d = torch.randn(1, 140, 16, device=DEVICE)
+    d[0, 2] *= 10 / d[0, 2].norm()  # norm 10: for q[0, 0] = d[0, 2] it scores 100, every other token ~N(0, 100)
     d[0, 135] = d[0, 2]  # same token twice, across two doc tiles
-    q[0, 0] = d[0, 2] * 10  # its best match is that token
+    q[0, 0] = d[0, 2]  # its best match is that token
     d.requires_grad_(True)
     score = m3kernels.maxsim(q, d, deterministic=deterministic, backend="cuda")
     (gd,) = torch.autograd.grad(score.sum(), d)
     assert gd[0, 2].abs().sum() > 0
     assert torch.all(gd[0, 135] == 0)
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_maxsim_all_minus_inf_row_has_no_argmax(deterministic):
+    # Every similarity of the query token is -inf: the max is -inf, no doc token is the argmax (-1, as on the
+    # CPU), so the backward sends no gradient to any doc row (not to the row before the doc).
+    q = torch.zeros(1, 1, 8, device=DEVICE)
+    q[0, 0, 0] = float("-inf")
+    d = (torch.rand(3, 5, 8, device=DEVICE) + 0.5).requires_grad_(True)
+    score = m3kernels.maxsim(q, d, deterministic=deterministic, backend="cuda")
+    assert torch.all(score == float("-inf"))
+    (gd,) = torch.autograd.grad(score.sum(), d)
+    assert torch.all(gd == 0)
 
 
 def test_maxsim_rejects_bad_inputs():
@@ -140,16 +154,19 @@ def test_maxsim_launcher_errors_reach_python():
     offs = torch.zeros(1, dtype=torch.int32, device=DEVICE)
     out = torch.empty(1, 1, device=DEVICE)
     stream = torch.cuda.current_stream().cuda_stream
-    a = (_native.addr(q), _native.addr(q), _native.DTYPE_CODES[q.dtype])
+    code = _native.DTYPE_CODES[q.dtype]
+    # Argument list of the binding: q, q_dtype, d, d_dtype, hidden, q_off, q_len, nq, d_off, d_len, nd, pairwise,
+    # scores, argmax, stream.
+    a = (_native.addr(q), code, _native.addr(q), code)
     rows = (_native.addr(offs), _native.addr(lens))
     with pytest.raises(RuntimeError, match="multiple of 16 bytes"):
         _native.C.maxsim_forward_cuda(*a, 7, *rows, 1, *rows, 1, False, _native.addr(out), 0, stream)
     with pytest.raises(RuntimeError, match="negative item count"):
         _native.C.maxsim_forward_cuda(*a, 8, *rows, -1, *rows, 1, False, _native.addr(out), 0, stream)
     with pytest.raises(RuntimeError, match="null q, d"):
-        _native.C.maxsim_forward_cuda(0, 0, 1, 8, *rows, 1, *rows, 1, False, _native.addr(out), 0, stream)
+        _native.C.maxsim_forward_cuda(0, code, 0, code, 8, *rows, 1, *rows, 1, False, _native.addr(out), 0, stream)
     with pytest.raises(RuntimeError, match="unsupported dtype"):
-        _native.C.maxsim_forward_cuda(*a[:2], 7, 8, *rows, 1, *rows, 1, False, _native.addr(out), 0, stream)
+        _native.C.maxsim_forward_cuda(a[0], 7, a[2], 7, 8, *rows, 1, *rows, 1, False, _native.addr(out), 0, stream)
 
 
 def sparse_inputs(lens: list[int], hidden: int, dtype: torch.dtype, vocab: int):

@@ -204,3 +204,28 @@ def test_gpu_batch_of_texts(dtype):
 def test_gpu_head_dims_fp32(head_dim):
     # fp32 stays IEEE (no TF32) on the GPU: it must meet the float32 tolerance.
     _check([1, 300, 77, 1024], heads=2, head_dim=head_dim, dtype=torch.float32)
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_more_than_2_31_elements():
+    """total * heads * head_dim > 2^31 (1025 texts of 1024 tokens, 16 x 128): the last text lies past element
+    2^31, so any int32 global offset (delta / lse rows, sequence starts) would read or write the wrong rows. Its
+    outputs and gradients must equal those of the same text run alone (same tiles, same code path)."""
+    from m3kernels.attention import triton as kernels
+
+    heads, head_dim, seq = 16, 128, 1024
+    n_seq = 2**31 // (seq * heads * head_dim) + 1
+    cu = torch.arange(n_seq + 1, dtype=torch.int32, device=DEVICE) * seq
+    q, k, v, dout = (torch.randn(n_seq * seq, heads, head_dim, dtype=torch.float16, device=DEVICE) for _ in range(4))
+    scale = head_dim**-0.5
+    out, lse = kernels.forward(q, k, v, cu, seq, scale)
+    grads = kernels.backward(dout, q, k, v, out, lse, cu, seq, scale)
+    last = slice((n_seq - 1) * seq, None)
+    one = cu[:2]
+    out1, lse1 = kernels.forward(q[last], k[last], v[last], one, seq, scale)
+    grads1 = kernels.backward(dout[last], q[last], k[last], v[last], out1, lse1, one, seq, scale)
+    torch.testing.assert_close(out[last], out1)
+    torch.testing.assert_close(lse[:, last], lse1)
+    for g, g1 in zip(grads, grads1, strict=True):
+        torch.testing.assert_close(g[last], g1)

@@ -200,3 +200,18 @@ def test_gpu_bge_m3_batch(dtype):
             scores_reference(got, got, pairwise),
             **tol(torch.float32),
         )
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_scores_past_65535_doc_blocks():
+    """Over 65535 blocks of 32 docs (2.1M docs, the grid axis-1 limit): the flat grid must reach every doc."""
+    nd = 65_536 * 32 + 100
+    rows = torch.arange(nd, device=DEVICE)
+    ids = torch.tensor([5, 7, 9], device=DEVICE)[rows % 3]
+    vals = (rows % 7 + 1).float()
+    d = SparseBatch.trusted(torch.arange(nd + 1, device=DEVICE), ids, vals)
+    q = SparseBatch.from_dicts([{5: 1.0, 7: 2.0}, {7: 1.0}], device=DEVICE)
+    want = torch.stack([torch.where(ids == 5, 1.0, torch.where(ids == 7, 2.0, 0.0)), (ids == 7).float()]) * vals
+    assert torch.equal(m3kernels.lexical_scores(q, d, backend="triton"), want)
+    assert torch.equal(m3kernels.lexical_scores(d, d, pairwise=True, backend="triton"), vals * vals)

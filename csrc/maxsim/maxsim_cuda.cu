@@ -258,8 +258,9 @@ __global__ void __launch_bounds__(FwdTile<T>::kThreads) maxsim_fwd_kernel(FwdArg
           for (int w = 1; w < C::kWarps; ++w) keep_best(v, a, red_val[w][lane], red_arg[w][lane]);
           const int row = at.mt * C::kBM + lane;
           if (row < lq && args.argmax != nullptr) {
+            // a == -1 when the row's max is -inf (every similarity -inf): no doc token, as on the CPU.
             const int64_t grow = q0 + row;
-            args.argmax[args.pairwise ? grow : grow * args.nd + j] = static_cast<int32_t>(d0 + a);
+            args.argmax[args.pairwise ? grow : grow * args.nd + j] = a < 0 ? -1 : static_cast<int32_t>(d0 + a);
           }
           float s = row < lq ? v : 0.f;
 #pragma unroll
@@ -415,8 +416,10 @@ std::string maxsim_forward_cuda(const MaxSimProblem& p, float* scores, int32_t* 
     auto kernel = maxsim_fwd_kernel<T>;
     cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          static_cast<int>(C::kSmemBytes));
-    if (e != cudaSuccess)
+    if (e != cudaSuccess) {
+      (void)cudaGetLastError();  // not sticky: clear it so that a later launch_status does not report it
       return std::string(kFn) + ": cudaFuncSetAttribute: " + cudaGetErrorString(e);
+    }
     const FwdArgs a{p.q, p.d, p.hidden, p.q_off, p.q_len, p.nq, p.d_off, p.d_len, p.nd, p.pairwise, scores, argmax};
     kernel<<<static_cast<unsigned>(pairs), C::kThreads, C::kSmemBytes, stream>>>(a);
     return cuda::launch_status(kFn);

@@ -337,7 +337,10 @@ std::string lexical_pool_cuda(const LexicalPoolCudaProblem& p, int64_t* out_ids,
   }
   const cudaError_t e =
       cudaFuncSetAttribute(pool_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kPoolSmem));
-  if (e != cudaSuccess) return fn + "cudaFuncSetAttribute: " + cudaGetErrorString(e);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();  // not sticky: clear it so that a later launch_status does not report it
+    return fn + "cudaFuncSetAttribute: " + cudaGetErrorString(e);
+  }
   const PoolArgs a{p.ids, p.off, p.len, p.skip_ids, p.nskip, ws, out_ids, out_vals, out_src, counts};
   pool_kernel<<<static_cast<unsigned>(p.batch), kPoolThreads, kPoolSmem, stream>>>(a);
   return cuda::launch_status("lexical_pool_cuda (pool)");

@@ -65,14 +65,15 @@ def _tiles(kind: str, block_d: int, dtype: torch.dtype) -> Tiles:
 
 @triton.jit
 def _locate(CU, num_blocks, H):
-    """Program id -> (block index inside the sequence, head, first token (int64), sequence length)."""
+    """Program id -> (block index inside the sequence, head (int64), first token (int64), sequence length).
+    head and start are int64 so that h * T (lse / delta rows) and start * stride_t never wrap in int32."""
     pid = tl.program_id(0)
     blk = pid % num_blocks
     bh = pid // num_blocks
     b = bh // H
     start = tl.load(CU + b)
     n = tl.load(CU + b + 1) - start
-    return blk, bh % H, start.to(tl.int64), n
+    return blk, (bh % H).to(tl.int64), start.to(tl.int64), n
 
 
 @triton.jit
@@ -197,13 +198,14 @@ def _fwd_kernel(
 
 @triton.jit
 def _delta_kernel(OUT, DO, DELTA, T, stride_t, D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_T: tl.constexpr):
-    """delta[h, t] = sum_d dO[t, h, d] * out[t, h, d] in fp32."""
-    h = tl.program_id(1)
-    rows = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
+    """delta[h, t] = sum_d dO[t, h, d] * out[t, h, d] in fp32. rows are global token indices: int64, since
+    rows * stride_t reaches T * heads * D, which exceeds 2^31 for large batches."""
+    h = tl.program_id(1).to(tl.int64)
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_T + tl.arange(0, BLOCK_T)
     offs_d = tl.arange(0, BLOCK_D)
     o = _load(OUT + h * D, rows, T, offs_d, stride_t, D, D == BLOCK_D, True).to(tl.float32)
     do = _load(DO + h * D, rows, T, offs_d, stride_t, D, D == BLOCK_D, True).to(tl.float32)
-    tl.store(DELTA + h.to(tl.int64) * T + rows, tl.sum(o * do, 1), mask=rows < T)
+    tl.store(DELTA + h * T + rows, tl.sum(o * do, 1), mask=rows < T)
 
 
 @triton.jit
@@ -433,6 +435,16 @@ def _block_d(head_dim: int) -> int:
     return max(16, triton.next_power_of_2(head_dim))
 
 
+def _check_seq_offsets(max_seqlen: int, q) -> None:
+    """Offsets inside one sequence (row * stride_t, row < max_seqlen) are int32 in the kernels; the sequence
+    start and the head are int64, so only a single sequence of >= 2^31 elements per tensor is refused."""
+    if (max_seqlen + 128) * q.stride(0) >= 2**31:
+        raise ValueError(
+            f"max_seqlen ({max_seqlen}) x heads x head_dim ({q.stride(0)}) must stay below 2^31 for the triton "
+            "attention kernels"
+        )
+
+
 def _launch(
     kernel, tiles: Tiles, block: int, max_seqlen: int, cu_seqlens, tensors: tuple, scalars: tuple, **meta
 ) -> None:
@@ -441,6 +453,8 @@ def _launch(
     heads = tensors[0].shape[1]
     num_blocks = triton.cdiv(max_seqlen, block)
     grid = (num_blocks * (cu_seqlens.numel() - 1) * heads,)
+    if grid[0] >= 2**31:
+        raise ValueError(f"attention grid of {grid[0]} programs exceeds CUDA's 2^31 - 1 (lower max_seqlen or split)")
     kernel[grid](
         *tensors,
         cu_seqlens,
@@ -458,12 +472,14 @@ def forward(q, k, v, cu_seqlens, max_seqlen, scale):
     """q, k, v [T, heads, D] (fp16 / bf16 / fp32, contiguous), cu_seqlens int32 [B+1] on q's device,
     max_seqlen >= every sequence length. Returns out [T, heads, D] (input dtype) with
     out_t = sum_{j in seq(t)} softmax_j(scale q_t . k_j) v_j and lse fp32 [heads, T] (natural log)."""
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()  # the kernels share q.stride(0): no-op if packed
     T, H, D = q.shape
     out = torch.empty_like(q)
     lse = torch.empty((H, T), dtype=torch.float32, device=q.device)
     if T == 0 or max_seqlen == 0:
         return out, lse
     block_d = _block_d(D)
+    _check_seq_offsets(max_seqlen, q)
     tiles = _tiles("fwd", block_d, q.dtype)
     with _triton_compat.device_context(q):
         _launch(
@@ -484,12 +500,13 @@ def backward(dout, q, k, v, out, lse, cu_seqlens, max_seqlen, scale):
     """Gradients of forward: with P = softmax(scale Q K^T) per sequence and head (rebuilt from lse),
     delta = rowsum(dO * O), dS = P * (dO V^T - delta): dQ = scale dS K, dK = scale dS^T Q, dV = P^T dO.
     All [T, heads, D] in the input dtype; fp32 accumulation."""
+    q, k, v, out, dout = (x.contiguous() for x in (q, k, v, out, dout))
     T, H, D = q.shape
-    dout = dout.contiguous()
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     if T == 0 or max_seqlen == 0:
         return dq, dk, dv
     block_d = _block_d(D)
+    _check_seq_offsets(max_seqlen, q)
     delta = torch.empty_like(lse)
     with _triton_compat.device_context(q):
         block_t = 64

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import statistics
 import threading
@@ -59,10 +60,8 @@ class Row:
 
 def _release_free_memory() -> None:
     """Return freed heap pages to the OS (glibc), so the next allocation shows up in the resident set size."""
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def _rss_bytes() -> int:

@@ -56,7 +56,7 @@ def _fwd_config(h: int, dtype: torch.dtype) -> tuple[int, int, int, int]:
 
 def _query_block(total_q: int, nq: int) -> int:
     """Power-of-two bucket (16 .. 64) of the mean query length, from shapes only (no device sync)."""
-    return max(16, min(64, triton.next_power_of_2(triton.cdiv(max(total_q, 1), nq))))
+    return max(16, min(64, triton.next_power_of_2(triton.cdiv(max(total_q, 1), max(nq, 1)))))
 
 
 @triton.jit
@@ -170,6 +170,7 @@ def forward(
     """Fused MaxSim: scores fp32 [nq, nd] (or [n]); argmax int32 [Tq, nd] (or [Tq]; [0] unless need_argmax)
     holding each query token's first best global doc row, -1 for empty docs and rows outside any query."""
     q, d = q.contiguous(), d.contiguous()
+    q_off, q_len, d_off, d_len = (x.contiguous() for x in (q_off, q_len, d_off, d_len))
     nq, nd = q_off.shape[0], d_off.shape[0]
     h = q.shape[1]
     scores = torch.empty((nq,) if pairwise else (nq, nd), dtype=torch.float32, device=q.device)
@@ -177,6 +178,8 @@ def forward(
     argmax = torch.full(arg_shape, -1, dtype=torch.int32, device=q.device)
     block_d, block_h, warps, stages = _fwd_config(h, d.dtype)
     grid = (nq if pairwise else nq * nd,)  # one flat axis: no 65535 limit on the number of docs
+    if grid[0] >= 2**31:
+        raise ValueError(f"{nq} queries x {nd} docs exceed the 2^31 - 1 programs of one launch; split the docs")
     with _triton_compat.device_context(q):
         _maxsim_fwd_kernel[grid](
             q,
@@ -243,7 +246,8 @@ def _maxsim_bwd_q_kernel(
             d_tile = at.to(tl.int64)[:, None] * H + rh[None, :]
             acc += g * tl.load(d_ptr + d_tile, mask=hit, other=0.0).to(tl.float32)
             if SCATTER_DD:
-                tl.atomic_add(dd_ptr + d_tile, g * qt, mask=hit)
+                # Relaxed: nothing reads dd before the kernel ends (the default acq_rel adds a fence per add).
+                tl.atomic_add(dd_ptr + d_tile, g * qt, mask=hit, sem="relaxed")
         tl.store(dq_ptr + tile, acc, mask=tile_ok)
 
 
@@ -318,7 +322,8 @@ def backward(
     """Gradients from the saved argmax: dq fp32 [Tq, H], dd fp32 [Td, H] (rows outside items stay 0).
 
     deterministic=True: no float atomics, bitwise-identical results run to run."""
-    q, d, grad = q.contiguous(), d.contiguous(), grad.float().contiguous()
+    q, d, grad, argmax = q.contiguous(), d.contiguous(), grad.float().contiguous(), argmax.contiguous()
+    q_off, q_len = q_off.contiguous(), q_len.contiguous()
     nq, nd = q_off.shape[0], d_off.shape[0]
     h = q.shape[1]
     dq = torch.zeros(q.shape, dtype=torch.float32, device=q.device)

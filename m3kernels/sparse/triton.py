@@ -101,8 +101,12 @@ def pool(
     hold id -1, value 0, src -1.
     """
     hidden, ids = hidden.contiguous(), ids.contiguous()
+    off, lens = off.contiguous(), lens.contiguous()
     t, b = hidden.shape[0], off.shape[0]
     dev = hidden.device
+    if b == 0:  # no texts: before[owner] below would index an empty tensor (a device assert on CUDA)
+        none = torch.full((t,), -1, dtype=torch.int64, device=dev)
+        return none, torch.zeros(t, dtype=torch.float32, device=dev), none.clone(), torch.zeros_like(none[:0])
     seg = segment_ids(off, lens, t)
     w = _token_weights(hidden, ids, seg, weight.float().contiguous(), bias.float(), skip.contiguous())
     keep = w != 0  # positive or NaN
@@ -136,18 +140,25 @@ def _lexical_scores_kernel(
     d_ids,
     d_vals,
     out_ptr,
+    n_q,
     n_rows,
     PAIRWISE: tl.constexpr,
     BLOCK_E: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
     """Lane n of program (i, block) scores query row i (row n if PAIRWISE) against doc row n:
-    sum over the query's entries e of q_vals[e] * d_vals[k] where d_ids[k] == q_ids[e] (binary search)."""
-    rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    sum over the query's entries e of q_vals[e] * d_vals[k] where d_ids[k] == q_ids[e] (binary search).
+    One flat grid axis (axis 1 would cap the doc blocks at 65535, i.e. ~2M docs): program p is
+    (i, block) = (p % n_q, p // n_q), queries fastest so that a block of docs is re-read from L2; p = block
+    if PAIRWISE."""
+    pid = tl.program_id(0)
+    qi = 0 if PAIRWISE else pid % n_q
+    blk = pid if PAIRWISE else pid // n_q
+    rn = blk * BLOCK_N + tl.arange(0, BLOCK_N)
     n_ok = rn < n_rows
     d_lo = tl.load(d_indptr + rn, mask=n_ok, other=0)
     d_hi = tl.load(d_indptr + rn + 1, mask=n_ok, other=0)
-    q_row = rn if PAIRWISE else tl.program_id(0) + tl.zeros([BLOCK_N], tl.int32)
+    q_row = rn if PAIRWISE else qi + tl.zeros([BLOCK_N], tl.int32)
     q_lo = tl.load(q_indptr + q_row, mask=n_ok, other=0)
     q_hi = tl.load(q_indptr + q_row + 1, mask=n_ok, other=0)
     q_n = q_hi - q_lo
@@ -175,7 +186,7 @@ def _lexical_scores_kernel(
         found = found & (tl.load(d_ids + pos, mask=found, other=-1) == key)
         dv = tl.load(d_vals + pos, mask=found, other=0.0)
         acc += tl.sum(tl.where(found, qv * dv, 0.0), axis=0)
-    out_at = rn if PAIRWISE else tl.program_id(0).to(tl.int64) * n_rows + rn
+    out_at = rn if PAIRWISE else qi.to(tl.int64) * n_rows + rn
     tl.store(out_ptr + out_at, acc, mask=n_ok)
 
 
@@ -191,9 +202,13 @@ def scores(
     """s(i, j) = sum over ids in both rows of q_vals * d_vals: fp32 [Nq, Nd] (or [N] pairwise).
 
     CSR inputs: indptr int64 [N+1], ids int64 (ascending per row), vals fp32."""
+    q_indptr, q_ids, q_vals = q_indptr.contiguous(), q_ids.contiguous(), q_vals.contiguous()
+    d_indptr, d_ids, d_vals = d_indptr.contiguous(), d_ids.contiguous(), d_vals.contiguous()
     nq, nd = q_indptr.shape[0] - 1, d_indptr.shape[0] - 1
     out = torch.empty((nq,) if pairwise else (nq, nd), dtype=torch.float32, device=q_vals.device)
-    grid = (1 if pairwise else nq, triton.cdiv(nd, _SCORES_BLOCK_N))
+    grid = ((1 if pairwise else nq) * triton.cdiv(nd, _SCORES_BLOCK_N),)
+    if grid[0] >= 2**31:
+        raise ValueError(f"{nq} queries x {nd} docs exceed the 2^31 - 1 programs of one launch; split the docs")
     with _triton_compat.device_context(q_vals):
         _lexical_scores_kernel[grid](
             q_indptr,
@@ -203,6 +218,7 @@ def scores(
             d_ids,
             d_vals,
             out,
+            max(nq, 1),
             nd,
             PAIRWISE=pairwise,
             BLOCK_E=_SCORES_BLOCK_E,
