@@ -1,4 +1,5 @@
-// Portable SIMD vectors for the CPU kernels (GCC / Clang vector extensions): 16 floats with AVX-512, else 8.
+// Portable SIMD vectors for the CPU kernels (GCC / Clang vector extensions): as wide as the target's registers
+// (16 floats with AVX-512, 8 with AVX, 4 otherwise), so that the micro-kernels' accumulators stay in registers.
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -10,8 +11,10 @@ namespace m3k {
 
 #if defined(__AVX512F__)
 constexpr int VW = 16;
-#else
+#elif defined(__AVX__)
 constexpr int VW = 8;
+#else
+constexpr int VW = 4;
 #endif
 typedef float vf __attribute__((vector_size(VW * sizeof(float))));
 typedef int32_t vi __attribute__((vector_size(VW * sizeof(int32_t))));
