@@ -146,7 +146,7 @@ def test_ties_and_all_negative_similarities(backend):
     assert g[0, :, 0].tolist() == [0.0, 1.0, 0.0]
 
 
-@settings(max_examples=25, deadline=None)
+@settings(deadline=None)
 @given(
     q_lens=st.lists(st.integers(0, 40), min_size=1, max_size=4),
     d_lens=st.lists(st.integers(0, 70), min_size=1, max_size=5),

@@ -164,7 +164,7 @@ def test_scores_fully_written_into_poisoned_buffers(backend, monkeypatch):
     assert m3kernels.lexical_scores(q, d, pairwise=True, backend=backend).tolist() == [0, 0, 0]
 
 
-@settings(max_examples=25, deadline=None)
+@settings(deadline=None)
 @given(lengths=st.lists(st.integers(0, 60), min_size=1, max_size=5), hidden=st.integers(1, 40),
        vocab=st.integers(1, 30), bias=st.floats(-1, 1))
 def test_fuzz_lexical_weights(lengths, hidden, vocab, bias):
