@@ -5,16 +5,15 @@ from __future__ import annotations
 import torch
 
 from m3kernels import _native
-from m3kernels.maxsim.ops import define_backend, kernel_args
+from m3kernels.maxsim.ops import define_backend, kernel_args, new_outputs
 
 
 def forward(q, q_off, q_len, d, d_off, d_len, pairwise, need_argmax):
     q = q.float().contiguous()
     d = d.contiguous()
     nq, nd = q_off.shape[0], d_off.shape[0]
-    scores = torch.empty((nq,) if pairwise else (nq, nd), dtype=torch.float32)
-    arg_shape = ((q.shape[0],) if pairwise else (q.shape[0], nd)) if need_argmax else (0,)
-    argmax = torch.full(arg_shape, -1, dtype=torch.int32)
+    scores, argmax = new_outputs(q, nq, nd, pairwise, need_argmax)
+    argmax.fill_(-1)  # rows of tokens outside every item stay -1
     _native.C.maxsim_forward_cpu(
         *kernel_args(q, q_off, q_len, d, d_off, d_len, pairwise),
         _native.addr(scores),

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from m3kernels import _native
-from m3kernels.maxsim.ops import define_backend, kernel_args
+from m3kernels.maxsim.ops import define_backend, kernel_args, new_outputs
 
 
 def _forward_rows(x: Tensor) -> Tensor:
@@ -33,9 +33,8 @@ def forward(q, q_off, q_len, d, d_off, d_len, pairwise, need_argmax):
     q_off, q_len, d_off, d_len = map(_int32, (q_off, q_len, d_off, d_len))
     qk, dk = _forward_rows(q), _forward_rows(d)
     nq, nd = q_off.shape[0], d_off.shape[0]
-    scores = torch.empty((nq,) if pairwise else (nq, nd), dtype=torch.float32, device=q.device)
-    arg_shape = ((q.shape[0],) if pairwise else (q.shape[0], nd)) if need_argmax else (0,)
-    argmax = torch.full(arg_shape, -1, dtype=torch.int32, device=q.device)
+    scores, argmax = new_outputs(q, nq, nd, pairwise, need_argmax)
+    argmax.fill_(-1)  # rows of tokens outside every item stay -1
     with torch.cuda.device(q.device):
         _native.C.maxsim_forward_cuda(
             *kernel_args(qk, q_off, q_len, dk, d_off, d_len, pairwise),

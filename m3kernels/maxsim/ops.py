@@ -22,6 +22,14 @@ BackwardFn = Callable[
 ]
 
 
+def new_outputs(q: Tensor, nq: int, nd: int, pairwise: bool, need_argmax: bool) -> tuple[Tensor, Tensor]:
+    """Uninitialised outputs on q's device: scores fp32 [nq, nd] (or [n] pairwise) and argmax int32 [Tq, nd]
+    (or [Tq] pairwise, or [0] without argmax)."""
+    scores = torch.empty((nq,) if pairwise else (nq, nd), dtype=torch.float32, device=q.device)
+    arg_shape = ((q.shape[0],) if pairwise else (q.shape[0], nd)) if need_argmax else (0,)
+    return scores, torch.empty(arg_shape, dtype=torch.int32, device=q.device)
+
+
 def kernel_args(q: Tensor, q_off: Tensor, q_len: Tensor, d: Tensor, d_off: Tensor, d_len: Tensor, pairwise: bool):
     """The MaxSimProblem argument list of the compiled bindings (python/bindings.h) for contiguous tensors."""
     from m3kernels import _native
@@ -61,10 +69,7 @@ def define_backend(name: str, forward: ForwardFn, backward: BackwardFn):
 
     @fwd.register_fake
     def _(q, q_off, q_len, d, d_off, d_len, pairwise, need_argmax, deterministic):
-        nq, nd = q_off.shape[0], d_off.shape[0]
-        scores = q.new_empty((nq,) if pairwise else (nq, nd), dtype=torch.float32)
-        arg_shape = ((q.shape[0],) if pairwise else (q.shape[0], nd)) if need_argmax else (0,)
-        return scores, q.new_empty(arg_shape, dtype=torch.int32)
+        return new_outputs(q, q_off.shape[0], d_off.shape[0], pairwise, need_argmax)
 
     @torch.library.custom_op(f"m3k::maxsim_{name}_backward", mutates_args=())
     def bwd(

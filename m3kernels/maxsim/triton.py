@@ -26,7 +26,7 @@ import triton.language as tl
 from torch import Tensor
 
 from m3kernels import _triton_compat
-from m3kernels.maxsim.ops import define_backend
+from m3kernels.maxsim.ops import define_backend, new_outputs
 
 # (hidden-size bucket upper bound, element size in bytes) -> BLOCK_D, BLOCK_H, num_warps, num_stages.
 # Fixed per architecture family instead of autotuning at serve time (keeps calls graph-capturable).
@@ -173,9 +173,8 @@ def forward(
     q_off, q_len, d_off, d_len = (x.contiguous() for x in (q_off, q_len, d_off, d_len))
     nq, nd = q_off.shape[0], d_off.shape[0]
     h = q.shape[1]
-    scores = torch.empty((nq,) if pairwise else (nq, nd), dtype=torch.float32, device=q.device)
-    arg_shape = ((q.shape[0],) if pairwise else (q.shape[0], nd)) if need_argmax else (0,)
-    argmax = torch.full(arg_shape, -1, dtype=torch.int32, device=q.device)
+    scores, argmax = new_outputs(q, nq, nd, pairwise, need_argmax)
+    argmax.fill_(-1)  # rows of tokens outside every item stay -1
     block_d, block_h, warps, stages = _fwd_config(h, d.dtype)
     grid = (nq if pairwise else nq * nd,)  # one flat axis: no 65535 limit on the number of docs
     if grid[0] >= 2**31:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from m3kernels import _native
-from m3kernels.sparse.ops import define_backend
+from m3kernels.sparse.ops import define_backend, new_scores, scores_args
 
 
 def pool(hidden, ids, off, lens, weight, bias, skip):
@@ -42,21 +42,9 @@ def pool(hidden, ids, off, lens, weight, bias, skip):
 
 
 def scores(q_indptr, q_ids, q_vals, d_indptr, d_ids, d_vals, pairwise):
-    nq, nd = q_indptr.shape[0] - 1, d_indptr.shape[0] - 1
-    out = torch.empty((nq,) if pairwise else (nq, nd), dtype=torch.float32)
-    _native.C.lexical_scores_cpu(
-        _native.addr(q_indptr),
-        _native.addr(q_ids),
-        _native.addr(q_vals),
-        nq,
-        _native.addr(d_indptr),
-        _native.addr(d_ids),
-        _native.addr(d_vals),
-        nd,
-        pairwise,
-        _native.addr(out),
-        _native.threads(),
-    )
+    out = new_scores(q_vals, q_indptr.shape[0] - 1, d_indptr.shape[0] - 1, pairwise)
+    args = scores_args(q_indptr, q_ids, q_vals, d_indptr, d_ids, d_vals, pairwise, out)
+    _native.C.lexical_scores_cpu(*args, _native.threads())
     return out
 
 

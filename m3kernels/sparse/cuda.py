@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from m3kernels import _native
-from m3kernels.sparse.ops import define_backend
+from m3kernels.sparse.ops import define_backend, new_scores, scores_args
 
 
 def _stream(device: torch.device) -> int:
@@ -51,24 +51,12 @@ def pool(hidden, ids, off, lens, weight, bias, skip):
 
 def scores(q_indptr, q_ids, q_vals, d_indptr, d_ids, d_vals, pairwise):
     """sum over shared ids of wq * wd for CSR rows: fp32 [Nq, Nd] (or [N] pairwise)."""
-    nq, nd = q_indptr.shape[0] - 1, d_indptr.shape[0] - 1
     q_indptr, q_ids, d_indptr, d_ids = (x.to(torch.int64).contiguous() for x in (q_indptr, q_ids, d_indptr, d_ids))
     q_vals, d_vals = q_vals.float().contiguous(), d_vals.float().contiguous()
-    out = torch.empty((nq,) if pairwise else (nq, nd), dtype=torch.float32, device=q_vals.device)
+    out = new_scores(q_vals, q_indptr.shape[0] - 1, d_indptr.shape[0] - 1, pairwise)
+    args = scores_args(q_indptr, q_ids, q_vals, d_indptr, d_ids, d_vals, pairwise, out)
     with torch.cuda.device(q_vals.device):
-        _native.C.lexical_scores_cuda(
-            _native.addr(q_indptr),
-            _native.addr(q_ids),
-            _native.addr(q_vals),
-            nq,
-            _native.addr(d_indptr),
-            _native.addr(d_ids),
-            _native.addr(d_vals),
-            nd,
-            pairwise,
-            _native.addr(out),
-            _stream(q_vals.device),
-        )
+        _native.C.lexical_scores_cuda(*args, _stream(q_vals.device))
     return out
 
 

@@ -36,6 +36,20 @@ def pool_backward(
     return d_hidden, d_weight, g.sum().reshape(1)
 
 
+def new_scores(q_vals: Tensor, nq: int, nd: int, pairwise: bool) -> Tensor:
+    """Uninitialised fp32 scores on q_vals' device: [nq, nd], or [n] pairwise."""
+    return torch.empty((nq,) if pairwise else (nq, nd), dtype=torch.float32, device=q_vals.device)
+
+
+def scores_args(q_indptr, q_ids, q_vals, d_indptr, d_ids, d_vals, pairwise: bool, out: Tensor) -> tuple:
+    """The argument list of the compiled lexical-scores bindings for contiguous CSR tensors."""
+    from m3kernels import _native
+
+    a = _native.addr
+    nq, nd = q_indptr.shape[0] - 1, d_indptr.shape[0] - 1
+    return (a(q_indptr), a(q_ids), a(q_vals), nq, a(d_indptr), a(d_ids), a(d_vals), nd, pairwise, a(out))
+
+
 def define_backend(name: str, pool: PoolFn, scores: ScoresFn):
     """Registers the two ops of a backend; returns (pool_op, scores_op)."""
 
@@ -80,7 +94,6 @@ def define_backend(name: str, pool: PoolFn, scores: ScoresFn):
 
     @scores_op.register_fake
     def _(q_indptr, q_ids, q_vals, d_indptr, d_ids, d_vals, pairwise):
-        nq, nd = q_indptr.shape[0] - 1, d_indptr.shape[0] - 1
-        return q_vals.new_empty((nq,) if pairwise else (nq, nd))
+        return new_scores(q_vals, q_indptr.shape[0] - 1, d_indptr.shape[0] - 1, pairwise)
 
     return pool_op, scores_op

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from m3kernels import _triton_compat
 from m3kernels.maxsim.triton import segment_ids
-from m3kernels.sparse.ops import define_backend
+from m3kernels.sparse.ops import define_backend, new_scores
 
 _triton_compat.patch_interpreter()
 
@@ -205,7 +205,7 @@ def scores(
     q_indptr, q_ids, q_vals = q_indptr.contiguous(), q_ids.contiguous(), q_vals.contiguous()
     d_indptr, d_ids, d_vals = d_indptr.contiguous(), d_ids.contiguous(), d_vals.contiguous()
     nq, nd = q_indptr.shape[0] - 1, d_indptr.shape[0] - 1
-    out = torch.empty((nq,) if pairwise else (nq, nd), dtype=torch.float32, device=q_vals.device)
+    out = new_scores(q_vals, nq, nd, pairwise)
     grid = ((1 if pairwise else nq) * triton.cdiv(nd, _SCORES_BLOCK_N),)
     if grid[0] >= 2**31:
         raise ValueError(f"{nq} queries x {nd} docs exceed the 2^31 - 1 programs of one launch; split the docs")
