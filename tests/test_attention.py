@@ -60,3 +60,14 @@ def test_reference_gradcheck_float64():
     assert torch.autograd.gradcheck(
         lambda a, b, c: m3kernels.attention_varlen(a, b, c, cu, 3, backend="reference"), (q, k, v)
     )
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_non_contiguous_inputs(backend):
+    qkv = torch.randn(3, 12, 2, 8, device=DEVICE).permute(1, 0, 2, 3)  # [T, 3, heads, D], as from a fused QKV
+    q, k, v = qkv.unbind(1)
+    assert not q.is_contiguous()
+    cu = cu_from_lengths([5, 7])
+    got = m3kernels.attention_varlen(q, k, v, cu, 7, backend=backend)
+    want = m3kernels.attention_varlen(q.double(), k.double(), v.double(), cu, 7, backend="reference")
+    torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=1e-5)

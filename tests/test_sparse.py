@@ -180,3 +180,15 @@ def test_fuzz_lexical_weights(lengths, hidden, vocab, bias):
         torch.testing.assert_close(m3kernels.lexical_scores(got, got, backend=backend).double(),
                                    m3kernels.lexical_scores(want, want, backend="reference").double(),
                                    atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("backend", POOL_BACKENDS)
+def test_lexical_weights_non_contiguous_inputs(backend):
+    h = torch.randn(24, 3, 20, device=DEVICE).transpose(0, 1)  # [3, 24, 20], non-contiguous
+    ids = torch.randint(0, 30, (24, 3), device=DEVICE).T
+    w = torch.randn(2, 20, device=DEVICE)[1]
+    assert not h.is_contiguous() and not ids.is_contiguous()
+    got = m3kernels.lexical_weights(h, ids, w, 0.1, backend=backend)
+    want = m3kernels.lexical_weights(h.double(), ids, w.double(), 0.1, backend="reference")
+    assert torch.equal(got.ids, want.ids)
+    torch.testing.assert_close(got.values.double(), want.values, atol=1e-5, rtol=1e-5)
