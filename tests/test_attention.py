@@ -64,7 +64,7 @@ def test_reference_gradcheck_float64():
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_non_contiguous_inputs(backend):
-    qkv = torch.randn(3, 12, 2, 8, device=DEVICE).permute(1, 0, 2, 3)  # [T, 3, heads, D], as from a fused QKV
+    qkv = torch.randn(12, 3, 2, 8, device=DEVICE)  # [T, 3, heads, D], as from a fused QKV projection
     q, k, v = qkv.unbind(1)
     assert not q.is_contiguous()
     cu = cu_from_lengths([5, 7])
