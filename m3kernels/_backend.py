@@ -102,18 +102,23 @@ def resolve(op: str, backend: str, device: torch.device, dtype: torch.dtype | No
     """The backend to run op on tensors of this device (float64 tensors go to the reference under auto)."""
     if not isinstance(backend, str):
         raise TypeError(f"backend must be a str, got {type(backend).__name__}")
-    if backend == "auto":
-        backend = os.environ.get("M3K_BACKEND", "auto") or "auto"
     table = _registry[op]
+    source = "backend"
     if backend == "auto" and dtype == torch.float64:
-        return "reference"
+        return "reference"  # float64 is the oracle's dtype: the reference under auto, whatever M3K_BACKEND says
+    if backend == "auto":
+        env = os.environ.get("M3K_BACKEND", "auto").strip().lower() or "auto"
+        if env != "auto":
+            backend, source = env, "the environment variable M3K_BACKEND (replacing backend='auto')"
     if backend == "auto":
         for name in AUTO_ORDER.get(device.type, ("reference",)):
             if name in table and table[name](device) is None:
                 return name
         return "reference"
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of 'auto', {', '.join(map(repr, BACKENDS))}; got {backend!r}")
+        raise ValueError(
+            f"{source} must be one of 'auto', {', '.join(map(repr, BACKENDS))}; got {backend!r}"
+        )
     if backend not in table:
         raise RuntimeError(f"{op} has no {backend!r} backend (it has: {', '.join(table)})")
     reason = _why(op, backend, device)

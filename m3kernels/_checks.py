@@ -9,6 +9,13 @@ import torch
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+INT32_MAX = 2**31 - 1  # token rows are addressed with int32 offsets (cu_seqlens, argmax) by every backend
+
+
+def row_count(name: str, rows: int) -> None:
+    """Token rows are indexed with int32 offsets; more rows would wrap around (wrong results, wild reads)."""
+    if rows > INT32_MAX:
+        raise ValueError(f"{name} covers {rows} token rows; at most 2**31 - 1 are supported (int32 offsets)")
 
 
 def kernel_dtype(backend: str, name: str, t: torch.Tensor) -> None:
@@ -72,14 +79,17 @@ def no_nan(name: str, t: torch.Tensor) -> None:
         raise ValueError(f"{name} contains NaN; NaN inputs are rejected (documented NaN policy)")
 
 
-def nan_from_inputs(out: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:
-    """The kernels propagate NaN into their outputs, so one look at the output replaces a full read of every
-    input: a float64 sum of the output is finite unless it holds NaN or inf. Only on that (rare) path are the
-    output and then the inputs searched, to tell inf from NaN and to name the culprit."""
+def output_has_nan(out: torch.Tensor) -> bool:
+    """One look at a kernel output (the kernels propagate NaN): the sum is finite unless it holds NaN or inf;
+    only then is it searched for NaN."""
     if not data_checks_enabled() or out.numel() == 0:
-        return out
-    if _finite_sum(out) or not bool(torch.isnan(out.detach()).any()):
-        return out
+        return False
+    return not _finite_sum(out) and bool(torch.isnan(out.detach()).any())
+
+
+def raise_nan(**inputs: torch.Tensor) -> None:
+    """After output_has_nan: name the input holding NaN. Pass only the parts that take part in the computation
+    (not masked or skipped tokens), so that a NaN behind a mask is never blamed."""
     for name, t in inputs.items():
         no_nan(name, t)
     raise ValueError("the result contains NaN (an input holds NaN or overflows)")
@@ -88,6 +98,7 @@ def nan_from_inputs(out: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:
 def cu_seqlens(name: str, cu: object, total: int) -> torch.Tensor:
     """int32/int64 [N+1] offsets: cu[0] == 0, non-decreasing, cu[-1] == total tokens. Returns int32."""
     cu = tensor(name, cu, ndim=1, dtypes=(torch.int32, torch.int64))
+    row_count(name, total)
     if cu.numel() < 2:
         raise ValueError(f"{name} must have at least 2 entries (N+1 for N >= 1 sequences); got {cu.numel()}")
     if data_checks_enabled():

@@ -5,7 +5,7 @@ import torch
 
 import m3kernels
 from m3kernels import SparseBatch
-from tests.helpers import DEVICE
+from tests.helpers import DEVICE, backends
 
 Q = torch.randn(2, 4, 8, device=DEVICE)
 D = torch.randn(3, 5, 8, device=DEVICE)
@@ -158,3 +158,76 @@ def test_attention_rejects_nan_naming_the_input(which):
     qkv[which][3, 1, 2] = float("nan")
     with pytest.raises(ValueError, match=f"{which} contains NaN"):
         m3kernels.attention_varlen(qkv["q"], qkv["k"], qkv["v"], CU2, 3)
+
+
+@pytest.mark.parametrize("backend", ["reference", *backends("maxsim")])
+def test_maxsim_nan_behind_query_mask_is_fine_on_every_backend(backend):
+    """The reference multiplied masked query rows by 0 (NaN * 0 = NaN), so it raised on a NaN behind q_mask."""
+    q = Q.clone()
+    q[0, 3] = float("nan")
+    for q_mask in ([[1, 1, 1, 0], [1, 1, 1, 1]], [[1, 0, 1, 0], [1, 1, 1, 1]]):  # prefix, and scattered
+        mask = torch.tensor(q_mask, dtype=torch.bool, device=DEVICE)
+        got = m3kernels.maxsim(q, D, mask, None, backend=backend)
+        want = m3kernels.maxsim(torch.where(mask[..., None], q, 0.0), D, mask, None, backend=backend)
+        assert torch.isfinite(got).all()
+        torch.testing.assert_close(got, want)
+
+
+def test_maxsim_nan_culprit_is_a_real_token():
+    """A NaN behind q_mask is harmless; the NaN in a real doc token must be the one named."""
+    q, d = Q.clone(), D.clone()
+    q_mask = torch.tensor([[1, 0, 1, 0], [1, 1, 1, 1]], dtype=torch.bool, device=DEVICE)
+    q[0, 3] = float("nan")
+    d[2, 1] = float("nan")
+    with pytest.raises(ValueError, match="d contains NaN"):
+        m3kernels.maxsim(q, d, q_mask, None)
+
+
+def test_lexical_weights_nan_culprit_is_a_real_input():
+    """NaN in the padding of hidden is harmless; a NaN weight must be named, not the padding."""
+    h, w = H.clone(), W.clone()
+    mask = torch.ones(2, 6, dtype=torch.bool, device=DEVICE)
+    mask[0, 5] = False
+    h[0, 5, 0] = float("nan")
+    w[3] = float("nan")
+    with pytest.raises(ValueError, match="weight contains NaN"):
+        m3kernels.lexical_weights(h, IDS, w, 0.0, attention_mask=mask)
+
+
+def test_skip_ids_outside_int64_named():
+    with pytest.raises(ValueError, match="skip_ids must hold int64 values"):
+        m3kernels.lexical_weights(H, IDS, W, 0.0, skip_ids=(0, 2**70))
+
+
+def test_more_token_rows_than_int32_offsets_rejected():
+    """Offsets are int32: 2**31 or more token rows used to wrap around (the CPU kernel read far out of bounds
+    and crashed). Expanded tensors make the shapes without the memory; the check happens before any copy."""
+    one = torch.ones(1, 1, 1, dtype=torch.bfloat16, device=DEVICE)
+    big = one.expand(2**16 + 1, 2**15, 1)  # 2**31 + 2**15 rows
+    with pytest.raises(ValueError, match=r"d covers 2147516416 token rows; at most 2\*\*31 - 1"):
+        m3kernels.maxsim(one, big)
+    with pytest.raises(ValueError, match="q covers 2147516416 token rows"):
+        m3kernels.maxsim(big, one)
+    ids = torch.full((1, 1), 7, dtype=torch.int64, device=DEVICE).expand(2**16 + 1, 2**15)
+    with pytest.raises(ValueError, match="hidden covers 2147516416 token rows"):
+        m3kernels.lexical_weights(big, ids, one.reshape(1), 0.0)
+    packed = one[0].expand(2**31, 1)
+    cu = torch.tensor([0, 2**31], dtype=torch.int64, device=DEVICE)
+    with pytest.raises(ValueError, match="cu_seqlens_d covers 2147483648 token rows"):
+        m3kernels.maxsim_varlen(one[0], torch.tensor([0, 1], device=DEVICE), packed, cu)
+    with pytest.raises(ValueError, match="cu_seqlens covers 2147483648 token rows"):
+        m3kernels.lexical_weights(packed, ids.reshape(-1)[:1].expand(2**31), one.reshape(1), 0.0, cu_seqlens=cu)
+    x = one.expand(2**31, 1, 1)
+    with pytest.raises(ValueError, match="cu_seqlens covers 2147483648 token rows"):
+        m3kernels.attention_varlen(x, x, x, cu, 2**31)
+
+
+def test_m3k_backend_env(monkeypatch):
+    """M3K_BACKEND replaces auto for kernel dtypes; float64 (the oracle) still goes to the reference, and a
+    bad value names the variable."""
+    q64, d64 = Q.double(), D.double()
+    monkeypatch.setenv("M3K_BACKEND", "cpu" if DEVICE.type == "cpu" else "triton")
+    torch.testing.assert_close(m3kernels.maxsim(q64, d64), m3kernels.maxsim(q64, d64, backend="reference"))
+    monkeypatch.setenv("M3K_BACKEND", "tpu")
+    with pytest.raises(ValueError, match="M3K_BACKEND"):
+        m3kernels.maxsim(Q, D)

@@ -192,3 +192,17 @@ def test_lexical_weights_non_contiguous_inputs(backend):
     want = m3kernels.lexical_weights(h.double(), ids, w.double(), 0.1, backend="reference")
     assert torch.equal(got.ids, want.ids)
     torch.testing.assert_close(got.values.double(), want.values, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", [*SCORE_BACKENDS, "reference"])
+@pytest.mark.parametrize("pairwise", [False, True])
+def test_lexical_scores_huge_ids(backend, pairwise):
+    """Hashed / huge ids: the CPU kernel sized its inverted index by the largest query id (2**31: 16 GB and
+    45 s; 2**40: MemoryError; 2**63 - 1: overflow and a write out of bounds)."""
+    big = [2**31, 2**40, 2**63 - 1]
+    qd = [{"5": 0.5, str(big[0]): 1.0, str(big[2]): 2.0}, {str(big[1]): 3.0, "9": 1.0}]
+    dd = [{"5": 2.0, str(big[2]): 0.25, str(big[1]): 7.0}, {str(big[1]): 0.5, str(big[0]): 4.0, "9": 2.0}]
+    q, d = SparseBatch.from_dicts(qd, DEVICE), SparseBatch.from_dicts(dd, DEVICE)
+    got = m3kernels.lexical_scores(q, d, pairwise=pairwise, backend=backend).cpu()
+    want = torch.tensor([[dict_lexical_score(a, b) for b in dd] for a in qd])
+    torch.testing.assert_close(got, want.diagonal() if pairwise else want)

@@ -111,16 +111,36 @@ void lexical_scores_cpu(const SparseRows& q, const SparseRows& d, bool pairwise,
     }
     return;
   }
-  // Inverted index of the queries: postings of id v are post_q/post_w[head[v] .. head[v + 1]]. A bitset of the
-  // query ids (31 KB for BGE-M3's vocabulary, L1-resident) answers most doc ids without touching head.
+  // Inverted index of the queries: postings of id v are post_q/post_w[head[key] .. head[key + 1]]. Ids up to a
+  // few million (BGE-M3: 250002) are their own key, and a bitset of the query ids (31 KB for BGE-M3's
+  // vocabulary, L1-resident) answers most doc ids without touching head. Larger (hashed) or negative ids are
+  // keyed by their rank among the sorted distinct query ids instead: head and the bitset stay O(nnz).
   const int64_t nnz_q = q.indptr[q.rows];
-  int64_t vocab = 0;
-  for (int64_t e = 0; e < nnz_q; ++e) vocab = std::max(vocab, q.ids[e] + 1);
+  int64_t max_id = -1, min_id = 0;
+  for (int64_t e = 0; e < nnz_q; ++e) {
+    max_id = std::max(max_id, q.ids[e]);
+    min_id = std::min(min_id, q.ids[e]);
+  }
+  const bool ranked = min_id < 0 || max_id >= std::max<int64_t>(int64_t{1} << 22, 8 * nnz_q);
+  std::vector<int64_t> distinct;
+  if (ranked) {
+    distinct.assign(q.ids, q.ids + nnz_q);
+    std::sort(distinct.begin(), distinct.end());
+    distinct.erase(std::unique(distinct.begin(), distinct.end()), distinct.end());
+  }
+  const int64_t vocab = ranked ? static_cast<int64_t>(distinct.size()) : max_id + 1;
+  // The key of id v, or -1 when no query holds v.
+  auto key_of = [&](int64_t v) -> int64_t {
+    if (!ranked) return v >= 0 && v < vocab ? v : -1;
+    const auto it = std::lower_bound(distinct.begin(), distinct.end(), v);
+    return it != distinct.end() && *it == v ? it - distinct.begin() : -1;
+  };
   std::vector<int32_t> head(vocab + 1, 0);
   std::vector<uint64_t> present((vocab + 63) / 64, 0);
   for (int64_t e = 0; e < nnz_q; ++e) {
-    ++head[q.ids[e] + 1];
-    present[q.ids[e] >> 6] |= uint64_t{1} << (q.ids[e] & 63);
+    const int64_t k = key_of(q.ids[e]);
+    ++head[k + 1];
+    present[k >> 6] |= uint64_t{1} << (k & 63);
   }
   for (int64_t v = 0; v < vocab; ++v) head[v + 1] += head[v];
   std::vector<int32_t> fill(head.begin(), head.end() - 1);
@@ -128,7 +148,7 @@ void lexical_scores_cpu(const SparseRows& q, const SparseRows& d, bool pairwise,
   std::vector<float> post_w(nnz_q);
   for (int64_t r = 0; r < q.rows; ++r)
     for (int64_t e = q.indptr[r]; e < q.indptr[r + 1]; ++e) {
-      const int32_t slot = fill[q.ids[e]]++;
+      const int32_t slot = fill[key_of(q.ids[e])]++;
       post_q[slot] = static_cast<int32_t>(r);
       post_w[slot] = q.vals[e];
     }
@@ -139,8 +159,8 @@ void lexical_scores_cpu(const SparseRows& q, const SparseRows& d, bool pairwise,
     for (int64_t c = 0; c < d.rows; ++c) {
       std::fill(acc.begin(), acc.end(), 0.0);
       for (int64_t e = d.indptr[c]; e < d.indptr[c + 1]; ++e) {
-        const int64_t v = d.ids[e];
-        if (v >= vocab || !((present[v >> 6] >> (v & 63)) & 1)) continue;
+        const int64_t v = key_of(d.ids[e]);
+        if (v < 0 || !((present[v >> 6] >> (v & 63)) & 1)) continue;
         const double wd = d.vals[e];
         for (int32_t s = head[v]; s < head[v + 1]; ++s) acc[post_q[s]] += wd * post_w[s];
       }

@@ -41,6 +41,14 @@ def _prefix_layout(x: Tensor, m: Tensor | None) -> tuple[Tensor, Tensor, Tensor,
     return x.reshape(n * length, h), off, lens, prefix
 
 
+def _rows_in_items(x: Tensor, off: Tensor, lens: Tensor) -> Tensor:
+    """The rows of x [T, H] that belong to some item (off[i] .. off[i] + lens[i]): the tokens that take part."""
+    marks = torch.zeros(x.shape[0] + 1, dtype=torch.int64, device=x.device)
+    marks.index_add_(0, off.long(), torch.ones_like(off, dtype=torch.int64))
+    marks.index_add_(0, (off + lens).long(), torch.full_like(off, -1, dtype=torch.int64))
+    return x[torch.cumsum(marks, 0)[:-1] > 0]
+
+
 def _finish(scores: Tensor, q_len: Tensor, pairwise: bool, normalize: bool) -> Tensor:
     if not normalize:
         return scores
@@ -78,7 +86,8 @@ def _run(
         scores, _ = _backend.kernel_module("maxsim", name).op(
             q2, q_off, q_len, d2, d_off, d_len, pairwise, need_argmax, deterministic
         )
-    _checks.nan_from_inputs(scores, q=q2, d=d2)
+    if _checks.output_has_nan(scores):  # name the culprit among the real tokens (a NaN behind a mask is fine)
+        _checks.raise_nan(q=_rows_in_items(q2, q_off, q_len), d=_rows_in_items(d2, d_off, d_len))
     return _finish(scores, q_len, pairwise, normalize)
 
 
@@ -114,6 +123,8 @@ def maxsim(
     device = _check_pair(q, d, 3)
     if q.shape[0] == 0 or d.shape[0] == 0:
         raise ValueError(f"q and d must hold at least one item each; got Nq={q.shape[0]}, Nd={d.shape[0]}")
+    _checks.row_count("q", q.shape[0] * q.shape[1])
+    _checks.row_count("d", d.shape[0] * d.shape[1])
     if q_mask is not None:
         _checks.mask("q_mask", q_mask, (q.shape[0], q.shape[1]))
     if d_mask is not None:

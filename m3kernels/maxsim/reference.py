@@ -30,12 +30,12 @@ def maxsim_padded(
         sim = sim.masked_fill(~d_mask[:, None, :], float("-inf"))
         best = sim.amax(dim=-1) if sim.shape[-1] > 0 else sim.new_full(sim.shape[:-1], float("-inf"))
         best = torch.where(torch.isinf(best) & (best < 0), torch.zeros_like(best), best)
-        return (best * q_mask).sum(dim=-1)
+        return torch.where(q_mask, best, 0.0).sum(dim=-1)  # where, not *: a NaN behind the mask stays out
     sim = torch.einsum("aih,bjh->aibj", q, d)
     sim = sim.masked_fill(~d_mask[None, None, :, :], float("-inf"))
     best = sim.amax(dim=-1) if sim.shape[-1] > 0 else sim.new_full(sim.shape[:-1], float("-inf"))
     best = torch.where(torch.isinf(best) & (best < 0), torch.zeros_like(best), best)
-    return (best * q_mask[:, :, None]).sum(dim=1)
+    return torch.where(q_mask[:, :, None], best, 0.0).sum(dim=1)
 
 
 def pad_packed(x: torch.Tensor, off: torch.Tensor, lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,7 +50,7 @@ def pad_packed(x: torch.Tensor, off: torch.Tensor, lens: torch.Tensor) -> tuple[
         if x.shape[0] > 0
         else x.new_zeros(n, width, x.shape[1])
     )
-    return padded * mask[..., None].to(x.dtype), mask
+    return torch.where(mask[..., None], padded, 0.0), mask  # where, not *: NaN * 0 is NaN
 
 
 def maxsim_packed(

@@ -86,6 +86,8 @@ def lexical_weights(
     _checks.same_device(hidden=hidden, weight=weight)
     if not isinstance(skip_ids, Sequence) or not all(isinstance(s, int) for s in skip_ids):
         raise TypeError(f"skip_ids must be a sequence of ints; got {skip_ids!r}")
+    if not all(-(2**63) <= s < 2**63 for s in skip_ids):
+        raise ValueError(f"skip_ids must hold int64 values; got {skip_ids!r}")
     ids = input_ids.long()
     valid = None
     if hidden.dim() == 3:
@@ -94,6 +96,7 @@ def lexical_weights(
         bsz, length, h = hidden.shape
         if bsz == 0:
             raise ValueError("hidden must hold at least one text (B >= 1)")
+        _checks.row_count("hidden", bsz * length)
         if attention_mask is not None:
             attention_mask = _checks.tensor(
                 "attention_mask",
@@ -124,12 +127,12 @@ def lexical_weights(
         skip.append(-1)
     name = _backend.resolve("lexical_weights", backend, device, hidden.dtype)
     _checks.kernel_dtype(name, "hidden", hidden)
+    skip_t = torch.tensor(skip, dtype=torch.int64, device=device)
     if name == "reference":
         compute = torch.float64 if hidden.dtype == torch.float64 else torch.float32
         result = reference.lexical_weights_packed(hidden, ids, off, lens, weight, bias, skip, compute)
-        _checks.nan_from_inputs(result.values, hidden=hidden, weight=weight, bias=bias)
+        _raise_on_nan(result.values, hidden, ids, skip_t, weight, bias)
         return result
-    skip_t = torch.tensor(skip, dtype=torch.int64, device=device)
     out_ids, out_vals, src, counts = _backend.kernel_module("lexical_weights", name).pool_op(
         hidden, ids, off, lens, weight.float(), bias.float(), skip_t
     )
@@ -137,8 +140,15 @@ def lexical_weights(
     # slots (src >= 0) in order are already the CSR layout.
     indptr = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
     used = src >= 0
-    values = _checks.nan_from_inputs(out_vals[used], hidden=hidden, weight=weight, bias=bias)
+    values = out_vals[used]
+    _raise_on_nan(values, hidden, ids, skip_t, weight, bias)
     return SparseBatch.trusted(indptr, out_ids[used], values)
+
+
+def _raise_on_nan(values: Tensor, hidden: Tensor, ids: Tensor, skip: Tensor, weight: Tensor, bias: Tensor) -> None:
+    """NaN in the output: name the culprit among the tokens that take part (padding and skipped ids do not)."""
+    if _checks.output_has_nan(values):
+        _checks.raise_nan(weight=weight, bias=bias, hidden=hidden[~torch.isin(ids, skip)])
 
 
 def lexical_scores(q: SparseBatch, d: SparseBatch, *, pairwise: bool = False, backend: str = "auto") -> Tensor:
