@@ -32,17 +32,9 @@ struct FwdTile {
   static_assert((kRows * (kBK / kVec)) % kThreads == 0, "each thread issues the same number of copies");
 };
 
+// Kernel arguments: the problem (maxsim.h) and the outputs.
 struct FwdArgs {
-  const void* q;
-  const void* d;
-  int64_t H;
-  const int32_t* q_off;
-  const int32_t* q_len;
-  int64_t nq;
-  const int32_t* d_off;
-  const int32_t* d_len;
-  int64_t nd;
-  bool pairwise;
+  MaxSimProblem p;
   float* scores;
   int32_t* argmax;
 };
@@ -144,15 +136,15 @@ __global__ void __launch_bounds__(FwdTile<T>::kThreads) maxsim_fwd_kernel(FwdArg
   __shared__ float red_val[C::kWarps][C::kBM];
   __shared__ int red_arg[C::kWarps][C::kBM];
 
-  const T* q = static_cast<const T*>(args.q);
-  const T* d = static_cast<const T*>(args.d);
-  const int64_t H = args.H;
+  const T* q = static_cast<const T*>(args.p.q);
+  const T* d = static_cast<const T*>(args.p.d);
+  const int64_t H = args.p.hidden;
   const int64_t pair = blockIdx.x;
   // All pairs: consecutive blocks share a doc (reused from L2 by the queries).
-  const int64_t i = args.pairwise ? pair : pair % args.nq;
-  const int64_t j = args.pairwise ? pair : pair / args.nq;
-  const int64_t q0 = args.q_off[i], d0 = args.d_off[j];
-  const int lq = args.q_len[i], ld = args.d_len[j];
+  const int64_t i = args.p.pairwise ? pair : pair % args.p.nq;
+  const int64_t j = args.p.pairwise ? pair : pair / args.p.nq;
+  const int64_t q0 = args.p.q_off[i], d0 = args.p.d_off[j];
+  const int lq = args.p.q_len[i], ld = args.p.d_len[j];
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
   const int nk = static_cast<int>(ceil_div(H, C::kBK));
   const int nnt = static_cast<int>(ceil_div(ld, C::kBN));
@@ -260,7 +252,7 @@ __global__ void __launch_bounds__(FwdTile<T>::kThreads) maxsim_fwd_kernel(FwdArg
           if (row < lq && args.argmax != nullptr) {
             // a == -1 when the row's max is -inf (every similarity -inf): no doc token, as on the CPU.
             const int64_t grow = q0 + row;
-            args.argmax[args.pairwise ? grow : grow * args.nd + j] = a < 0 ? -1 : static_cast<int32_t>(d0 + a);
+            args.argmax[args.p.pairwise ? grow : grow * args.p.nd + j] = a < 0 ? -1 : static_cast<int32_t>(d0 + a);
           }
           float s = row < lq ? v : 0.f;
 #pragma unroll
@@ -276,23 +268,14 @@ __global__ void __launch_bounds__(FwdTile<T>::kThreads) maxsim_fwd_kernel(FwdArg
   if (ld == 0 && args.argmax != nullptr) {
     for (int r = tid; r < lq; r += C::kThreads) {
       const int64_t grow = q0 + r;
-      args.argmax[args.pairwise ? grow : grow * args.nd + j] = -1;
+      args.argmax[args.p.pairwise ? grow : grow * args.p.nd + j] = -1;
     }
   }
-  if (tid == 0) args.scores[args.pairwise ? i : i * args.nd + j] = score;
+  if (tid == 0) args.scores[args.p.pairwise ? i : i * args.p.nd + j] = score;
 }
 
 struct BwdArgs {
-  const void* q;
-  const void* d;
-  int64_t H;
-  const int32_t* q_off;
-  const int32_t* q_len;
-  int64_t nq;
-  const int32_t* d_off;
-  const int32_t* d_len;
-  int64_t nd;
-  bool pairwise;
+  MaxSimProblem p;
   const float* grad;
   const int32_t* argmax;
   float* dq;
@@ -303,29 +286,29 @@ constexpr int kBwdThreads = 128;
 constexpr int kTokenSplit = 8;  // blocks per item along its tokens (gridDim.y)
 
 __device__ __forceinline__ int64_t arg_index(const BwdArgs& a, int64_t row, int64_t j) {
-  return a.pairwise ? row : row * a.nd + j;
+  return a.p.pairwise ? row : row * a.p.nd + j;
 }
 
 __device__ __forceinline__ float grad_at(const BwdArgs& a, int64_t i, int64_t j) {
-  return a.grad[a.pairwise ? i : i * a.nd + j];
+  return a.grad[a.p.pairwise ? i : i * a.p.nd + j];
 }
 
 // dq[row] = sum_j g(i, j) d[argmax(row, j)]: block (i, y) owns query i's tokens y, y + kTokenSplit, ...
 template <typename T>
 __global__ void __launch_bounds__(kBwdThreads) maxsim_dq_kernel(BwdArgs a) {
-  const T* d = static_cast<const T*>(a.d);
+  const T* d = static_cast<const T*>(a.p.d);
   const int64_t i = blockIdx.x;
-  const int64_t j0 = a.pairwise ? i : 0, j1 = a.pairwise ? i + 1 : a.nd;
-  const int lq = a.q_len[i];
+  const int64_t j0 = a.p.pairwise ? i : 0, j1 = a.p.pairwise ? i + 1 : a.p.nd;
+  const int lq = a.p.q_len[i];
   for (int tok = blockIdx.y; tok < lq; tok += gridDim.y) {
-    const int64_t row = a.q_off[i] + tok;
-    for (int64_t k = threadIdx.x; k < a.H; k += kBwdThreads) {
+    const int64_t row = a.p.q_off[i] + tok;
+    for (int64_t k = threadIdx.x; k < a.p.hidden; k += kBwdThreads) {
       float acc = 0.f;
       for (int64_t j = j0; j < j1; ++j) {
         const int32_t u = a.argmax[arg_index(a, row, j)];
-        if (u >= 0) acc = fmaf(grad_at(a, i, j), cuda::load_float(d + int64_t(u) * a.H + k), acc);
+        if (u >= 0) acc = fmaf(grad_at(a, i, j), cuda::load_float(d + int64_t(u) * a.p.hidden + k), acc);
       }
-      a.dq[row * a.H + k] = acc;
+      a.dq[row * a.p.hidden + k] = acc;
     }
   }
 }
@@ -333,18 +316,18 @@ __global__ void __launch_bounds__(kBwdThreads) maxsim_dq_kernel(BwdArgs a) {
 // dd[argmax(row, j)] += g(i, j) q[row] with float atomics: block (pair, y) owns the pair's tokens y, y + ...
 template <typename T>
 __global__ void __launch_bounds__(kBwdThreads) maxsim_dd_atomic_kernel(BwdArgs a) {
-  const T* q = static_cast<const T*>(a.q);
+  const T* q = static_cast<const T*>(a.p.q);
   const int64_t pair = blockIdx.x;
-  const int64_t i = a.pairwise ? pair : pair % a.nq;
-  const int64_t j = a.pairwise ? pair : pair / a.nq;
+  const int64_t i = a.p.pairwise ? pair : pair % a.p.nq;
+  const int64_t j = a.p.pairwise ? pair : pair / a.p.nq;
   const float gij = grad_at(a, i, j);
-  const int lq = a.q_len[i];
+  const int lq = a.p.q_len[i];
   for (int tok = blockIdx.y; tok < lq; tok += gridDim.y) {
-    const int64_t row = a.q_off[i] + tok;
+    const int64_t row = a.p.q_off[i] + tok;
     const int32_t u = a.argmax[arg_index(a, row, j)];
     if (u < 0) continue;
-    for (int64_t k = threadIdx.x; k < a.H; k += kBwdThreads)
-      atomicAdd(a.dd + int64_t(u) * a.H + k, gij * cuda::load_float(q + row * a.H + k));
+    for (int64_t k = threadIdx.x; k < a.p.hidden; k += kBwdThreads)
+      atomicAdd(a.dd + int64_t(u) * a.p.hidden + k, gij * cuda::load_float(q + row * a.p.hidden + k));
   }
 }
 
@@ -353,25 +336,25 @@ __global__ void __launch_bounds__(kBwdThreads) maxsim_dd_atomic_kernel(BwdArgs a
 template <typename T>
 __global__ void __launch_bounds__(kBwdThreads) maxsim_dd_ordered_kernel(BwdArgs a) {
   __shared__ int32_t s_arg[kBwdThreads];
-  const T* q = static_cast<const T*>(a.q);
+  const T* q = static_cast<const T*>(a.p.q);
   const int64_t j = blockIdx.x;
   const int64_t k = int64_t(blockIdx.y) * kBwdThreads + threadIdx.x;
-  const int64_t i0 = a.pairwise ? j : 0, i1 = a.pairwise ? j + 1 : a.nq;
+  const int64_t i0 = a.p.pairwise ? j : 0, i1 = a.p.pairwise ? j + 1 : a.p.nq;
   for (int64_t i = i0; i < i1; ++i) {
     const float gij = grad_at(a, i, j);
-    const int64_t q0 = a.q_off[i];
-    const int lq = a.q_len[i];
+    const int64_t q0 = a.p.q_off[i];
+    const int lq = a.p.q_len[i];
     for (int t0 = 0; t0 < lq; t0 += kBwdThreads) {
       const int n = min(kBwdThreads, lq - t0);
       __syncthreads();  // the previous chunk's indices are consumed
       if (static_cast<int>(threadIdx.x) < n) s_arg[threadIdx.x] = a.argmax[arg_index(a, q0 + t0 + threadIdx.x, j)];
       __syncthreads();
-      if (k < a.H) {
+      if (k < a.p.hidden) {
         for (int tt = 0; tt < n; ++tt) {
           const int32_t u = s_arg[tt];
           if (u >= 0) {
-            float* out = a.dd + int64_t(u) * a.H + k;
-            *out = fmaf(gij, cuda::load_float(q + (q0 + t0 + tt) * a.H + k), *out);
+            float* out = a.dd + int64_t(u) * a.p.hidden + k;
+            *out = fmaf(gij, cuda::load_float(q + (q0 + t0 + tt) * a.p.hidden + k), *out);
           }
         }
       }
@@ -420,7 +403,7 @@ std::string maxsim_forward_cuda(const MaxSimProblem& p, float* scores, int32_t* 
       (void)cudaGetLastError();  // not sticky: clear it so that a later launch_status does not report it
       return std::string(kFn) + ": cudaFuncSetAttribute: " + cudaGetErrorString(e);
     }
-    const FwdArgs a{p.q, p.d, p.hidden, p.q_off, p.q_len, p.nq, p.d_off, p.d_len, p.nd, p.pairwise, scores, argmax};
+    const FwdArgs a{p, scores, argmax};
     kernel<<<static_cast<unsigned>(pairs), C::kThreads, C::kSmemBytes, stream>>>(a);
     return cuda::launch_status(kFn);
   });
@@ -438,8 +421,7 @@ std::string maxsim_backward_cuda(const MaxSimProblem& p, const float* grad, cons
   if (col_blocks > 65535) return std::string(kFn) + ": hidden size too large: " + std::to_string(p.hidden);
   return cuda::with_dtype(p.d_dtype, [&](auto tag) -> std::string {
     using T = cuda::Elem<decltype(tag)::value>;
-    const BwdArgs a{p.q,  p.d,        p.hidden, p.q_off, p.q_len, p.nq, p.d_off,
-                    p.d_len, p.nd, p.pairwise, grad,   argmax,  dq,    dd};
+    const BwdArgs a{p, grad, argmax, dq, dd};
     maxsim_dq_kernel<T><<<dim3(static_cast<unsigned>(p.nq), kTokenSplit), kBwdThreads, 0, stream>>>(a);
     std::string e = cuda::launch_status("maxsim_backward_cuda (dq)");
     if (!e.empty()) return e;
