@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import torch
-
 from m3kernels import _native
-from m3kernels.sparse.ops import define_backend, new_scores, scores_args
+from m3kernels.sparse.ops import define_backend, new_pool_outputs, new_scores, scores_args
 
 
 def pool(hidden, ids, off, lens, weight, bias, skip):
@@ -15,11 +13,8 @@ def pool(hidden, ids, off, lens, weight, bias, skip):
         weight.float().contiguous(),
         skip.contiguous(),
     )
-    t, b = hidden.shape[0], off.shape[0]
-    out_ids = torch.empty(t, dtype=torch.int64)
-    out_vals = torch.zeros(t, dtype=torch.float32)
-    out_src = torch.full((t,), -1, dtype=torch.int64)
-    counts = torch.empty(b, dtype=torch.int64)
+    b = off.shape[0]
+    out_ids, out_vals, out_src, counts = new_pool_outputs(hidden, b)
     _native.C.lexical_pool_cpu(
         _native.addr(hidden),
         _native.DTYPE_CODES[hidden.dtype],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from m3kernels import _native
-from m3kernels.sparse.ops import define_backend, new_scores, scores_args
+from m3kernels.sparse.ops import define_backend, new_pool_outputs, new_scores, scores_args
 
 
 def _stream(device: torch.device) -> int:
@@ -20,10 +20,7 @@ def pool(hidden, ids, off, lens, weight, bias, skip):
     off, lens = off.to(torch.int32).contiguous(), lens.to(torch.int32).contiguous()
     t, b = hidden.shape[0], off.shape[0]
     dev = hidden.device
-    out_ids = torch.zeros(t, dtype=torch.int64, device=dev)
-    out_vals = torch.zeros(t, dtype=torch.float32, device=dev)
-    out_src = torch.full((t,), -1, dtype=torch.int64, device=dev)
-    counts = torch.empty(b, dtype=torch.int64, device=dev)
+    out_ids, out_vals, out_src, counts = new_pool_outputs(hidden, b)
     workspace = torch.empty(_native.C.lexical_pool_cuda_workspace_bytes(t), dtype=torch.uint8, device=dev)
     with torch.cuda.device(dev):
         _native.C.lexical_pool_cuda(

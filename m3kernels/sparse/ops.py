@@ -36,6 +36,14 @@ def pool_backward(
     return d_hidden, d_weight, g.sum().reshape(1)
 
 
+def new_pool_outputs(hidden: Tensor, batch: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Pool outputs on hidden's device: out_ids int64 [T], out_vals fp32 [T] (0), out_src int64 [T] (-1: unused
+    slot) and counts int64 [B]."""
+    t, dev = hidden.shape[0], hidden.device
+    return (torch.zeros(t, dtype=torch.int64, device=dev), torch.zeros(t, dtype=torch.float32, device=dev),
+            torch.full((t,), -1, dtype=torch.int64, device=dev), torch.empty(batch, dtype=torch.int64, device=dev))
+
+
 def new_scores(q_vals: Tensor, nq: int, nd: int, pairwise: bool) -> Tensor:
     """Uninitialised fp32 scores on q_vals' device: [nq, nd], or [n] pairwise."""
     return torch.empty((nq,) if pairwise else (nq, nd), dtype=torch.float32, device=q_vals.device)
