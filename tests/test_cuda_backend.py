@@ -24,16 +24,7 @@ def packed(lens: list[int], hidden: int, dtype: torch.dtype) -> tuple[torch.Tens
 
 
 def ref_scores(q, cu_q, d, cu_d, pairwise):
-    return maxsim_ref.maxsim_packed(
-        q.double(),
-        cu_q[:-1],
-        cu_q[1:] - cu_q[:-1],
-        d.double(),
-        cu_d[:-1],
-        cu_d[1:] - cu_d[:-1],
-        pairwise=pairwise,
-        compute_dtype=torch.float64,
-    )
+    return m3kernels.maxsim_varlen(q.double(), cu_q, d.double(), cu_d, pairwise=pairwise, backend="reference")
 
 
 def scale_tol(dtype: torch.dtype, hidden: int) -> dict[str, float]:

@@ -73,16 +73,7 @@ def test_varlen_matches_padded_reference(backend, dtype, pairwise):
     d = torch.randn(sum(d_lens), h, device=DEVICE).to(dtype)
     cu_q, cu_d = cu_from_lengths(q_lens), cu_from_lengths(d_lens)
     got = m3kernels.maxsim_varlen(q, cu_q, d, cu_d, pairwise=pairwise, backend=backend)
-    want = reference.maxsim_packed(
-        q.double(),
-        cu_q[:-1],
-        cu_q[1:] - cu_q[:-1],
-        d.double(),
-        cu_d[:-1],
-        cu_d[1:] - cu_d[:-1],
-        pairwise=pairwise,
-        compute_dtype=torch.float64,
-    )
+    want = m3kernels.maxsim_varlen(q.double(), cu_q, d.double(), cu_d, pairwise=pairwise, backend="reference")
     torch.testing.assert_close(got.double(), want, **tol(dtype))
 
 
@@ -159,16 +150,7 @@ def test_fuzz_varlen_shapes(q_lens, d_lens, hidden, pairwise):
     q = torch.randn(sum(q_lens), hidden, device=DEVICE)
     d = torch.randn(sum(d_lens), hidden, device=DEVICE)
     cu_q, cu_d = cu_from_lengths(q_lens), cu_from_lengths(d_lens)
-    want = reference.maxsim_packed(
-        q.double(),
-        cu_q[:-1],
-        cu_q[1:] - cu_q[:-1],
-        d.double(),
-        cu_d[:-1],
-        cu_d[1:] - cu_d[:-1],
-        pairwise=pairwise,
-        compute_dtype=torch.float64,
-    )
+    want = m3kernels.maxsim_varlen(q.double(), cu_q, d.double(), cu_d, pairwise=pairwise, backend="reference")
     for backend in BACKENDS:
         got = m3kernels.maxsim_varlen(q, cu_q, d, cu_d, pairwise=pairwise, backend=backend)
         torch.testing.assert_close(got.double(), want, **tol(torch.float32))
