@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import random
-import resource
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,13 @@ from m3kernels.benchmarks.harness import Row
 CONFIGS = {"tiny": {}, "small": {"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4,
                                  "intermediate_size": 1024}}
 
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set size. VmHWM, not getrusage's ru_maxrss: the latter keeps the parent's
+    high-water mark across fork + exec, so every worker would report at least its launcher's peak."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
 
 def make_texts(tokenizer_encode, n: int, lo: int, hi: int, seed: int) -> list[str]:
     """n texts whose token counts (incl. <s> </s>) are drawn uniformly from [lo, hi]."""
@@ -71,7 +77,7 @@ def run_ours(spec: dict, out: Path) -> None:
             torch.cuda.synchronize()
         seconds.append(time.perf_counter() - start)
     report = {"seconds": seconds, "tokens": tokens,
-              "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+              "peak_rss_mib": peak_rss_mib(),
               "peak_cuda_mib": torch.cuda.max_memory_allocated() / 2**20 if cuda else None}
     (out / "ours.json").write_text(json.dumps(report))
     np.save(out / "ours_dense.npy", res["dense_vecs"])

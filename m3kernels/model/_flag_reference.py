@@ -12,7 +12,6 @@ bench -> OUT_DIR/flag.json {"seconds": [...], "tokens": int, "peak_rss_mib", "pe
 OUT_DIR/flag_dense.npy (the dense vectors of the last run)."""
 
 import json
-import resource
 import sys
 import time
 from pathlib import Path
@@ -21,6 +20,12 @@ import numpy as np
 import torch
 from FlagEmbedding import BGEM3FlagModel
 
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set size. VmHWM, not getrusage's ru_maxrss: the latter keeps the parent's
+    high-water mark across fork + exec, so every worker would report at least its launcher's peak."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
 
 def _outputs(model, spec, out):
     res = model.encode(spec["texts"], batch_size=spec["batch_size"], max_length=spec["max_length"],
@@ -61,7 +66,7 @@ def _bench(model, spec, out):
             torch.cuda.synchronize()
         seconds.append(time.perf_counter() - start)
     report = {"seconds": seconds, "tokens": tokens,
-              "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+              "peak_rss_mib": peak_rss_mib(),
               "peak_cuda_mib": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None}
     (out / "flag.json").write_text(json.dumps(report))
     np.save(out / "flag_dense.npy", res["dense_vecs"])
