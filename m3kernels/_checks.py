@@ -114,14 +114,13 @@ def cu_seqlens(name: str, cu: object, total: int) -> torch.Tensor:
     return cu.to(torch.int32)
 
 
+def segments(cu: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validated cu_seqlens [N+1] -> the kernels' (offsets, lengths), int32 [N] each."""
+    return cu[:-1].contiguous(), (cu[1:] - cu[:-1]).contiguous()
+
+
 def mask(name: str, m: object, shape: tuple[int, int]) -> torch.Tensor:
     m = tensor(name, m, ndim=2, dtypes=(torch.bool,))
     if tuple(m.shape) != tuple(shape):
         raise ValueError(f"{name} must have shape {tuple(shape)} (batch, length); got {tuple(m.shape)}")
     return m
-
-
-def backend_name(backend: object) -> str:
-    if not isinstance(backend, str):
-        raise TypeError(f"backend must be a str, got {type(backend).__name__}")
-    return backend

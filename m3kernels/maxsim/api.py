@@ -173,8 +173,7 @@ def maxsim_varlen(
     cu_q = _checks.cu_seqlens("cu_seqlens_q", cu_seqlens_q, q.shape[0])
     cu_d = _checks.cu_seqlens("cu_seqlens_d", cu_seqlens_d, d.shape[0])
     _checks.same_device(q=q, cu_seqlens_q=cu_q, cu_seqlens_d=cu_d)
-    q_off, q_len = cu_q[:-1].contiguous(), (cu_q[1:] - cu_q[:-1]).contiguous()
-    d_off, d_len = cu_d[:-1].contiguous(), (cu_d[1:] - cu_d[:-1]).contiguous()
+    (q_off, q_len), (d_off, d_len) = _checks.segments(cu_q), _checks.segments(cu_d)
     return _run(
         q,
         q_off,

@@ -119,7 +119,7 @@ def lexical_weights(
             raise ValueError("attention_mask goes with padded hidden [B, L, H]; packed input has no padding")
         cu = _checks.cu_seqlens("cu_seqlens", cu_seqlens, hidden.shape[0])
         _checks.same_device(hidden=hidden, cu_seqlens=cu)
-        off, lens = cu[:-1].contiguous(), (cu[1:] - cu[:-1]).contiguous()
+        off, lens = _checks.segments(cu)
     _check_ids(ids, vocab_size, valid)
     skip = list(skip_ids)
     if valid is not None:  # padding positions become a skipped id
