@@ -1,42 +1,83 @@
 #!/usr/bin/env bash
 # One call on a GPU machine (torch + triton + nvcc already installed, no package registry):
-#   bash bench/gpu_check.sh OUTDIR
+#   bash bench/gpu_check.sh OUTDIR [PACKDIR]
 # builds m3kernels with its CUDA kernels, runs the test suite on the GPU (no interpreter: bf16 and large shapes
-# included), compute-sanitizer on the CUDA backend tests, and the GPU benchmarks; logs and a short table go to
-# OUTDIR. Budget: at most 8 minutes (the step timeouts add up to 470 s); each step has its own timeout so a hang
-# cannot eat the rest. Tests run without -x (one failure must not hide the others), GPU-backend files first.
+# included), the GPU benchmarks (`m3k bench --quick`), the real-size fp16 encode against FlagEmbedding, and
+# compute-sanitizer on the CUDA backend tests; logs and a short table go to OUTDIR.
+# PACKDIR (optional, e.g. the device tool's $OUT, which returns at most 8 files): after every step OUTDIR is
+# packed into PACKDIR/gpu_check.tgz and PACKDIR/steps.txt, so a run cut off by its time limit still returns
+# everything finished so far.
+# Steps run in order of value and share M3K_GPU_BUDGET seconds (default 540): each gets its own timeout, cut to
+# what is left, and is skipped when under 15 s remain. Tests run without -x (one failure must not hide others),
+# in parallel workers when pytest-xdist is there, with a per-test timeout when pytest-timeout is.
+# Wheels from bench/fetch_gpu_wheels.sh (carry .whl): .whl/*.whl (GPU peers) go on the main path; .whl/flag/*.whl
+# form an overlay that only the FlagEmbedding reference process sees (it needs transformers<5).
 set -uo pipefail
-OUT="${1:?usage: bash bench/gpu_check.sh OUTDIR}"
+OUT="${1:?usage: bash bench/gpu_check.sh OUTDIR [PACKDIR]}"
+PACK="${2:-}"
+BUDGET="${M3K_GPU_BUDGET:-540}"
 mkdir -p "$OUT"
+OUT="$(cd "$OUT" && pwd)"
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
-step() {  # step NAME SECONDS CMD...: run with a timeout, log to OUTDIR/NAME.log, record the status
+pack() {
+    [ -n "$PACK" ] || return 0
+    mkdir -p "$PACK"
+    cp "$OUT/steps.txt" "$PACK/steps.txt" 2>/dev/null
+    tar czf "$PACK/gpu_check.tgz.part" -C "$OUT" . && mv "$PACK/gpu_check.tgz.part" "$PACK/gpu_check.tgz"
+}
+step() {  # step NAME SECONDS CMD...: run with a timeout within the budget, log to OUTDIR/NAME.log
     local name="$1" secs="$2"
     shift 2
+    local left=$((BUDGET - SECONDS))
+    if [ "$left" -lt 15 ]; then
+        echo "$name skipped (budget: ${left}s left)" | tee -a "$OUT/steps.txt"
+        return 0
+    fi
+    [ "$secs" -gt "$left" ] && secs=$left
     local t0=$SECONDS
     timeout "$secs" "$@" >"$OUT/$name.log" 2>&1
     local rc=$?
     echo "$name rc=$rc $((SECONDS - t0))s" | tee -a "$OUT/steps.txt"
+    pack
     return 0
 }
+: >"$OUT/steps.txt"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >"$OUT/gpu.txt" 2>&1
-if ls .whl/*.whl >/dev/null 2>&1; then  # benchmark peers carried from bench/fetch_gpu_wheels.sh
-    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl \
-        && export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+if ls .whl/*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/m3k-site .whl/*.whl \
+        && export PYTHONPATH="/tmp/m3k-site${PYTHONPATH:+:$PYTHONPATH}"
 fi
-step build 120 env MAX_JOBS=16 python3 -m pip install --no-build-isolation --no-deps -e .
+if ls .whl/flag/*.whl >/dev/null 2>&1 \
+    && python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/m3k-flag .whl/flag/*.whl; then
+    printf '#!/bin/sh\nPYTHONPATH=/tmp/m3k-flag exec %s "$@"\n' "$(command -v python3)" >/tmp/m3k-flag-python
+    chmod +x /tmp/m3k-flag-python
+    export M3K_FLAG_PYTHON=/tmp/m3k-flag-python
+fi
+PYTEST_OPTS=(-q -p no:cacheprovider)
+python3 -c "import pytest_timeout" 2>/dev/null && PYTEST_OPTS+=(--timeout=90)
+python3 -c "import xdist" 2>/dev/null && PYTEST_OPTS+=(-n 6)
+
+step build 150 env MAX_JOBS=16 python3 -m pip install --no-build-isolation --no-deps -e .
 grep -E "registers|spill" -r build 2>/dev/null | sort -u >"$OUT/ptxas.txt"
 step info 30 python3 -m m3kernels.cli info
-step tests 180 python3 -m pytest -q -p no:cacheprovider --timeout=60 tests/test_cuda_backend.py \
+step tests 200 python3 -m pytest "${PYTEST_OPTS[@]}" tests/test_cuda_backend.py \
     tests/test_triton_maxsim.py tests/test_triton_sparse.py tests/test_triton_attention.py tests/test_maxsim.py \
     tests/test_sparse.py tests/test_attention.py tests/test_torch_library.py tests/test_bad_inputs.py tests/model
-if command -v compute-sanitizer >/dev/null; then
-    step memcheck 30 compute-sanitizer --tool memcheck --error-exitcode 9 python3 -m pytest -q -x \
-        tests/test_cuda_backend.py -k "not large"
-    step racecheck 30 compute-sanitizer --tool racecheck --error-exitcode 9 python3 -m pytest -q -x \
-        tests/test_cuda_backend.py -k "not large"
+step bench 120 python3 -m m3kernels.cli bench --quick --out "$OUT/bench"
+if [ -n "${M3K_FLAG_PYTHON:-}" ]; then
+    step flagenv 30 "$M3K_FLAG_PYTHON" -c "import FlagEmbedding, transformers; print(transformers.__version__)"
 fi
-step bench 110 python3 -m m3kernels.cli bench --quick --out "$OUT/bench"
+step encode 120 python3 bench/bench_encode.py --config real --device cuda --dtype fp16 --n-texts 32 \
+    --max-tokens 2048 --repeats 3 --out "$OUT/encode_real.json"
+if command -v compute-sanitizer >/dev/null; then
+    step memcheck 40 compute-sanitizer --tool memcheck --error-exitcode 9 python3 -m pytest -q -x -p no:cacheprovider \
+        tests/test_cuda_backend.py -k "not large"
+    step racecheck 40 compute-sanitizer --tool racecheck --error-exitcode 9 python3 -m pytest -q -x \
+        -p no:cacheprovider tests/test_cuda_backend.py -k "not large"
+fi
 echo "== steps"; cat "$OUT/steps.txt"
 echo "== test summary"; tail -n 3 "$OUT/tests.log"
+echo "== encode (real size, fp16)"; tail -n 5 "$OUT/encode.log" 2>/dev/null
 echo "== bench"; cat "$OUT/bench/table.txt" 2>/dev/null || tail -n 20 "$OUT/bench.log"
+pack
