@@ -86,3 +86,31 @@ def test_attention_compiles_fullgraph(backend):
         backend="aot_eager",
     )
     torch.testing.assert_close(fn(q, k, v), m3kernels.attention_varlen(q, k, v, cu, 5, backend=backend) * 2)
+
+
+@pytest.mark.parametrize("backend", fast_backends("lexical_weights"))
+@pytest.mark.parametrize("padded", [False, True])
+def test_lexical_weights_compiles_fullgraph(backend, padded):
+    """The sparse training path (weights -> scores -> loss) traces in one graph despite its data-dependent nnz."""
+    h = torch.randn(2, 11, 8, device=DEVICE, requires_grad=True)
+    ids = torch.randint(4, 14, (2, 11), device=DEVICE)
+    mask = torch.ones(2, 11, dtype=torch.bool, device=DEVICE)
+    mask[1, 6:] = False
+    w = torch.randn(8, device=DEVICE, requires_grad=True)
+
+    def loss(h, w):
+        if padded:
+            sparse = m3kernels.lexical_weights(h, ids, w, 0.1, attention_mask=mask, backend=backend)
+        else:
+            sparse = m3kernels.lexical_weights(
+                h[mask], ids[mask], w, 0.1, cu_seqlens=cu_from_lengths([11, 6]), backend=backend
+            )
+        scores = m3kernels.lexical_scores(sparse, sparse, backend=backend)
+        return scores.sum() + (sparse.values**2).sum(), sparse
+
+    compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")
+    (got, got_sparse), (want, want_sparse) = compiled(h, w), loss(h, w)
+    torch.testing.assert_close(got, want)
+    for a, b in zip((got_sparse.indptr, got_sparse.ids), (want_sparse.indptr, want_sparse.ids), strict=True):
+        assert torch.equal(a, b)
+    torch.testing.assert_close(torch.autograd.grad(got, (h, w)), torch.autograd.grad(want, (h, w)))
