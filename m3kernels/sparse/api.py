@@ -139,10 +139,10 @@ def lexical_weights(
     # Text b's entries sit in slots off[b] .. off[b] + counts[b] and offsets increase with b, so the used
     # slots (src >= 0) in order are already the CSR layout.
     indptr = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
-    used = src >= 0
-    values = out_vals[used]
+    used = (src >= 0).nonzero().squeeze(1)  # one nonzero for both gathers (a bool mask index runs one each)
+    values = out_vals.index_select(0, used)
     _raise_on_nan(values, hidden, ids, skip_t, weight, bias)
-    return SparseBatch.trusted(indptr, out_ids[used], values)
+    return SparseBatch.trusted(indptr, out_ids.index_select(0, used), values)
 
 
 def _raise_on_nan(values: Tensor, hidden: Tensor, ids: Tensor, skip: Tensor, weight: Tensor, bias: Tensor) -> None:
