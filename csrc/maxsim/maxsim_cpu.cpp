@@ -23,6 +23,9 @@ constexpr int BW = VW * NV;   // query tokens per panel
 constexpr int MR = VW == 16 ? 12 : 6;  // doc tokens per micro-kernel call (2*MR accumulators fit the registers)
 constexpr int64_t CHUNK = 96; // doc rows converted / kept hot at a time (multiple of MR)
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+constexpr int64_t kLineFloats = 16;       // floats per 64-byte cache line
+constexpr int64_t kPrefetchMaxH = 256;    // rows up to 1 KiB get software prefetches
+constexpr int64_t kPrefetchRows = 2 * MR;  // prefetch distance in doc rows
 
 struct FreeDeleter {
   void operator()(float* p) const { std::free(p); }
@@ -60,6 +63,15 @@ inline void micro_kernel(const float* __restrict d, int64_t H, const float* __re
 // A NaN similarity (NaN in q or d) sticks, so the pair's score is NaN (the Python layer then raises).
 template <int R>
 inline void rows_into_state(const float* d, int64_t H, const float* panel, int32_t u0, PanelState& st) {
+  // With short rows (H <= kPrefetchMaxH) the R rows interleave as R streams inside one 4 KiB page, which the
+  // hardware prefetcher does not follow (measured: 1.36x on ragged H=128 docs): fetch the rows kPrefetchRows
+  // ahead now. Rows of >= 4 KiB are one stream per page and prefetch fine by themselves (software prefetches
+  // there cost 1.6x). Prefetches never fault past the end of the tensor.
+  if (H <= kPrefetchMaxH) {
+    const uintptr_t ahead = reinterpret_cast<uintptr_t>(d + 0) + kPrefetchRows * H * sizeof(float);
+    for (int64_t e = 0; e < R * H; e += kLineFloats)
+      __builtin_prefetch(reinterpret_cast<const void*>(ahead + e * sizeof(float)), 0, 3);
+  }
   vf acc[R][NV];
   micro_kernel<R>(d, H, panel, acc);
   for (int r = 0; r < R; ++r)
@@ -122,7 +134,13 @@ const float* doc_rows_fp32(const T* d, int64_t row0, int64_t rows, int64_t H, fl
     return d + row0 * H;
   } else {
     const T* src = d + row0 * H;
-    for (int64_t e = 0; e < rows * H; ++e) buf[e] = to_float(src[e]);
+    const int64_t n = rows * H;
+    int64_t e = 0;
+    for (; e + VW <= n; e += VW) {
+      const vf v = load_vf(src + e);
+      std::memcpy(buf + e, &v, sizeof v);
+    }
+    for (; e < n; ++e) buf[e] = to_float(src[e]);
     return buf;
   }
 }
