@@ -64,7 +64,7 @@ inline void micro_kernel(const float* __restrict d, int64_t H, const float* __re
 template <int R>
 inline void rows_into_state(const float* d, int64_t H, const float* panel, int32_t u0, PanelState& st) {
   // With short rows (H <= kPrefetchMaxH) the R rows interleave as R streams inside one 4 KiB page, which the
-  // hardware prefetcher does not follow (measured: 1.36x on ragged H=128 docs): fetch the rows kPrefetchRows
+  // hardware prefetcher does not follow (measured 1.06-1.36x on ragged H=128 docs; staging the rows through a copy instead was slower): fetch the rows kPrefetchRows
   // ahead now. Rows of >= 4 KiB are one stream per page and prefetch fine by themselves (software prefetches
   // there cost 1.6x). Prefetches never fault past the end of the tensor.
   if (H <= kPrefetchMaxH) {
