@@ -149,6 +149,7 @@ def cases(device: torch.device, quick: bool) -> list[Case]:
         out = [rerank_case(device, h, 1000, (32, 300), torch.float32) for h in (128, 1024)]
         if not quick:
             out.append(rerank_case(device, 128, 1000, (32, 300), torch.float32, ragged=False))
+            out.append(rerank_case(device, 128, 1000, (32, 300), torch.float16))  # fp16-stored index
             out.append(train_case(device, 128, torch.float32))
         return out
     out = [rerank_case(device, h, 10000, (64, 512), torch.float16) for h in (128, 1024)]
