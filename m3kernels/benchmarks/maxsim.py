@@ -135,7 +135,7 @@ def train_case(device: torch.device, hidden: int, dtype: torch.dtype) -> Case:
         lik, why = import_peer("late_interaction_kernels")
 
         def lik_fwd_bwd():
-            s = lik.maxsim(q, d, normalize=True)
+            s = lik.maxsim(q, d) / lq  # its normalize=True means L2-normalising the vectors, not / query length
             return (s.detach(), *torch.autograd.grad(s, (q, d), grad))
 
         providers.append(Provider("late-interaction-kernels maxsim", lik_fwd_bwd if lik else None, why))
