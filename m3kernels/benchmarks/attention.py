@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import m3kernels
 from m3kernels.benchmarks.common import import_peer, our_backends
@@ -27,13 +28,19 @@ def padded_sdpa(q, k, v, lengths: list[int]) -> torch.Tensor:
 
 
 def unpadded_sdpa(q, k, v, lengths: list[int]) -> torch.Tensor:
-    """One SDPA call per text on unpadded tensors (its flash kernel applies)."""
+    """One SDPA call per text on unpadded tensors (SDPA picks its backend)."""
     out, start = [], 0
     for n in lengths:
         x = [t[start : start + n].transpose(0, 1)[None] for t in (q, k, v)]
         out.append(F.scaled_dot_product_attention(*x)[0].transpose(0, 1))
         start += n
     return torch.cat(out)
+
+
+def flash_sdpa(q, k, v, lengths: list[int]) -> torch.Tensor:
+    """unpadded_sdpa pinned to SDPA's flash backend (CUDA, fp16 / bf16): the issue's attention baseline."""
+    with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+        return unpadded_sdpa(q, k, v, lengths)
 
 
 def case(device: torch.device, lengths: list[int], dtype: torch.dtype, label: str) -> Case:
@@ -49,6 +56,7 @@ def case(device: torch.device, lengths: list[int], dtype: torch.dtype, label: st
                               is_reference=True))
     providers.append(Provider("SDPA per text, unpadded", lambda: unpadded_sdpa(q, k, v, lengths)))
     if device.type == "cuda":
+        providers.append(Provider("SDPA flash backend per text, unpadded", lambda: flash_sdpa(q, k, v, lengths)))
         fa, why = import_peer("flash_attn")
         providers.append(Provider("flash-attn varlen", (lambda: fa.flash_attn_varlen_func(
             q, k, v, cu, cu, max(lengths), max(lengths))) if fa else None, why))
