@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from m3kernels import _checks
 from m3kernels.maxsim import maxsim_varlen
 from m3kernels.model.batching import gather_segments, insert_cls, plan_batches
 from m3kernels.model.checkpoint import load_checkpoint
@@ -144,7 +145,38 @@ class BGEM3(nn.Module):
 
         dense = normalize(H[first token]) (mcls: normalize(mean of H over the text's <s> tokens));
         sparse = lexical_weights(H, ids) skipping <s>, </s>, <pad>, <unk> (max per id of relu(H w + b));
-        colbert = normalize(colbert_linear(H[t])) for every token but the first (mcls: but every <s>)."""
+        colbert = normalize(colbert_linear(H[t])) for every token but the first (mcls: but every <s>).
+
+        The inputs are validated here, once (ids in the vocabulary, cu_seqlens, max_seqlen); the ops inside then
+        skip their own data checks (no per-layer NaN scans or host syncs), so NaN from the weights or an fp16
+        overflow shows in the outputs instead of raising."""
+        self._check_packed(input_ids, cu_seqlens, max_seqlen)
+        with _checks.trusted_inputs():
+            return self._heads(input_ids, cu_seqlens, max_seqlen, dense, sparse, colbert, mcls)
+
+    def _check_packed(self, input_ids: Tensor, cu_seqlens: Tensor, max_seqlen: int) -> None:
+        _checks.tensor("input_ids", input_ids, ndim=1, dtypes=(torch.int64,))
+        _checks.same_device(input_ids=input_ids, model=self.encoder.word_embeddings.weight)
+        cu = _checks.cu_seqlens("cu_seqlens", cu_seqlens, input_ids.numel())
+        _checks.same_device(input_ids=input_ids, cu_seqlens=cu)
+        if not isinstance(max_seqlen, int) or isinstance(max_seqlen, bool):
+            raise TypeError(f"max_seqlen must be an int; got {max_seqlen!r}")
+        if _checks.data_checks_enabled() and input_ids.numel():
+            lo, hi = (int(x) for x in torch.aminmax(input_ids))
+            longest = int((cu[1:] - cu[:-1]).max())
+            vocab = self.encoder.config.vocab_size
+            if lo < 0 or hi >= vocab:
+                raise ValueError(f"input_ids must lie in [0, {vocab}); got values in [{lo}, {hi}]")
+            if longest > max_seqlen:
+                raise ValueError(f"max_seqlen ({max_seqlen}) is below the longest text in cu_seqlens ({longest})")
+            limit = self.encoder.config.max_tokens
+            if longest > limit:
+                raise ValueError(f"a text of {longest} tokens exceeds this checkpoint's limit of {limit}")
+
+    def _heads(
+        self, input_ids: Tensor, cu_seqlens: Tensor, max_seqlen: int, dense: bool, sparse: bool, colbert: bool,
+        mcls: bool
+    ) -> PackedOutput:
         hidden = self.encoder(input_ids, cu_seqlens, max_seqlen)
         n, total = cu_seqlens.numel() - 1, input_ids.numel()
         lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long()

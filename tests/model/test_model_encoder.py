@@ -92,3 +92,51 @@ def test_reference_backend_gives_the_same_model_outputs(tiny_ckpt, model, texts)
     want = ref.encode(texts, return_sparse=True)
     torch.testing.assert_close(got["dense_vecs"], want["dense_vecs"], atol=1e-5, rtol=1e-5)
     assert [d.keys() for d in got["lexical_weights"]] == [d.keys() for d in want["lexical_weights"]]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize(("dtype", "min_cos", "atol"), [(torch.float32, 0.99999, 1e-4), (torch.float16, 0.999, 3e-2),
+                                                         (torch.bfloat16, 0.995, 1.5e-1)])
+def test_model_on_cuda_matches_cpu(tiny_ckpt, model, texts, dtype, min_cos, atol):
+    """The whole model on the GPU kernels (Triton / CUDA attention, sparse, colbert) against the CPU fp32 model."""
+    gpu = BGEM3.from_pretrained(tiny_ckpt, device="cuda", dtype=dtype)
+    kwargs = {"return_sparse": True, "return_colbert_vecs": True, "max_length": 512}
+    got, want = gpu.encode(texts, **kwargs), model.encode(texts, **kwargs)
+    assert (got["dense_vecs"] * want["dense_vecs"]).sum(1).min() > min_cos
+    for a, b in zip(got["colbert_vecs"], want["colbert_vecs"], strict=True):
+        assert a.shape == b.shape and (a * b).sum(1).min() > min_cos
+    for a, b in zip(got["lexical_weights"], want["lexical_weights"], strict=True):
+        for k in a.keys() & b.keys():
+            assert abs(a[k] - b[k]) < atol * max(1.0, abs(b[k]))
+    seqs = _random_seqs([1024, 5, 300], model.encoder.config.vocab_size)  # long texts: several attention tiles
+    ids, cu = _packed(seqs)
+    with torch.no_grad():
+        long_gpu = gpu.encoder(ids.cuda(), cu.cuda(), 1024).float().cpu()
+        long_cpu = model.encoder(ids, cu, 1024)
+    torch.testing.assert_close(long_gpu, long_cpu, atol=atol, rtol=0.05)
+
+
+def test_forward_packed_validates_once_then_trusts_the_ops(model, monkeypatch):
+    """Bad packed input is refused up front; inside, the ops run without their per-call data checks (no
+    per-layer NaN scans or host syncs)."""
+    from m3kernels import _checks
+
+    seqs = _random_seqs([5, 9], model.encoder.config.vocab_size)
+    ids, cu = _packed(seqs)
+    with pytest.raises(ValueError, match="input_ids must lie in"):
+        model.forward_packed(torch.where(ids == ids[1], model.encoder.config.vocab_size, ids), cu, 9)
+    with pytest.raises(ValueError, match="max_seqlen"):
+        model.forward_packed(ids, cu, 8)
+    with pytest.raises(TypeError, match="input_ids"):
+        model.forward_packed(ids.int(), cu, 9)
+    with pytest.raises(ValueError, match="cu_seqlens"):
+        model.forward_packed(ids, torch.tensor([0, 9, 13], dtype=torch.int32), 9)
+
+    def no_scan(t):
+        raise AssertionError("a data check ran inside the trusted model forward")
+
+    monkeypatch.setattr(_checks, "_finite_sum", no_scan)
+    out = model.forward_packed(ids, cu, 9, sparse=True, colbert=True)
+    assert out.dense.shape[0] == 2
+    with pytest.raises(AssertionError, match="data check ran"):  # outside the model the ops still check
+        _checks.no_nan("x", torch.ones(3))
