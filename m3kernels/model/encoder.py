@@ -47,8 +47,11 @@ class EncoderLayer(nn.Module):
 
     def forward(self, x: Tensor, cu_seqlens: Tensor, max_seqlen: int, backend: str) -> Tensor:
         """x [T, hidden] -> [T, hidden]: LN(x + Wo attn(x)), then LN(y + W2 act(W1 y))."""
-        t = x.shape[0]
-        q, k, v = self.qkv(x).view(t, 3, self.heads, self.head_dim).unbind(1)
+        t, h = x.shape
+        # One batched GEMM writes Q, K and V as [3, T, hidden]: each is contiguous, so the attention kernels
+        # read them without the three copies that slicing a [T, 3 * hidden] projection would need.
+        qkv = torch.baddbmm(self.qkv.bias.view(3, 1, h), x.expand(3, t, h), self.qkv.weight.view(3, h, h).mT)
+        q, k, v = (y.view(t, self.heads, self.head_dim) for y in qkv.unbind(0))
         ctx = attention_varlen(q, k, v, cu_seqlens, max_seqlen, backend=backend)
         y = self.attn_norm(x + self.attn_out(ctx.reshape(t, -1)))
         return self.ffn_norm(y + self.ffn_out(self.act(self.ffn_in(y))))
