@@ -20,4 +20,4 @@ fetch() {  # fetch DIR SPEC...
 fetch .whl flash-maxsim==0.3.0 late-interaction-kernels==0.4.5
 fetch .whl/flag FlagEmbedding==1.4.2 transformers==4.57.6 huggingface-hub==0.36.2 tokenizers==0.22.2 \
     datasets==5.0.1 dill==0.4.1 multiprocess==0.70.19 peft==0.21.2
-du -sh .whl .whl/flag
+du -sh .whl

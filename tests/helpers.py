@@ -44,8 +44,13 @@ def fast_backends(op: str) -> list[str]:
 
 
 def poison_(t: torch.Tensor) -> torch.Tensor:
-    """Fill with NaN (floats) or a huge value (ints) so that unwritten outputs are noticed."""
-    return t.fill_(float("nan") if t.is_floating_point() else 2**30)
+    """Fill with NaN (floats), True (bool) or a huge value (ints, capped to the dtype) so that unwritten outputs
+    are noticed."""
+    if t.is_floating_point():
+        return t.fill_(float("nan"))
+    if t.dtype == torch.bool:
+        return t.fill_(True)
+    return t.fill_(min(2**30, torch.iinfo(t.dtype).max))
 
 
 def poison_allocations(monkeypatch) -> None:

@@ -56,7 +56,7 @@ def test_unavailable_backend_raises():
     with pytest.raises(RuntimeError, match="unavailable"):
         m3kernels.maxsim(Q.cpu(), D.cpu(), backend="cuda")
     with pytest.raises(TypeError, match="float64 runs on backend='reference'"):
-        m3kernels.maxsim(Q.double(), D.double(), backend="cpu")
+        m3kernels.maxsim(Q.cpu().double(), D.cpu().double(), backend="cpu")
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,8 @@ def test_txt_to_npz_round_trip(tiny_ckpt, model, texts, tmp_path):
 def test_jsonl_to_jsonl_defaults_to_dense(tiny_ckpt, model, tmp_path):
     inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     inp.write_text('"plain string"\n{"text": "der Hund", "id": 7}\n\n{"text": ""}\n')
-    assert encode_main(["--model", str(tiny_ckpt), "--input", str(inp), "--output", str(out)]) == 0
+    args = ["--model", str(tiny_ckpt), "--input", str(inp), "--output", str(out), "--device", "cpu", "--dtype", "fp32"]
+    assert encode_main(args) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     want = model.encode(["plain string", "der Hund", ""])
     assert len(rows) == 3 and all(set(r) == {"dense"} for r in rows)
