@@ -192,3 +192,22 @@ def test_cpu_half_precision_extremes_convert_exactly(dtype):
     got = m3kernels.maxsim_varlen(q, cu_q, d, cu_d, backend="cpu")
     want = m3kernels.maxsim_varlen(q.double(), cu_q, d.double(), cu_d, backend="reference")
     assert torch.equal(got.double(), want)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("pairwise", [False, True])
+def test_minus_inf_similarities_agree_with_reference(backend, pairwise):
+    """A query token whose similarities are all -inf (an infinite input) contributes -inf on every backend, while
+    an empty doc still scores 0: the reference must not confuse the two."""
+    q = torch.randn(2, 3, 8, device=DEVICE)
+    d = torch.randn(2, 5, 8, device=DEVICE)
+    d[..., 0] = d[..., 0].abs() + 0.5
+    q[0, 1, 0] = float("-inf")
+    d_mask = torch.ones(2, 5, dtype=torch.bool, device=DEVICE)
+    d_mask[1] = False  # doc 1 is empty
+    got = m3kernels.maxsim(q, d, None, d_mask, pairwise=pairwise, backend=backend)
+    want = m3kernels.maxsim(q.double(), d.double(), None, d_mask, pairwise=pairwise, backend="reference")
+    assert torch.equal(torch.isneginf(got), torch.isneginf(want)) and torch.isneginf(want[0 if pairwise else (0, 0)])
+    finite = torch.isfinite(want)
+    torch.testing.assert_close(got.double()[finite], want[finite], **tol(torch.float32))
+    assert (want[1] == 0).all() if pairwise else (want[:, 1] == 0).all()

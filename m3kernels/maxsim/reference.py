@@ -21,7 +21,7 @@ def maxsim_padded(
     """q [Nq, Lq, H], d [Nd, Ld, H], masks [N, L] bool -> [Nq, Nd] (or [N] pairwise) in compute_dtype.
 
     score = sum_{i valid} max_{j valid} <q_i, d_j>; a doc without valid tokens contributes 0 for every query
-    token (score 0).
+    token (score 0). A query token whose every similarity is -inf (infinite inputs) contributes -inf.
     """
     q = q.to(compute_dtype)
     d = d.to(compute_dtype)
@@ -29,12 +29,12 @@ def maxsim_padded(
         sim = torch.einsum("nih,njh->nij", q, d)
         sim = sim.masked_fill(~d_mask[:, None, :], float("-inf"))
         best = sim.amax(dim=-1) if sim.shape[-1] > 0 else sim.new_full(sim.shape[:-1], float("-inf"))
-        best = torch.where(torch.isinf(best) & (best < 0), torch.zeros_like(best), best)
+        best = torch.where(d_mask.any(-1)[:, None], best, 0.0)  # empty docs; a real -inf max stays -inf
         return torch.where(q_mask, best, 0.0).sum(dim=-1)  # where, not *: a NaN behind the mask stays out
     sim = torch.einsum("aih,bjh->aibj", q, d)
     sim = sim.masked_fill(~d_mask[None, None, :, :], float("-inf"))
     best = sim.amax(dim=-1) if sim.shape[-1] > 0 else sim.new_full(sim.shape[:-1], float("-inf"))
-    best = torch.where(torch.isinf(best) & (best < 0), torch.zeros_like(best), best)
+    best = torch.where(d_mask.any(-1)[None, None, :], best, 0.0)  # empty docs; a real -inf max stays -inf
     return torch.where(q_mask[:, :, None], best, 0.0).sum(dim=1)
 
 
