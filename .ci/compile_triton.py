@@ -139,55 +139,81 @@ DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 def sweep_maxsim() -> None:
     """Every forward config (hidden-size bucket x dtype x query-length bucket, ragged tails, Nq = 1), and the
-    backward kernels in both modes, all-pairs and pairwise."""
+    backward kernels in both modes, all-pairs and pairwise. Fresh inputs per call (launches zero their arguments)."""
     from m3kernels.maxsim import triton as k
 
-    d_off, d_len = _segments([37, 64, 1, 200])
+    d_lens = [37, 64, 1, 200]
+
+    def args(q_lens: list[int], h: int, dtype: torch.dtype) -> tuple:
+        q = torch.randn(sum(q_lens), h).to(dtype)
+        d = torch.randn(sum(d_lens), h).to(dtype)
+        return (q, *_segments(q_lens), d, *_segments(d_lens))
+
     for dtype in DTYPES:
         for h in (100, 128, 1024):
-            d = torch.randn(int(d_len.sum()), h).to(dtype)
             for q_lens in ([9], [32, 20, 33, 31], [64, 64]):  # BLOCK_Q buckets 16, 32, 64; Nq = 1
-                q_off, q_len = _segments(q_lens)
-                q = torch.randn(sum(q_lens), h).to(dtype)
-                k.forward(q, q_off, q_len, d, d_off, d_len, False, True)
-            q_off, q_len = _segments([32, 20, 33, 31])
-            q = torch.randn(116, h).to(dtype)
-            _, argmax = k.forward(q, q_off, q_len, d, d_off, d_len, True, True)
-            k.forward(q, q_off, q_len, d, d_off, d_len, True, False)
-            k.forward(q, q_off, q_len, d, d_off, d_len, False, False)
-            argmax.zero_()
+                k.forward(*args(q_lens, h, dtype), False, True)
+            for pairwise, need_argmax in ((True, True), (True, False), (False, False)):
+                k.forward(*args([32, 20, 33, 31], h, dtype), pairwise, need_argmax)
             for deterministic in (False, True):
-                k.backward(torch.randn(4), q, q_off, q_len, d, d_off, d_len, argmax, True, deterministic)
-                all_pairs = torch.zeros(116, 4, dtype=torch.int32)
-                k.backward(torch.randn(4, 4), q, q_off, q_len, d, d_off, d_len, all_pairs, False, deterministic)
+                pair_args = args([32, 20, 33, 31], h, dtype)
+                k.backward(torch.randn(4), *pair_args, torch.zeros(116, dtype=torch.int32), True, deterministic)
+                all_args = args([32, 20, 33, 31], h, dtype)
+                k.backward(torch.randn(4, 4), *all_args, torch.zeros(116, 4, dtype=torch.int32), False, deterministic)
 
 
 def sweep_sparse() -> None:
     """Token weights per dtype and hidden size (tail and power of two), pooling, and the score kernel."""
     from m3kernels.sparse import triton as k
 
-    off, lens = _segments([5, 130, 1])
-    ids = torch.randint(0, 250002, (136,))
     for dtype in DTYPES:
         for h in (100, 1024):
             hidden = torch.randn(136, h).to(dtype)
-            k.pool(hidden, ids, off, lens, torch.randn(h).to(dtype), torch.randn(1).to(dtype), torch.tensor([0, 2]))
-    indptr = torch.tensor([0, 3, 3, 7])
-    csr = (indptr, torch.arange(7), torch.rand(7))
+            ids = torch.randint(0, 250002, (136,))
+            w, b = torch.randn(h).to(dtype), torch.randn(1).to(dtype)
+            k.pool(hidden, ids, *_segments([5, 130, 1]), w, b, torch.tensor([0, 2]))
     for pairwise in (False, True):
-        k.scores(*csr, *csr, pairwise)
+        csr = [(torch.tensor([0, 3, 3, 7]), torch.arange(7), torch.rand(7)) for _ in range(2)]
+        k.scores(*csr[0], *csr[1], pairwise)
 
 
 def sweep_attention() -> None:
     """Forward and backward per dtype and head_dim (32, 64 = BGE-M3, 80 = padded tail, 128)."""
     from m3kernels.attention import triton as k
 
-    cu = _i32([0, 7, 300, 301])
     for dtype in DTYPES:
         for head_dim in (32, 64, 80, 128):
             q, kk, v = (torch.randn(301, 4, head_dim).to(dtype) for _ in range(3))
-            out, lse = k.forward(q, kk, v, cu, 293, head_dim**-0.5)
-            k.backward(torch.randn_like(out), q, kk, v, out, lse, cu, 293, head_dim**-0.5)
+            out, lse = k.forward(q, kk, v, _i32([0, 7, 300, 301]), 293, head_dim**-0.5)
+            q, kk, v, out = (torch.randn(301, 4, head_dim).to(dtype) for _ in range(4))
+            lse = torch.randn(4, 301)
+            k.backward(torch.randn_like(out), q, kk, v, out, lse, _i32([0, 7, 300, 301]), 293, head_dim**-0.5)
+
+
+# Kernels every sweep must have compiled for each input dtype (a sweep that silently skips a launch, e.g. after
+# an early return on empty input, must fail CI rather than shrink the check).
+EXPECTED = {
+    "_maxsim_fwd_kernel": DTYPES, "_maxsim_bwd_q_kernel": DTYPES, "_maxsim_bwd_d_kernel": DTYPES,
+    "_token_weights_kernel": DTYPES, "_lexical_scores_kernel": (torch.float32,),
+    "_fwd_kernel": DTYPES, "_delta_kernel": DTYPES, "_dkdv_kernel": DTYPES, "_dq_kernel": DTYPES,
+}
+
+
+def missing_variants(arch: int) -> list[str]:
+    """(kernel, dtype) pairs of EXPECTED without a compiled variant for arch. A variant's input dtype is its one
+    16-bit dtype, or float32 when it has none."""
+    seen = set()
+    for v in compiled.values():
+        if v.arch == arch:
+            names = v.config.split(" ")[0].split("/")
+            half = [n for n in names if n in ("float16", "bfloat16")]
+            seen.add((v.kernel, half[0] if half else "float32"))
+    return [
+        f"{kernel} {str(dtype).removeprefix('torch.')} sm_{arch}"
+        for kernel, dtypes in EXPECTED.items()
+        for dtype in dtypes
+        if (kernel, str(dtype).removeprefix("torch.")) not in seen
+    ]
 
 
 def main() -> int:
@@ -196,10 +222,12 @@ def main() -> int:
     parser.add_argument("--archs", default="80,90", help="compute capabilities, comma-separated")
     args = parser.parse_args()
     JITFunction.run = _compile_instead_of_launch
+    missing: list[str] = []
     for arch in (int(a) for a in args.archs.split(",")):
         driver.set_active(CompileOnlyDriver(arch))
         for sweep in (sweep_maxsim, sweep_sparse, sweep_attention):
             sweep()
+        missing += missing_variants(arch)
     rows = sorted(compiled.values(), key=lambda v: (v.kernel, v.arch, v.config))
     lines = [
         f"{v.kernel} sm_{v.arch} [{v.config}] warps={v.warps} stages={v.stages}: {v.registers} registers, "
@@ -222,7 +250,9 @@ def main() -> int:
         f"{spilling} that spill registers; report in {report}",
         file=sys.stderr,
     )
-    return 1 if too_big else 0
+    for line in missing:
+        print(f"compile_triton: no compiled variant of {line}", file=sys.stderr)
+    return 1 if too_big or missing else 0
 
 
 if __name__ == "__main__":

@@ -130,7 +130,7 @@ def cu_seqlens(name: str, cu: object, total: int) -> torch.Tensor:
             )
         if bool((host[1:] < host[:-1]).any()):
             raise ValueError(f"{name} must be non-decreasing")
-    return cu.to(torch.int32)
+    return cu.to(torch.int32).contiguous()  # the kernels index it with stride 1
 
 
 def segments(cu: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -144,6 +144,21 @@ def test_max_seqlen_above_longest_and_empty_sequences():
     _check([0, 0, 5, 0], heads=3, head_dim=32, dtype=torch.float32, max_seqlen=70)
 
 
+@pytest.mark.usefixtures("small_tiles")
+def test_strided_cu_seqlens():
+    # A non-contiguous int32 cu_seqlens view must reach the kernels as a contiguous tensor (they read it with
+    # stride 1): forward and backward against the same call with a contiguous copy.
+    q, k, v, grad, _ = _inputs([5, 20], heads=2, head_dim=32, dtype=torch.float32)
+    strided = torch.tensor([0, 99, 5, 99, 25], dtype=torch.int32, device=DEVICE)[::2]
+    outs = []
+    for cu in (strided, strided.contiguous()):
+        leaves = [x.detach().clone().requires_grad_() for x in (q, k, v)]
+        out = m3kernels.attention_varlen(*leaves, cu, 20, backend="triton")
+        outs.append((out, *torch.autograd.grad(out, leaves, grad)))
+    for a, b in zip(*outs, strict=True):
+        assert torch.equal(a, b)
+
+
 def test_no_tokens():
     q = torch.randn(0, 2, 64, device=DEVICE, requires_grad=True)
     out = m3kernels.attention_varlen(q, q, q, cu_from_lengths([0, 0]), 0, backend="triton")
