@@ -80,6 +80,33 @@ def weights_case(device: torch.device, batch: int, length: int, hidden: int, dty
                 bytes=float(h.numel() * h.element_size()), params={"batch": batch, "length": length})
 
 
+def read_pass_case(device: torch.device, batch: int, length: int, hidden: int, dtype: torch.dtype) -> Case:
+    """The part of lexical_weights that reads the hidden states: w_t = relu(h_t . w + b) per token (skip ids 0),
+    the Triton kernel alone against torch's GEMV formulation. End to end, the op's pooling and Python call cost
+    more than reading 64 MiB at HBM speed (~20 us), so this row is where the read's bandwidth shows."""
+    h = torch.randn(batch * length, hidden, device=device, dtype=dtype)
+    ids = torch.randint(0, VOCAB, (batch * length,), device=device)
+    seg = torch.arange(batch, device=device, dtype=torch.int32).repeat_interleave(length)
+    weight = torch.randn(hidden, device=device, dtype=dtype) / hidden**0.5
+    bias = torch.full((1,), 0.5, device=device, dtype=dtype)
+    skip = torch.tensor(sorted(SPECIAL), device=device)
+    truth = torch.relu(h.double() @ weight.double() + bias.double()).masked_fill(torch.isin(ids, skip), 0).float()
+
+    def gemv():
+        return torch.relu(h @ weight + bias).masked_fill(torch.isin(ids, skip), 0)
+
+    providers = []
+    if "triton" in our_backends("lexical_weights", device):
+        from m3kernels.sparse import triton as kernels
+
+        providers.append(Provider("m3k:triton token-weights kernel", lambda: kernels._token_weights(
+            h, ids, seg, weight.float(), bias.float(), skip)))
+    providers.append(Provider("torch GEMV + relu + skip mask", gemv, is_reference=True))
+    return Case("lexical_weights read pass", f"B={batch} L={length} H={hidden} {str(dtype)[6:]}", providers,
+                check=lambda out: (out.float() - truth).abs().max().item(), tolerance=5e-2,
+                bytes=float(h.numel() * h.element_size()), params={"batch": batch, "length": length})
+
+
 def _random_rows(n: int, nnz: int, generator: torch.Generator) -> list[dict[str, float]]:
     """Zipf-like ids (common words overlap between texts) with positive weights."""
     rows = []
@@ -133,4 +160,5 @@ def scores_case(device: torch.device, n_q: int, n_d: int) -> Case:
 def cases(device: torch.device, quick: bool) -> list[Case]:
     if device.type == "cpu":
         return [weights_case(device, 32, 512, 1024, torch.float32), scores_case(device, 100, 1000)]
-    return [weights_case(device, 64, 512, 1024, torch.float16), scores_case(device, 100, 1000)]
+    return [weights_case(device, 64, 512, 1024, torch.float16), read_pass_case(device, 64, 512, 1024, torch.float16),
+            scores_case(device, 100, 1000)]
