@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -34,13 +35,26 @@ def _linear_params(weight: object, bias: object, hidden_size: int, device: torch
     return weight, bias
 
 
+def _skip_tensor(skip: tuple[int, ...], device: torch.device) -> Tensor:
+    """The skip ids as an int64 tensor on device, made once per (ids, device): no host-to-device copy per call
+    (torch.compile traces a fresh one: it does not follow lru_cache)."""
+    if torch.compiler.is_compiling():
+        return torch.tensor(skip, dtype=torch.int64, device=device)
+    return _cached_skip_tensor(skip, device)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_skip_tensor(skip: tuple[int, ...], device: torch.device) -> Tensor:
+    return torch.tensor(skip, dtype=torch.int64, device=device)
+
+
 def _check_ids(ids: Tensor, vocab_size: int | None, valid: Tensor | None) -> None:
     if not _checks.data_checks_enabled() or ids.numel() == 0:
         return
     real = ids if valid is None else ids[valid]
     if real.numel() == 0:
         return
-    lo, hi = int(real.min()), int(real.max())
+    lo, hi = (int(x) for x in torch.aminmax(real))  # one pass, one sync
     if lo < 0:
         raise ValueError(f"input_ids must be >= 0; got {lo}")
     if vocab_size is not None and hi >= vocab_size:
@@ -127,7 +141,7 @@ def lexical_weights(
         skip.append(-1)
     name = _backend.resolve("lexical_weights", backend, device, hidden.dtype)
     _checks.kernel_dtype(name, "hidden", hidden)
-    skip_t = torch.tensor(skip, dtype=torch.int64, device=device)
+    skip_t = _skip_tensor(tuple(skip), device)
     if name == "reference":
         compute = torch.float64 if hidden.dtype == torch.float64 else torch.float32
         result = reference.lexical_weights_packed(hidden, ids, off, lens, weight, bias, skip, compute)
