@@ -215,3 +215,49 @@ def test_gpu_scores_past_65535_doc_blocks():
     want = torch.stack([torch.where(ids == 5, 1.0, torch.where(ids == 7, 2.0, 0.0)), (ids == 7).float()]) * vals
     assert torch.equal(m3kernels.lexical_scores(q, d, backend="triton"), want)
     assert torch.equal(m3kernels.lexical_scores(d, d, pairwise=True, backend="triton"), vals * vals)
+
+
+def _pool_inputs(lengths, vocab, h=16):
+    g = torch.Generator().manual_seed(7)
+    total = sum(lengths)
+    hidden = torch.randn(total, h, generator=g).to(DEVICE)
+    ids = torch.randint(0, vocab, (total,), generator=g).to(DEVICE)
+    w, b = torch.randn(h, generator=g).to(DEVICE) / h**0.5, torch.tensor([0.05], device=DEVICE)
+    cu = cu_from_lengths(lengths)
+    return hidden, ids, cu[:-1].contiguous(), (cu[1:] - cu[:-1]).contiguous(), w, b, torch.tensor([0, 2], device=DEVICE)
+
+
+@pytest.mark.parametrize("lengths", [[1, 7, 0, 33], [16, 17, 5]])
+def test_pool_in_programs_equals_the_sort_path(monkeypatch, lengths):
+    """The one-program-per-text pool (in-register sort + segmented scan) and the torch-sort fallback give the
+    same compact layout: ids, values, source rows and counts, bitwise (every run has repeated ids)."""
+    from m3kernels.sparse import triton as kernels
+
+    args = _pool_inputs(lengths, vocab=12)
+    blocks = []
+    real_block = kernels._pool_block
+    monkeypatch.setattr(kernels, "_pool_block", lambda *a: blocks.append(real_block(*a)) or blocks[-1])
+    fused = kernels.pool(*args)
+    assert blocks and blocks[-1] is not None  # this input takes the in-program path
+    monkeypatch.setattr(kernels, "_pool_block", lambda *a: None)
+    fallback = kernels.pool(*args)
+    for a, b in zip(fused, fallback, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_pool_falls_back_for_huge_ids_and_long_texts(monkeypatch):
+    """Ids that do not fit the packed sort key, and texts longer than one block, take the torch-sort path, with
+    the same results as the reference."""
+    from m3kernels.sparse import triton as kernels
+
+    hidden, ids, _, lens, w, b, _ = _pool_inputs([9, 20], vocab=12)
+    cu = cu_from_lengths([9, 20])
+    huge = ids + 2**60
+    assert kernels._pool_block(torch.ones(29, device=DEVICE), huge, lens) is None
+    got = weights(hidden, huge, w, b, "triton", cu_seqlens=cu, skip_ids=[])
+    want = weights(hidden, huge, w, b, "reference", cu_seqlens=cu, skip_ids=[])
+    assert_same_batch(got, want, torch.float32)
+    monkeypatch.setattr(kernels, "_POOL_MAX_TEXT", 16)
+    assert kernels._pool_block(torch.ones(29, device=DEVICE), ids, lens) is None
+    got = weights(hidden, ids, w, b, "triton", cu_seqlens=cu)
+    assert_same_batch(got, weights(hidden, ids, w, b, "reference", cu_seqlens=cu), torch.float32)

@@ -2,10 +2,13 @@
 
 pool: one Triton kernel reads hidden [T, H] once and writes w_t = relu(h_t . w + b) for real, non-skipped
 tokens with w_t > 0 (0 marks a dropped token; a NaN weight is kept so that NaN input is detectable). The
-max-pool by (text, id) is then a stable sort by (text, id, -w, row) in torch ops: the first entry of each
-(text, id) run is the max (first row on ties), and its rank among the text's runs gives its slot. No host
-loop over texts, no [B, L, vocab] tensor, no device sync. The output is the compact per-text layout of
-csrc/sparse/sparse.h.
+max-pool by (text, id) then runs in one program per text (_pool_texts_kernel): the kept tokens' keys
+(id << ROW_BITS | position) are sorted in registers (tl.sort), a segmented scan keeps each id run's max weight
+(first position on ties, NaN wins), and run heads go to their ranked slot. That needs every text to fit one block
+(<= _POOL_MAX_TEXT tokens) and ids below 2^(63 - ROW_BITS); one device sync reads those bounds. Otherwise (and
+during CUDA graph capture, where no sync is allowed) the pool is a stable sort by (text, id, -w, row) in torch
+ops: the first entry of each (text, id) run is the max, its rank among the text's runs gives its slot. No host
+loop over texts, no [B, L, vocab] tensor. The output is the compact per-text layout of csrc/sparse/sparse.h.
 
 scores: one Triton program per (query row, block of BLOCK_N doc rows) (or per block of pairs when pairwise):
 every query entry is looked up in every doc row of the block by a vectorised binary search over the doc's
@@ -27,6 +30,8 @@ _triton_compat.patch_interpreter()
 
 _POOL_BLOCK_T = 16
 _POOL_MAX_BLOCK_H = 256
+_POOL_MAX_TEXT = 2048  # longest text the one-program-per-text pool sorts in registers (compile time grows fast)
+_INT64_MAX = tl.constexpr(2**63 - 1)  # the sort key of a dropped token (sorts last)
 _SCORES_BLOCK_E = 16
 _SCORES_BLOCK_N = 32
 
@@ -91,6 +96,86 @@ def _token_weights(hidden: Tensor, ids: Tensor, seg: Tensor, weight: Tensor, bia
     return out
 
 
+@triton.jit
+def _run_max(first_a, w_a, at_a, first_b, w_b, at_b):
+    """Segmented running max for tl.associative_scan: b starts a run, or b beats a (strictly; NaN wins)."""
+    take_b = first_b | (w_b > w_a) | ((w_b != w_b) & (w_a == w_a))
+    return first_a | first_b, tl.where(take_b, w_b, w_a), tl.where(take_b, at_b, at_a)
+
+
+@triton.jit
+def _pool_texts_kernel(
+    ids_ptr, w_ptr, off_ptr, len_ptr, keys_ptr, out_ids_ptr, out_vals_ptr, out_src_ptr, counts_ptr,
+    ROW_BITS: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """Program b pools text b (rows off[b] .. off[b] + len[b] <= BLOCK = 2^ROW_BITS): keys of kept tokens
+    (w != 0) sorted ascending, so each id's tokens form a run in position order; a run's max weight (first
+    position on ties) goes to slot off[b] + (run index). Slots past the text's count get id -1, value 0, src -1.
+    keys_ptr [T] is scratch: the sorted keys pass through it so that each position can read its neighbours."""
+    b = tl.program_id(0)
+    start = tl.load(off_ptr + b).to(tl.int64)
+    n = tl.load(len_ptr + b)
+    r = tl.arange(0, BLOCK)
+    ok = r < n
+    w = tl.load(w_ptr + start + r, mask=ok, other=0.0)
+    tok = tl.load(ids_ptr + start + r, mask=ok, other=0)
+    key = tl.where(ok & (w != 0.0), (tok << ROW_BITS) | r.to(tl.int64), _INT64_MAX)
+    key = tl.sort(key)
+    tl.store(keys_ptr + start + r, key, mask=ok)
+    tl.debug_barrier()
+    prev = tl.load(keys_ptr + start + r - 1, mask=ok & (r > 0), other=-1)
+    nxt = tl.load(keys_ptr + start + r + 1, mask=r + 1 < n, other=_INT64_MAX)
+    valid = key != _INT64_MAX
+    run_id = key >> ROW_BITS
+    first = valid & ((r == 0) | ((prev >> ROW_BITS) != run_id))
+    last = valid & ((nxt == _INT64_MAX) | ((nxt >> ROW_BITS) != run_id))
+    at = (key & (BLOCK - 1)).to(tl.int32)
+    w_sorted = tl.load(w_ptr + start + at, mask=valid, other=0.0)
+    _, best, best_at = tl.associative_scan((first, w_sorted, at), 0, _run_max)
+    rank = tl.cumsum(first.to(tl.int32), 0) - 1
+    count = tl.sum(first.to(tl.int32), 0)
+    tl.store(out_ids_ptr + start + rank, run_id, mask=last)
+    tl.store(out_vals_ptr + start + rank, best, mask=last)
+    tl.store(out_src_ptr + start + rank, start + best_at, mask=last)
+    rest = ok & (r >= count)
+    tl.store(out_ids_ptr + start + r, tl.full([BLOCK], -1, tl.int64), mask=rest)
+    tl.store(out_vals_ptr + start + r, tl.zeros([BLOCK], tl.float32), mask=rest)
+    tl.store(out_src_ptr + start + r, tl.full([BLOCK], -1, tl.int64), mask=rest)
+    tl.store(counts_ptr + b, count.to(tl.int64))
+
+
+def _pool_block(w: Tensor, ids: Tensor, lens: Tensor) -> int | None:
+    """The sort block of the one-program-per-text pool, or None when a text is too long, a kept id does not fit
+    the packed key, or a CUDA graph is being captured (the bounds cost one device sync)."""
+    if w.is_cuda and torch.cuda.is_current_stream_capturing():
+        return None
+    kept = torch.where(w != 0, ids, 0)
+    longest, lo, hi = torch.stack([lens.max().to(torch.int64), *torch.aminmax(kept)]).tolist()
+    if longest > _POOL_MAX_TEXT or lo < 0:
+        return None
+    block = max(16, triton.next_power_of_2(longest))
+    row_bits = block.bit_length() - 1
+    return block if hi < 2 ** (63 - row_bits) else None
+
+
+def _pool_in_programs(w: Tensor, ids: Tensor, off: Tensor, lens: Tensor, seg: Tensor, block: int):
+    t, b = w.shape[0], off.shape[0]
+    out_ids = torch.empty(t, dtype=torch.int64, device=w.device)
+    out_vals = torch.empty(t, dtype=torch.float32, device=w.device)
+    out_src = torch.empty(t, dtype=torch.int64, device=w.device)
+    counts = torch.empty(b, dtype=torch.int64, device=w.device)
+    keys = torch.empty(t, dtype=torch.int64, device=w.device)
+    with _triton_compat.device_context(w):
+        _pool_texts_kernel[(b,)](
+            ids, w, off, lens, keys, out_ids, out_vals, out_src, counts,
+            ROW_BITS=block.bit_length() - 1, BLOCK=block, num_warps=4 if block <= 512 else 8,
+        )
+    # Rows outside every text (gaps between offsets) belong to no program: they keep the empty-slot values.
+    covered = seg >= 0
+    return (torch.where(covered, out_ids, -1), torch.where(covered, out_vals, 0.0),
+            torch.where(covered, out_src, -1), counts)
+
+
 def pool(
     hidden: Tensor, ids: Tensor, off: Tensor, lens: Tensor, weight: Tensor, bias: Tensor, skip: Tensor
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -109,6 +194,9 @@ def pool(
         return none, torch.zeros(t, dtype=torch.float32, device=dev), none.clone(), torch.zeros_like(none[:0])
     seg = segment_ids(off, lens, t)
     w = _token_weights(hidden, ids, seg, weight.float().contiguous(), bias.float(), skip.contiguous())
+    block = _pool_block(w, ids, lens) if t > 0 else None
+    if block is not None:
+        return _pool_in_programs(w, ids, off, lens, seg, block)
     keep = w != 0  # positive or NaN
     text = torch.where(keep, seg.long(), b)  # dropped tokens sort after every text
     order = torch.sort(w, descending=True, stable=True).indices
