@@ -43,8 +43,9 @@ def small_tiles(monkeypatch):
     from m3kernels.attention import triton as kernels
 
     tiles = kernels.Tiles(*SMALL)
-    for block_d in kernels.CONFIGS:
-        monkeypatch.setitem(kernels.CONFIGS, block_d, kernels.Configs(tiles, tiles, tiles))
+    for table in (kernels.CONFIGS, kernels.FP32_CONFIGS):
+        for block_d in table:
+            monkeypatch.setitem(table, block_d, kernels.Configs(tiles, tiles, tiles))
 
 
 def _nan_tailed(x):
@@ -97,9 +98,10 @@ def test_ragged_lengths(dtype, head_dim):
 
 
 @pytest.mark.parametrize("dtype", KERNEL_DTYPES, ids=str)
-def test_default_tiles(dtype):
-    # The shipped tile table: a 150-token sequence spans two query tiles and three key tiles with tails.
-    _check([3, 150, 0, 1], heads=2, head_dim=64, dtype=dtype)
+@pytest.mark.parametrize("head_dim", [64, 128])
+def test_default_tiles(dtype, head_dim):
+    # The shipped tile tables (16-bit and fp32): a 150-token sequence spans several query and key tiles with tails.
+    _check([3, 150, 0, 1], heads=2, head_dim=head_dim, dtype=dtype)
 
 
 @pytest.mark.usefixtures("small_tiles")

@@ -45,22 +45,21 @@ class Configs(NamedTuple):
     dq: Tiles
 
 
-# Fixed tiles per padded head_dim for 16-bit inputs (no autotuning at call time: calls are graph-capturable).
-# float32 inputs (IEEE dots, no tensor cores) use one stage and tiles of at most FP32_TILE_ELEMS // head_dim
-# rows (capped at 64), keeping their shared memory under 100 KiB.
+# Fixed tiles per padded head_dim (no autotuning at call time: calls are graph-capturable). 16-bit inputs run on
+# tensor cores with pipelined loads. float32 inputs (IEEE dots, no tensor cores) take one stage and the tiles that
+# spilled least in a sweep of .ci/compile_triton.py's stand-in compile (32 x 32, 8 warps; dQ at head_dim 128:
+# 16 x 16, 4 warps): they still spill at head_dim >= 64, where the fp32 operand rows outgrow the registers.
 CONFIGS: dict[int, Configs] = {
     block_d: Configs(Tiles(128, 64, 8, 3), Tiles(32, 128, 8, 3), Tiles(128, 32, 4, 3)) for block_d in (16, 32, 64)
 }
 CONFIGS[128] = Configs(Tiles(128, 64, 8, 3), Tiles(32, 64, 8, 3), Tiles(64, 32, 4, 3))
-FP32_TILE_ELEMS = 4096
+_FP32_TILES = Tiles(32, 32, 8, 1)
+FP32_CONFIGS: dict[int, Configs] = {block_d: Configs(*[_FP32_TILES] * 3) for block_d in (16, 32, 64)}
+FP32_CONFIGS[128] = Configs(_FP32_TILES, _FP32_TILES, Tiles(16, 16, 4, 1))
 
 
 def _tiles(kind: str, block_d: int, dtype: torch.dtype) -> Tiles:
-    t = getattr(CONFIGS[block_d], kind)
-    if dtype == torch.float32:
-        cap = min(64, FP32_TILE_ELEMS // block_d)
-        return Tiles(min(t.block_m, cap), min(t.block_n, cap), t.num_warps, 1)
-    return t
+    return getattr((FP32_CONFIGS if dtype == torch.float32 else CONFIGS)[block_d], kind)
 
 
 @triton.jit
