@@ -3,7 +3,8 @@
 #   bash bench/gpu_check.sh OUTDIR [PACKDIR]
 # builds m3kernels with its CUDA kernels, runs the test suite on the GPU (no interpreter: bf16 and large shapes
 # included), the GPU benchmarks (`m3k bench --quick`), the real-size fp16 encode against FlagEmbedding, and
-# compute-sanitizer on the CUDA backend tests; logs and a short table go to OUTDIR.
+# compute-sanitizer on the CUDA backend tests; logs, the benchmark table and a met / missed line per GPU target of
+# the issues (m3kernels/benchmarks/targets.py) go to OUTDIR, the targets printed last.
 # PACKDIR (optional, e.g. the device tool's $OUT, which returns at most 8 files): after every step OUTDIR is
 # packed into PACKDIR/gpu_check.tgz and PACKDIR/steps.txt, so a run cut off by its time limit still returns
 # everything finished so far.
@@ -88,4 +89,8 @@ echo "== steps"; cat "$OUT/steps.txt"
 echo "== test summary"; tail -n 3 "$OUT/tests.log"; tail -n 3 "$OUT/tests_gpu.log"
 echo "== encode (real size, fp16)"; tail -n 5 "$OUT/encode.log" 2>/dev/null
 echo "== bench"; cat "$OUT/bench/table.txt" 2>/dev/null || tail -n 20 "$OUT/bench.log"
+if [ -f "$OUT/bench/results.json" ]; then
+    echo "== targets"
+    python3 -m m3kernels.benchmarks.targets "$OUT/bench/results.json" "$OUT/encode_real.json" 2>&1 | tee "$OUT/targets.txt"
+fi
 pack

@@ -79,3 +79,32 @@ def test_encode_suite_reports_both_sides(monkeypatch):
     ours, flag = rows
     assert ours.status == "ok" and ours.achieved > 0 and ours.achieved_unit == "tok/s"
     assert flag.status == "unavailable" and "M3K_FLAG_PYTHON" in flag.note
+
+
+def test_gpu_targets_summary(tmp_path, capsys):
+    """The GPU target summary reads results.json rows: met, missed, comparisons and missing rows are told apart."""
+    from m3kernels.benchmarks import targets
+
+    rerank = targets.RERANK
+    rows = [
+        {"op": "maxsim", "shape": rerank, "provider": "m3k:triton", "status": "ok", "median_ms": 2.0,
+         "pct_of_ceiling": 85.0, "speedup_vs_reference": 4.0, "achieved": 2500.0, "achieved_unit": "GB/s"},
+        {"op": "maxsim", "shape": rerank, "provider": "m3k:cuda", "status": "ok", "median_ms": 2.4,
+         "pct_of_ceiling": 71.0, "speedup_vs_reference": 3.3, "achieved": 2100.0, "achieved_unit": "GB/s"},
+        {"op": "lexical_weights", "shape": "B=64 L=512 H=1024 vocab=250002 float16", "provider": "m3k:triton",
+         "status": "error", "note": "RuntimeError: boom"},
+    ]
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"machine": {"gpu": "Test GPU"}, "rows": rows}))
+    encode = tmp_path / "encode.json"
+    encode.write_text(json.dumps({"speedup": 2.5}))
+    assert targets.main([str(results), str(encode)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    line = {name: text for text in out for name in [text[7:].split(":")[0]]}
+    assert line["MaxSim rerank >= 80% copy bandwidth (triton)"].startswith("MET")
+    assert line["MaxSim rerank >= 5x padded einsum (triton)"].startswith("MISSED")
+    assert line["MaxSim rerank cuda within 10% of triton"].startswith("MISSED")  # 2.4 ms vs 2.0 ms
+    assert "error: RuntimeError" in line["sparse weights B=64 >= 70% copy bandwidth (triton, end to end)"]
+    assert line["attention 8192 tokens >= SDPA flash TFLOP/s"].startswith("-")
+    assert line["encode fp16 real size >= 2x FlagEmbedding"].startswith("MET")
+    assert out[0] == "targets (Test GPU):"
