@@ -78,17 +78,17 @@ def evaluate(target: Target, rows: list[dict]) -> tuple[str, bool | None]:
     return text, None if value is None else value >= target.goal
 
 
+def _line(name: str, text: str, met: bool | None) -> str:
+    return f"{'-' if met is None else 'MET' if met else 'MISSED':6} {name}: {text}"
+
+
 def report(results: dict, encode: dict | None) -> list[str]:
-    lines = []
-    for t in TARGETS:
-        text, met = evaluate(t, results["rows"])
-        lines.append(f"{'-' if met is None else 'MET' if met else 'MISSED':6} {t.name}: {text}")
+    lines = [_line(t.name, *evaluate(t, results["rows"])) for t in TARGETS]
     if encode is not None:
         speedup = encode.get("speedup")
-        met = None if speedup is None else speedup >= 2
         text = f"{speedup:.2f}x" if speedup is not None else f"not compared: {encode.get('flag_skipped')}"
-        lines.append(f"{'-' if met is None else 'MET' if met else 'MISSED':6} encode fp16 real size >= 2x "
-                     f"FlagEmbedding: {text}")
+        met = None if speedup is None else speedup >= 2
+        lines.append(_line("encode fp16 real size >= 2x FlagEmbedding", text, met))
     return lines
 
 
