@@ -162,8 +162,8 @@ class BGEM3(nn.Module):
         if not isinstance(max_seqlen, int) or isinstance(max_seqlen, bool):
             raise TypeError(f"max_seqlen must be an int; got {max_seqlen!r}")
         if _checks.data_checks_enabled() and input_ids.numel():
-            lengths = (cu[1:] - cu[:-1]).max().to(torch.int64)
-            lo, hi, longest = torch.stack([*torch.aminmax(input_ids), lengths]).tolist()  # one sync
+            longest_t = (cu[1:] - cu[:-1]).max().to(torch.int64)
+            lo, hi, longest = torch.stack([*torch.aminmax(input_ids), longest_t]).tolist()  # one sync
             vocab = self.encoder.config.vocab_size
             if lo < 0 or hi >= vocab:
                 raise ValueError(f"input_ids must lie in [0, {vocab}); got values in [{lo}, {hi}]")
