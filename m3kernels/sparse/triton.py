@@ -24,7 +24,7 @@ from torch import Tensor
 
 from m3kernels import _triton_compat
 from m3kernels.maxsim.triton import segment_ids
-from m3kernels.sparse.ops import define_backend, new_scores
+from m3kernels.sparse.ops import define_backend, new_pool_outputs, new_scores
 
 _triton_compat.patch_interpreter()
 
@@ -158,22 +158,17 @@ def _pool_block(w: Tensor, ids: Tensor, lens: Tensor) -> int | None:
     return block if hi < 2 ** (63 - row_bits) else None
 
 
-def _pool_in_programs(w: Tensor, ids: Tensor, off: Tensor, lens: Tensor, seg: Tensor, block: int):
-    t, b = w.shape[0], off.shape[0]
-    out_ids = torch.empty(t, dtype=torch.int64, device=w.device)
-    out_vals = torch.empty(t, dtype=torch.float32, device=w.device)
-    out_src = torch.empty(t, dtype=torch.int64, device=w.device)
-    counts = torch.empty(b, dtype=torch.int64, device=w.device)
-    keys = torch.empty(t, dtype=torch.int64, device=w.device)
+def _pool_in_programs(w: Tensor, ids: Tensor, off: Tensor, lens: Tensor, block: int):
+    # Rows outside every text (gaps between offsets) belong to no program: they keep the empty-slot values.
+    out_ids, out_vals, out_src, counts = new_pool_outputs(w, off.shape[0])
+    out_ids.fill_(-1)
+    keys = torch.empty(w.shape[0], dtype=torch.int64, device=w.device)
     with _triton_compat.device_context(w):
-        _pool_texts_kernel[(b,)](
+        _pool_texts_kernel[(off.shape[0],)](
             ids, w, off, lens, keys, out_ids, out_vals, out_src, counts,
             ROW_BITS=block.bit_length() - 1, BLOCK=block, num_warps=4 if block <= 512 else 8,
         )
-    # Rows outside every text (gaps between offsets) belong to no program: they keep the empty-slot values.
-    covered = seg >= 0
-    return (torch.where(covered, out_ids, -1), torch.where(covered, out_vals, 0.0),
-            torch.where(covered, out_src, -1), counts)
+    return out_ids, out_vals, out_src, counts
 
 
 def pool(
@@ -196,7 +191,7 @@ def pool(
     w = _token_weights(hidden, ids, seg, weight.float().contiguous(), bias.float(), skip.contiguous())
     block = _pool_block(w, ids, lens) if t > 0 else None
     if block is not None:
-        return _pool_in_programs(w, ids, off, lens, seg, block)
+        return _pool_in_programs(w, ids, off, lens, block)
     keep = w != 0  # positive or NaN
     text = torch.where(keep, seg.long(), b)  # dropped tokens sort after every text
     order = torch.sort(w, descending=True, stable=True).indices
