@@ -3,8 +3,9 @@
 #   bash bench/gpu_check.sh OUTDIR [PACKDIR]
 # builds m3kernels with its CUDA kernels, runs the test suite on the GPU (no interpreter: bf16 and large shapes
 # included), the GPU benchmarks (`m3k bench --quick`), the real-size fp16 encode against FlagEmbedding, and
-# compute-sanitizer on the CUDA backend tests; logs, the benchmark table and a met / missed line per GPU target of
-# the issues (m3kernels/benchmarks/targets.py) go to OUTDIR, the targets printed last.
+# compute-sanitizer on the CUDA backend tests, and a sweep of the Triton config tables on the target shapes
+# (m3kernels/benchmarks/tune.py); logs, the benchmark table and a met / missed line per GPU target of the issues
+# (m3kernels/benchmarks/targets.py) go to OUTDIR, the targets printed last.
 # PACKDIR (optional, e.g. the device tool's $OUT, which returns at most 8 files): after every step OUTDIR is
 # packed into PACKDIR/gpu_check.tgz and PACKDIR/steps.txt, so a run cut off by its time limit still returns
 # everything finished so far.
@@ -13,12 +14,15 @@
 # runs out gets SIGINT first (pytest then still prints its failures). Tests run without -x (one failure must not
 # hide others), in parallel workers when pytest-xdist is there, except the large-shape @pytest.mark.gpu tests,
 # which run one at a time (side by side their allocator caches would exceed the card's memory).
+# M3K_GPU_STEPS="encode memcheck racecheck tune" (names from steps.txt) runs only those steps: a second call on the
+# still-warm machine (the build and Triton's kernel cache are still there) for the steps the first one skipped.
 # Wheels from bench/fetch_gpu_wheels.sh (carry .whl): .whl/*.whl (GPU peers) go on the main path; .whl/flag/*.whl
 # form an overlay that only the FlagEmbedding reference process sees (it needs transformers<5).
 set -uo pipefail
 OUT="${1:?usage: bash bench/gpu_check.sh OUTDIR [PACKDIR]}"
 PACK="${2:-}"
 BUDGET="${M3K_GPU_BUDGET:-450}"
+STEPS=" ${M3K_GPU_STEPS:-build info tests tests_gpu bench flagenv encode memcheck racecheck tune} "
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 cd "$(dirname "$0")/.."
@@ -32,6 +36,7 @@ pack() {
 step() {  # step NAME SECONDS CMD...: run with a timeout within the budget, log to OUTDIR/NAME.log
     local name="$1" secs="$2"
     shift 2
+    [[ "$STEPS" == *" $name "* ]] || return 0
     local left=$((BUDGET - SECONDS))
     if [ "$left" -lt 15 ]; then
         echo "$name skipped (budget: ${left}s left)" | tee -a "$OUT/steps.txt"
@@ -48,11 +53,11 @@ step() {  # step NAME SECONDS CMD...: run with a timeout within the budget, log 
 : >"$OUT/steps.txt"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >"$OUT/gpu.txt" 2>&1
 if ls .whl/*.whl >/dev/null 2>&1; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/m3k-site .whl/*.whl \
+    python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/m3k-site .whl/*.whl \
         && export PYTHONPATH="/tmp/m3k-site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 if ls .whl/flag/*.whl >/dev/null 2>&1 \
-    && python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/m3k-flag .whl/flag/*.whl; then
+    && python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/m3k-flag .whl/flag/*.whl; then
     printf '#!/bin/sh\nPYTHONPATH=/tmp/m3k-flag exec %s "$@"\n' "$(command -v python3)" >/tmp/m3k-flag-python
     chmod +x /tmp/m3k-flag-python
     export M3K_FLAG_PYTHON=/tmp/m3k-flag-python
@@ -69,7 +74,7 @@ TESTS=(tests/test_cuda_backend.py tests/test_triton_maxsim.py tests/test_triton_
 ARCH="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n 1 | tr -d '. ')"
 step build 150 env MAX_JOBS=16 M3K_CUDA_ARCHS="${ARCH:-80;90}" python3 -m pip install -v --no-build-isolation \
     --no-deps -e .
-grep -E "registers|spill" "$OUT/build.log" | sort -u >"$OUT/ptxas.txt"
+[ -f "$OUT/build.log" ] && grep -E "registers|spill" "$OUT/build.log" | sort -u >"$OUT/ptxas.txt"
 step info 20 python3 -m m3kernels.cli info
 step tests 150 python3 -m pytest "${PYTEST_OPTS[@]}" "${XDIST[@]}" -m "not gpu" "${TESTS[@]}"
 step tests_gpu 90 python3 -m pytest "${PYTEST_OPTS[@]}" -m gpu "${TESTS[@]}"
@@ -85,10 +90,13 @@ if command -v compute-sanitizer >/dev/null; then
     step racecheck 40 compute-sanitizer --tool racecheck --error-exitcode 9 python3 -m pytest -q -x \
         -p no:cacheprovider tests/test_cuda_backend.py -k "not 1024 and not long_text and not triton"
 fi
+step tune 90 python3 -m m3kernels.benchmarks.tune --out "$OUT/tune" --budget 75
 echo "== steps"; cat "$OUT/steps.txt"
-echo "== test summary"; tail -n 3 "$OUT/tests.log"; tail -n 3 "$OUT/tests_gpu.log"
+echo "== test summary"; tail -n 3 "$OUT/tests.log" "$OUT/tests_gpu.log" 2>/dev/null
 echo "== encode (real size, fp16)"; tail -n 5 "$OUT/encode.log" 2>/dev/null
-echo "== bench"; cat "$OUT/bench/table.txt" 2>/dev/null || tail -n 20 "$OUT/bench.log"
+echo "== config sweep (best candidate per shape; full table in tune.log)"
+grep -E "^== |<- table|^  best" "$OUT/tune.log" 2>/dev/null | cut -c1-160
+echo "== bench"; cat "$OUT/bench/table.txt" 2>/dev/null || tail -n 20 "$OUT/bench.log" 2>/dev/null
 if [ -f "$OUT/bench/results.json" ]; then
     echo "== targets"
     python3 -m m3kernels.benchmarks.targets "$OUT/bench/results.json" "$OUT/encode_real.json" 2>&1 | tee "$OUT/targets.txt"

@@ -37,7 +37,8 @@ _FWD_CONFIGS = {
 }
 _BWD_BLOCK_Q = 16
 _BWD_BLOCK_E = 16
-_MAX_BLOCK_H = 128
+_MAX_BLOCK_H = 128  # of the backward kernels
+_BWD_WARPS = 4
 
 
 _triton_compat.patch_interpreter()
@@ -303,6 +304,7 @@ def _dd_deterministic(grad, q, q_off, q_len, argmax, dd, pairwise, block_h):
         PAIRWISE=pairwise,
         BLOCK_E=_BWD_BLOCK_E,
         BLOCK_H=block_h,
+        num_warps=_BWD_WARPS,
     )
 
 
@@ -346,6 +348,7 @@ def backward(
             SCATTER_DD=not deterministic,
             BLOCK_Q=_BWD_BLOCK_Q,
             BLOCK_H=block_h,
+            num_warps=_BWD_WARPS,
         )
         if deterministic:
             _dd_deterministic(grad, q, q_off, q_len, argmax, dd, pairwise, block_h)

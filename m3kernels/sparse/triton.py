@@ -30,6 +30,7 @@ _triton_compat.patch_interpreter()
 
 _POOL_BLOCK_T = 16
 _POOL_MAX_BLOCK_H = 256
+_POOL_WARPS = 4
 _POOL_MAX_TEXT = 2048  # longest text the one-program-per-text pool sorts in registers (compile time grows fast)
 _INT64_MAX = tl.constexpr(2**63 - 1)  # the sort key of a dropped token (sorts last)
 _SCORES_BLOCK_E = 16
@@ -92,6 +93,7 @@ def _token_weights(hidden: Tensor, ids: Tensor, seg: Tensor, weight: Tensor, bia
             h,
             BLOCK_T=_POOL_BLOCK_T,
             BLOCK_H=block_h,
+            num_warps=_POOL_WARPS,
         )
     return out
 

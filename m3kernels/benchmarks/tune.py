@@ -1,0 +1,321 @@
+"""Sweep of the Triton kernels' fixed config tables on the GPU target shapes of the issues (a developer tool).
+
+The kernels take their tiles from fixed tables (no autotuning at call time, so calls stay graph-capturable);
+this tool times the table entry that a target shape uses against nearby candidates, so that one GPU run says
+which entry to write into the table:
+
+- MaxSim forward, 16-bit inputs, H > 128 (``_FWD_CONFIGS`` in m3kernels/maxsim/triton.py): the rerank shape
+  (fp16, 1 query of 32 tokens, 10,000 docs of U[64,512] tokens, H=1024) and the all-pairs training shape (bf16,
+  64 x 64, Lq=32, Ld=256), both use the one entry; the backward constants on the all-pairs shape (its GB/s count
+  the doc rows gathered, one per query token and doc).
+- Attention forward, 16-bit, head_dim 64 (``CONFIGS[64].fwd`` in m3kernels/attention/triton.py): one 8192-token
+  text and 32 texts of U[64,2048] tokens, 16 heads.
+- Sparse token weights (``_POOL_BLOCK_T`` / ``_POOL_MAX_BLOCK_H`` / ``_POOL_WARPS`` in m3kernels/sparse/triton.py):
+  B=64, L=512, H=1024, fp16.
+
+Each candidate's output is first compared with the table entry's (with the first candidate that ran, should
+the entry fail): one that disagrees is reported as a mismatch, one that fails to compile as an error. Then it is
+timed with triton.testing.do_bench (median ms). Rows carry GB/s (bytes the kernel must read once) or TFLOP/s,
+and GB/s as a share of the copy bandwidth measured in the same run. Candidates run until --budget seconds are
+spent; the rest are listed as skipped.
+
+    python -m m3kernels.benchmarks.tune --out DIR [--budget 120]      (on a GPU; writes DIR/tune.json)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from m3kernels.benchmarks import roofline
+
+
+@dataclass
+class Shape:
+    """One input of a sweep: run() launches the kernel under the current table entry and returns its output."""
+
+    label: str
+    run: Callable[[], torch.Tensor]
+    bytes: float = 0.0
+    flops: float = 0.0
+    rtol: float = 1e-4  # of max(1, max |output|): candidates only reorder fp32 sums (attention: its fp16 P tiles)
+
+
+@dataclass
+class Sweep:
+    """Candidates for one table entry; apply(config) is a context manager that puts config into the table."""
+
+    name: str
+    table: str
+    candidates: list[tuple]
+    apply: Callable[[tuple], contextlib.AbstractContextManager]
+    shapes: list[Shape]
+
+
+@dataclass
+class Row:
+    sweep: str
+    table: str
+    shape: str
+    config: str
+    is_table_entry: bool
+    status: str
+    ms: float | None = None
+    gbps: float | None = None
+    tflops: float | None = None
+    pct_copy_bw: float | None = None
+
+
+@contextlib.contextmanager
+def swap(owner: Any, key: Any, value: Any) -> Iterator[None]:
+    """Temporarily owner[key] = value (a dict) or owner.key = value (a module); restored on exit."""
+    if isinstance(owner, dict):
+        old = owner[key]
+        owner[key] = value
+        try:
+            yield
+        finally:
+            owner[key] = old
+    else:
+        old = getattr(owner, key)
+        setattr(owner, key, value)
+        try:
+            yield
+        finally:
+            setattr(owner, key, old)
+
+
+def swap_attrs(module: Any, names: tuple[str, ...], values: tuple) -> contextlib.ExitStack:
+    """swap() of several module constants at once (names[i] = values[i])."""
+    stack = contextlib.ExitStack()
+    for name, value in zip(names, values, strict=True):
+        stack.enter_context(swap(module, name, value))
+    return stack
+
+
+def _candidates(entry: tuple, grid: Iterator[tuple], limit: int | None) -> list[tuple]:
+    """The table entry first, then the grid's other configs (at most limit in all)."""
+    out = [entry] + [c for c in dict.fromkeys(grid) if c != entry]
+    return out[:limit] if limit else out
+
+
+def _packed(lengths: list[int], dim: tuple[int, ...], dtype: torch.dtype, device: torch.device):
+    cu = torch.zeros(len(lengths) + 1, dtype=torch.int32)
+    cu[1:] = torch.tensor(lengths).cumsum(0)
+    x = torch.randn(int(cu[-1]), *dim, device=device, dtype=dtype)
+    return x, cu.to(device)
+
+
+def maxsim_sweep(device: torch.device, small: bool, limit: int | None) -> Sweep:
+    from m3kernels.maxsim import triton as kernels
+
+    key = (1 << 30, 2)  # the entry for 16-bit inputs with H > 128
+    g = torch.Generator().manual_seed(0)
+    hidden, n_docs, lo, hi, n_pairs, d_len = (160, 5, 3, 20, 3, 9) if small else (1024, 10_000, 64, 512, 64, 256)
+    train_dtype = torch.float16 if small else torch.bfloat16  # bf16 is wrong in the Triton interpreter
+
+    def shape(label: str, n_q: int, doc_lengths: list[int], dtype: torch.dtype) -> Shape:
+        q, cu_q = _packed([32] * n_q, (hidden,), dtype, device)
+        d, cu_d = _packed(doc_lengths, (hidden,), dtype, device)
+        segs = [(cu[:-1].contiguous(), (cu[1:] - cu[:-1]).contiguous()) for cu in (cu_q, cu_d)]
+        return Shape(label, lambda: kernels.forward(q, *segs[0], d, *segs[1], False, False)[0],
+                     bytes=float(d.numel() * d.element_size()), flops=2.0 * q.shape[0] * d.shape[0] * hidden)
+
+    rerank = torch.randint(lo, hi + 1, (n_docs,), generator=g).tolist()
+    return Sweep(
+        "maxsim forward (16-bit, H > 128)",
+        "m3kernels/maxsim/triton.py _FWD_CONFIGS[(1 << 30, 2)] = (BLOCK_D, BLOCK_H, warps, stages)",
+        _candidates(kernels._FWD_CONFIGS[key], itertools.chain(
+            itertools.product((32, 64, 128), (64, 128), (4, 8), (3,)),
+            ((64, 128, 4, s) for s in (2, 4))), limit),
+        lambda cfg: swap(kernels._FWD_CONFIGS, key, cfg),
+        [shape(f"rerank Nq=1 Lq=32 Nd={n_docs} Ld=U[{lo},{hi}] H={hidden} fp16", 1, rerank, torch.float16),
+         shape(f"all-pairs Nq=Nd={n_pairs} Lq=32 Ld={d_len} H={hidden} {str(train_dtype)[6:]}", n_pairs,
+               [d_len] * n_pairs, train_dtype)],
+    )
+
+
+def attention_sweep(device: torch.device, small: bool, limit: int | None) -> Sweep:
+    from m3kernels.attention import triton as kernels
+
+    heads, head_dim = (2, 64) if small else (16, 64)
+    g = torch.Generator().manual_seed(0)
+    mixed = torch.randint(5, 40, (3,), generator=g).tolist() if small else \
+        torch.randint(64, 2049, (32,), generator=g).tolist()
+
+    def shape(label: str, lengths: list[int]) -> Shape:
+        q, cu = _packed(lengths, (heads, head_dim), torch.float16, device)
+        k, v = torch.randn_like(q), torch.randn_like(q)
+        return Shape(label, lambda: kernels.forward(q, k, v, cu, max(lengths), head_dim**-0.5)[0],
+                     flops=4.0 * sum(n * n for n in lengths) * heads * head_dim, rtol=5e-3)
+
+    long = 70 if small else 8192
+    entry = kernels.CONFIGS[64]
+    return Sweep(
+        "attention forward (16-bit, head_dim 64)",
+        "m3kernels/attention/triton.py CONFIGS[64].fwd = Tiles(block_m, block_n, warps, stages)",
+        _candidates(tuple(entry.fwd), itertools.chain(
+            itertools.product((64, 128), (32, 64, 128), (4, 8), (3,)),
+            ((*entry.fwd[:3], s) for s in (2, 4))), limit),
+        lambda cfg: swap(kernels.CONFIGS, 64, entry._replace(fwd=kernels.Tiles(*cfg))),
+        [shape(f"1 text x {long} heads={heads} d={head_dim} fp16", [long]),
+         shape(f"{len(mixed)} texts U[{min(mixed)},{max(mixed)}] heads={heads} d={head_dim} fp16", mixed)],
+    )
+
+
+def sparse_sweep(device: torch.device, small: bool, limit: int | None) -> Sweep:
+    from m3kernels.sparse import triton as kernels
+
+    batch, length, hidden = (2, 9, 100) if small else (64, 512, 1024)
+    h = torch.randn(batch * length, hidden, device=device, dtype=torch.float16)
+    ids = torch.randint(0, 250_002, (batch * length,), device=device)
+    seg = torch.arange(batch, device=device, dtype=torch.int32).repeat_interleave(length)
+    weight = torch.randn(hidden, device=device) / hidden**0.5
+    bias = torch.full((1,), 0.5, device=device)
+    skip = torch.tensor([0, 1, 2, 3], device=device)
+
+    names = ("_POOL_BLOCK_T", "_POOL_MAX_BLOCK_H", "_POOL_WARPS")
+    return Sweep(
+        "sparse token weights (read pass of lexical_weights)",
+        f"m3kernels/sparse/triton.py ({', '.join(names)})",
+        _candidates(tuple(getattr(kernels, n) for n in names),
+                    itertools.product((8, 16, 32, 64), (256, 512), (4, 8)), limit),
+        lambda cfg: swap_attrs(kernels, names, cfg),
+        [Shape(f"B={batch} L={length} H={hidden} fp16",
+               lambda: kernels._token_weights(h, ids, seg, weight, bias, skip),
+               bytes=float(h.numel() * h.element_size()))],
+    )
+
+
+def maxsim_backward_sweep(device: torch.device, small: bool, limit: int | None) -> Sweep:
+    from m3kernels.maxsim import triton as kernels
+
+    n, d_len, hidden = (3, 9, 160) if small else (64, 256, 1024)
+    dtype = torch.float16 if small else torch.bfloat16
+    q, cu_q = _packed([32] * n, (hidden,), dtype, device)
+    d, cu_d = _packed([d_len] * n, (hidden,), dtype, device)
+    segs = [(cu[:-1].contiguous(), (cu[1:] - cu[:-1]).contiguous()) for cu in (cu_q, cu_d)]
+    argmax = kernels.forward(q, *segs[0], d, *segs[1], False, True)[1]
+    grad = torch.randn(n, n, device=device)
+
+    def run() -> torch.Tensor:
+        dq, dd = kernels.backward(grad, q, *segs[0], d, *segs[1], argmax, False, False)
+        return torch.cat([dq.flatten(), dd.flatten()])
+
+    names = ("_BWD_BLOCK_Q", "_MAX_BLOCK_H", "_BWD_WARPS")
+    return Sweep(
+        "maxsim backward (atomic dD)",
+        f"m3kernels/maxsim/triton.py ({', '.join(names)})",
+        _candidates(tuple(getattr(kernels, name) for name in names),
+                    itertools.product((16, 32, 64), (64, 128, 256), (4, 8)), limit),
+        lambda cfg: swap_attrs(kernels, names, cfg),
+        [Shape(f"all-pairs Nq=Nd={n} Lq=32 Ld={d_len} H={hidden} {str(dtype)[6:]}", run,
+               bytes=float(n * 32 * n * hidden * d.element_size()))],
+    )
+
+
+SWEEPS = (maxsim_sweep, maxsim_backward_sweep, attention_sweep, sparse_sweep)
+
+
+def _median_ms(fn: Callable[[], object], device: torch.device) -> float:
+    if device.type == "cuda":
+        import triton.testing
+
+        return float(triton.testing.do_bench(fn, warmup=10, rep=50, return_mode="median"))
+    start = time.perf_counter()  # the interpreter (tests): one call, the mechanics only
+    fn()
+    return (time.perf_counter() - start) * 1e3
+
+
+def run_sweep(sweep: Sweep, device: torch.device, deadline: float, copy_gbps: float) -> list[Row]:
+    """Rows for every (shape, candidate): ok with timings, mismatch, error, or skipped past the deadline."""
+    rows = []
+    baseline: dict[str, torch.Tensor] = {}
+    for cfg in sweep.candidates:
+        for shape in sweep.shapes:
+            row = Row(sweep.name, sweep.table, shape.label, str(cfg), cfg == sweep.candidates[0], "ok")
+            rows.append(row)
+            if time.monotonic() > deadline:
+                row.status = "skipped (budget)"
+                continue
+            try:
+                with sweep.apply(cfg):
+                    out = shape.run().float()
+                    base = baseline.setdefault(shape.label, out)
+                    err = (out - base).abs().max().item() if out.numel() else 0.0
+                    if not err <= shape.rtol * max(1.0, base.abs().max().item() if base.numel() else 0.0):
+                        row.status = f"mismatch: max |diff| {err:.3g} from the first candidate's output"
+                        continue
+                    row.ms = _median_ms(shape.run, device)
+            except Exception as exc:  # a candidate may not compile (shared memory, registers): report it
+                row.status = f"error: {type(exc).__name__}: {str(exc).splitlines()[0][:100] if str(exc) else ''}"
+                continue
+            seconds = row.ms / 1e3
+            if shape.bytes:
+                row.gbps = shape.bytes / seconds / 1e9
+                row.pct_copy_bw = 100.0 * row.gbps / copy_gbps if copy_gbps else None
+            if shape.flops:
+                row.tflops = shape.flops / seconds / 1e12
+    return rows
+
+
+def report(rows: list[Row]) -> str:
+    """Per (sweep, shape): every candidate by time, the table entry marked, and the best one's speed-up."""
+    groups: dict[tuple[str, str], list[Row]] = {}
+    for r in rows:
+        groups.setdefault((r.sweep, r.shape), []).append(r)
+    lines = []
+    for (sweep, shape), group in groups.items():
+        group = sorted(group, key=lambda r: (r.ms is None, r.ms or 0.0))
+        entry = next((r for r in group if r.is_table_entry), None)
+        lines.append(f"== {sweep}: {shape}  [{group[0].table}]")
+        for r in group:
+            speed = f"{r.gbps:8.1f} GB/s ({r.pct_copy_bw:.0f}% copy)" if r.gbps and r.pct_copy_bw is not None \
+                else (f"{r.tflops:8.1f} TFLOP/s" if r.tflops else "")
+            ms = f"{r.ms:9.3f} ms" if r.ms is not None else " " * 12
+            tag = " <- table" if r.is_table_entry else ""
+            lines.append(f"  {r.config:<22} {ms}  {speed:<28} {r.status if r.status != 'ok' else ''}{tag}")
+        best = group[0]
+        if entry and entry.ms and best.ms and best is not entry:
+            lines.append(f"  best {best.config}: {entry.ms / best.ms:.2f}x the table entry")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--budget", type=float, default=120.0, help="seconds for all sweeps")
+    parser.add_argument("--small", action="store_true", help="tiny shapes (the interpreter's smoke test)")
+    parser.add_argument("--limit", type=int, default=None, help="candidates per sweep, table entry first")
+    args = parser.parse_args(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cpu" and not args.small:
+        parser.error("the full-size sweep needs a CUDA GPU (--small runs tiny shapes in the Triton interpreter)")
+    end = time.monotonic() + args.budget
+    ceilings = roofline.measure(device, quick=True) if device.type == "cuda" else {"gbps": 0.0}
+    rows: list[Row] = []
+    for i, make in enumerate(SWEEPS):  # each sweep gets an equal share of what is left
+        deadline = time.monotonic() + (end - time.monotonic()) / (len(SWEEPS) - i)
+        rows += run_sweep(make(device, args.small, args.limit), device, deadline, ceilings["gbps"])
+        if device.type == "cuda":
+            torch.cuda.empty_cache()  # the rerank docs alone take ~6 GB
+    args.out.mkdir(parents=True, exist_ok=True)
+    name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu (Triton interpreter)"
+    (args.out / "tune.json").write_text(json.dumps(
+        {"device": name, "copy_gbps": ceilings["gbps"], "rows": [asdict(r) for r in rows]}, indent=1))
+    print(f"device: {name}; copy bandwidth {ceilings['gbps']:.0f} GB/s")
+    print(report(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

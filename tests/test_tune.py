@@ -1,0 +1,73 @@
+"""The config sweep tool (m3kernels.benchmarks.tune): checks before timing, reports mismatches and compile
+errors, restores the tables, and runs every sweep end to end on tiny shapes (interpreter here, real on GPU)."""
+
+import json
+
+import pytest
+import torch
+
+from m3kernels.attention import triton as attention_triton
+from m3kernels.benchmarks import tune
+from m3kernels.maxsim import triton as maxsim_triton
+from m3kernels.sparse import triton as sparse_triton
+
+
+def _sweep(state: dict, candidates: list[tuple]) -> tune.Sweep:
+    def run():
+        if state["v"] == 3:
+            raise RuntimeError("out of resources: shared memory")
+        return torch.tensor([1.0, 5.0]) * (2.0 if state["v"] == 2 else 1.0)
+
+    return tune.Sweep("toy", "table", candidates, lambda cfg: tune.swap(state, "v", cfg[0]),
+                      [tune.Shape("x", run, bytes=8.0)])
+
+
+def test_run_sweep_checks_each_candidate_against_the_table_entry():
+    state = {"v": 0}
+    rows = tune.run_sweep(_sweep(state, [(1,), (2,), (3,), (4,)]), torch.device("cpu"), float("inf"), 1.0)
+    status = {r.config: r.status for r in rows}
+    assert status["(1,)"] == "ok" and status["(4,)"] == "ok"
+    assert status["(2,)"].startswith("mismatch")
+    assert status["(3,)"].startswith("error: RuntimeError: out of resources")
+    assert [r.is_table_entry for r in rows] == [True, False, False, False]
+    assert rows[0].ms is not None and rows[0].gbps is not None and rows[1].ms is None
+    assert state["v"] == 0  # restored after every candidate, errors included
+    text = tune.report(rows)
+    assert "<- table" in text and "mismatch" in text
+
+
+def test_run_sweep_skips_past_the_deadline():
+    rows = tune.run_sweep(_sweep({"v": 0}, [(1,), (4,)]), torch.device("cpu"), 0.0, 1.0)
+    assert {r.status for r in rows} == {"skipped (budget)"}
+
+
+def test_swap_restores_on_error():
+    table = {"k": 1}
+    with pytest.raises(ValueError), tune.swap(table, "k", 2):
+        assert table["k"] == 2
+        raise ValueError
+    assert table == {"k": 1}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="tiny shapes are for the interpreter")
+def test_every_sweep_runs_on_tiny_shapes(tmp_path, capsys):
+    def tables():
+        return (dict(maxsim_triton._FWD_CONFIGS), maxsim_triton._BWD_WARPS, dict(attention_triton.CONFIGS),
+                sparse_triton._POOL_BLOCK_T, sparse_triton._POOL_WARPS)
+
+    before = tables()
+    assert tune.main(["--out", str(tmp_path), "--small", "--limit", "2"]) == 0
+    rows = json.loads((tmp_path / "tune.json").read_text())["rows"]
+    shapes = {(r["sweep"], r["shape"]) for r in rows}
+    assert len(shapes) == 6 and len(rows) == 12
+    assert all(r["status"] == "ok" and r["ms"] > 0 for r in rows), rows
+    assert sum(r["is_table_entry"] for r in rows) == 6
+    assert tables() == before
+    assert "<- table" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU refusal")
+def test_full_size_sweep_needs_a_gpu(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        tune.main(["--out", str(tmp_path)])
+    assert exc.value.code == 2 and "needs a CUDA GPU" in capsys.readouterr().err
