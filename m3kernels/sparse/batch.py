@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -83,9 +84,11 @@ class SparseBatch:
     def to_sparse_csr(self, vocab_size: int) -> Tensor:
         """torch.sparse_csr_tensor of shape [B, vocab_size]."""
         self._check_vocab(vocab_size)
-        return torch.sparse_csr_tensor(
-            self.indptr, self.ids, self.values, (len(self), vocab_size), check_invariants=False
-        )
+        with warnings.catch_warnings():  # torch 2.11 warns "implicitly disabled" even when asked explicitly
+            warnings.filterwarnings("ignore", "Sparse invariant checks are implicitly disabled")
+            return torch.sparse_csr_tensor(
+                self.indptr, self.ids, self.values, (len(self), vocab_size), check_invariants=False
+            )
 
     def _check_vocab(self, vocab_size: int) -> None:
         if not isinstance(vocab_size, int) or vocab_size < 1:
