@@ -136,8 +136,9 @@ DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def sweep_maxsim() -> None:
-    """Every forward config (hidden-size bucket x dtype x query-length bucket, ragged tails, Nq = 1), and the
-    backward kernels in both modes, all-pairs and pairwise."""
+    """Every forward config (hidden-size bucket x dtype; one query: the per-pair kernel's query-length buckets,
+    several: the row-block kernel, with and without argmax; pairwise), and the backward kernels in both modes,
+    all-pairs and pairwise."""
     from m3kernels.maxsim import triton as k
 
     d_lens = [37, 64, 1, 200]
@@ -149,7 +150,7 @@ def sweep_maxsim() -> None:
 
     for dtype in DTYPES:
         for h in (100, 128, 1024):
-            for q_lens in ([9], [32, 20, 33, 31], [64, 64]):  # BLOCK_Q buckets 16, 32, 64; Nq = 1
+            for q_lens in ([9], [32], [64], [32, 20, 33, 31]):  # one query: BLOCK_Q buckets 16, 32, 64; row blocks
                 k.forward(*args(q_lens, h, dtype), False, True)
             for pairwise, need_argmax in ((True, True), (True, False), (False, False)):
                 k.forward(*args([32, 20, 33, 31], h, dtype), pairwise, need_argmax)
@@ -195,7 +196,8 @@ def sweep_attention() -> None:
 # Kernels every sweep must have compiled for each input dtype (a sweep that silently skips a launch, e.g. after
 # an early return on empty input, must fail CI rather than shrink the check).
 EXPECTED = {
-    "_maxsim_fwd_kernel": DTYPES, "_maxsim_bwd_q_kernel": DTYPES, "_maxsim_bwd_d_kernel": DTYPES,
+    "_maxsim_fwd_kernel": DTYPES, "_maxsim_rows_fwd_kernel": DTYPES, "_segment_sum_kernel": (torch.float32,),
+    "_maxsim_bwd_q_kernel": DTYPES, "_maxsim_bwd_d_kernel": DTYPES,
     "_token_weights_kernel": DTYPES, "_lexical_scores_kernel": (torch.float32,), "_pool_texts_kernel": (torch.float32,),
     "_fwd_kernel": DTYPES, "_delta_kernel": DTYPES, "_dkdv_kernel": DTYPES, "_dq_kernel": DTYPES,
 }

@@ -9,6 +9,7 @@ import torch
 
 import m3kernels
 from m3kernels.maxsim import reference
+from m3kernels.maxsim import triton as triton_maxsim
 from tests.helpers import DEVICE, KERNEL_DTYPES, backends, cu_from_lengths, poison_, tol
 
 pytestmark = pytest.mark.skipif("triton" not in backends("maxsim"), reason="triton backend unavailable here")
@@ -27,16 +28,17 @@ def reference64(q, cu_q, d, cu_d, pairwise, normalize=False):
 
 
 # Query lengths straddle the 16-row query block (1, 7, 40 -> several blocks); doc lengths straddle the 32/64-token
-# doc tiles (70), include a 0-length doc and a 1-token doc; H=33 leaves a masked hidden tail.
+# doc tiles (70), include a 0-length doc and a 1-token doc; 5 docs leave a tail of the backward's 4-doc steps;
+# H=33 leaves a masked hidden tail.
 Q_LENS = [1, 7, 40]
-D_LENS = [5, 0, 70, 1]
+D_LENS = [5, 0, 70, 1, 3]
 
 
 @pytest.mark.parametrize("dtype", KERNEL_DTYPES)
-@pytest.mark.parametrize("pairwise", [False, True])
+@pytest.mark.parametrize(("pairwise", "q_lens"), [(False, Q_LENS), (False, [40]), (True, [*Q_LENS, 3, 2])])
 @pytest.mark.parametrize("hidden", [1, 33])
-def test_varlen_forward_matches_reference(dtype, pairwise, hidden):
-    q_lens = [*Q_LENS, 3] if pairwise else Q_LENS
+def test_varlen_forward_matches_reference(dtype, pairwise, q_lens, hidden):
+    """Several queries run the row-block kernel, one query (and pairwise) the per-pair kernel."""
     q, cu_q = packed(q_lens, hidden, dtype)
     d, cu_d = packed(D_LENS, hidden, dtype)
     got = m3kernels.maxsim_varlen(q, cu_q, d, cu_d, pairwise=pairwise, backend="triton")
@@ -44,6 +46,30 @@ def test_varlen_forward_matches_reference(dtype, pairwise, hidden):
     assert got.dtype == torch.float32 and got.shape == want.shape
     torch.testing.assert_close(got.double(), want, **tol(dtype))
     assert torch.all((got[1] if pairwise else got[:, 1]) == 0)  # the empty doc scores 0
+
+
+def test_forward_kernel_choice():
+    assert not triton_maxsim._use_row_blocks(1, 32, 10_000, False, False)  # rerank: per pair
+    assert not triton_maxsim._use_row_blocks(4, 128, 4, True, True)  # pairwise: per pair
+    assert triton_maxsim._use_row_blocks(64, 2048, 64, False, True)  # training: row blocks
+    big = triton_maxsim._ROW_MAX_BUFFER
+    assert not triton_maxsim._use_row_blocks(8, big, 8, False, False)  # inference: no large row-max buffer
+    assert triton_maxsim._use_row_blocks(8, big, 8, False, True)  # ... unless the argmax has that size anyway
+
+
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES)
+def test_row_block_and_per_pair_kernels_agree(dtype, monkeypatch):
+    """The same all-pairs problem through both forward kernels (rows outside every query included)."""
+    q = torch.randn(60, 33, device=DEVICE).to(dtype)
+    q_off, q_len = torch.tensor([0, 9, 50], dtype=torch.int32), torch.tensor([7, 40, 10], dtype=torch.int32)
+    d, cu_d = packed(D_LENS, 33, dtype)
+    args = (q, q_off.to(DEVICE), q_len.to(DEVICE), d, cu_d[:-1].contiguous(), (cu_d[1:] - cu_d[:-1]).contiguous())
+    rows, arg_rows = triton_maxsim.forward(*args, False, True)
+    monkeypatch.setattr(triton_maxsim, "_ROW_MAX_BUFFER", 0)
+    pairs, _ = triton_maxsim.forward(*args, False, False)
+    torch.testing.assert_close(rows, pairs, rtol=1e-5, atol=1e-5)
+    assert (arg_rows[7:9] == -1).all() and (arg_rows[49] == -1).all()  # rows in no query
+    assert (arg_rows[:7, [0, 2, 3, 4]] >= 0).all() and (arg_rows[:, 1] == -1).all()  # doc 1 is empty
 
 
 @pytest.mark.parametrize("dtype", KERNEL_DTYPES)
@@ -69,7 +95,7 @@ def test_padded_masks_and_normalize(dtype, pairwise):
 @pytest.mark.parametrize("pairwise", [False, True])
 @pytest.mark.parametrize("deterministic", [False, True])
 def test_backward_matches_reference_autograd(dtype, pairwise, deterministic):
-    q_lens = [*Q_LENS, 2] if pairwise else Q_LENS
+    q_lens = [*Q_LENS, 2, 9] if pairwise else Q_LENS
     q, cu_q = packed(q_lens, 33, dtype)
     d, cu_d = packed(D_LENS, 33, dtype)
     q.requires_grad_()

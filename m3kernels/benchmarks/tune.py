@@ -4,10 +4,11 @@ The kernels take their tiles from fixed tables (no autotuning at call time, so c
 this tool times the table entry that a target shape uses against nearby candidates, so that one GPU run says
 which entry to write into the table:
 
-- MaxSim forward, 16-bit inputs, H > 128 (``_FWD_CONFIGS`` in m3kernels/maxsim/triton.py): the rerank shape
-  (fp16, 1 query of 32 tokens, 10,000 docs of U[64,512] tokens, H=1024) and the all-pairs training shape (bf16,
-  64 x 64, Lq=32, Ld=256), both use the one entry; the backward constants on the all-pairs shape (its GB/s count
-  the doc rows gathered, one per query token and doc).
+- MaxSim forward, one query, 16-bit, H > 128 (``_FWD_CONFIGS`` in m3kernels/maxsim/triton.py): the rerank shape
+  (fp16, 1 query of 32 tokens, 10,000 docs of U[64,512] tokens, H=1024).
+- MaxSim forward, several queries (``_ROWS_CONFIGS``): the all-pairs training shape (bf16, 64 x 64, Lq=32,
+  Ld=256), with the per-pair kernel on the same shape as one more candidate; the backward constants on that shape
+  (its GB/s count the doc rows gathered, one per query token and doc).
 - Attention forward, 16-bit, head_dim 64 (``CONFIGS[64].fwd`` in m3kernels/attention/triton.py): one 8192-token
   text and 32 texts of U[64,2048] tokens, 16 heads.
 - Sparse token weights (``_POOL_BLOCK_T`` / ``_POOL_MAX_BLOCK_H`` / ``_POOL_WARPS`` in m3kernels/sparse/triton.py):
@@ -115,32 +116,55 @@ def _packed(lengths: list[int], dim: tuple[int, ...], dtype: torch.dtype, device
     return x, cu.to(device)
 
 
+def _maxsim_shape(label: str, kernels: Any, q_lens: list[int], d_lens: list[int], hidden: int, dtype: torch.dtype,
+                  device: torch.device) -> Shape:
+    """The MaxSim forward (scores only, as at inference) on packed queries and docs."""
+    q, cu_q = _packed(q_lens, (hidden,), dtype, device)
+    d, cu_d = _packed(d_lens, (hidden,), dtype, device)
+    segs = [(cu[:-1].contiguous(), (cu[1:] - cu[:-1]).contiguous()) for cu in (cu_q, cu_d)]
+    return Shape(label, lambda: kernels.forward(q, *segs[0], d, *segs[1], False, False)[0],
+                 bytes=float(d.numel() * d.element_size()), flops=2.0 * q.shape[0] * d.shape[0] * hidden)
+
+
 def maxsim_sweep(device: torch.device, small: bool, limit: int | None) -> Sweep:
     from m3kernels.maxsim import triton as kernels
 
     key = (1 << 30, 2)  # the entry for 16-bit inputs with H > 128
-    g = torch.Generator().manual_seed(0)
-    hidden, n_docs, lo, hi, n_pairs, d_len = (160, 5, 3, 20, 3, 9) if small else (1024, 10_000, 64, 512, 64, 256)
-    train_dtype = torch.float16 if small else torch.bfloat16  # bf16 is wrong in the Triton interpreter
-
-    def shape(label: str, n_q: int, doc_lengths: list[int], dtype: torch.dtype) -> Shape:
-        q, cu_q = _packed([32] * n_q, (hidden,), dtype, device)
-        d, cu_d = _packed(doc_lengths, (hidden,), dtype, device)
-        segs = [(cu[:-1].contiguous(), (cu[1:] - cu[:-1]).contiguous()) for cu in (cu_q, cu_d)]
-        return Shape(label, lambda: kernels.forward(q, *segs[0], d, *segs[1], False, False)[0],
-                     bytes=float(d.numel() * d.element_size()), flops=2.0 * q.shape[0] * d.shape[0] * hidden)
-
-    rerank = torch.randint(lo, hi + 1, (n_docs,), generator=g).tolist()
+    hidden, n_docs, lo, hi = (160, 5, 3, 20) if small else (1024, 10_000, 64, 512)
+    lengths = torch.randint(lo, hi + 1, (n_docs,), generator=torch.Generator().manual_seed(0)).tolist()
     return Sweep(
-        "maxsim forward (16-bit, H > 128)",
+        "maxsim forward, one query (per-pair kernel, 16-bit, H > 128)",
         "m3kernels/maxsim/triton.py _FWD_CONFIGS[(1 << 30, 2)] = (BLOCK_D, BLOCK_H, warps, stages)",
         _candidates(kernels._FWD_CONFIGS[key], itertools.chain(
             itertools.product((32, 64, 128), (64, 128), (4, 8), (3,)),
             ((64, 128, 4, s) for s in (2, 4))), limit),
         lambda cfg: swap(kernels._FWD_CONFIGS, key, cfg),
-        [shape(f"rerank Nq=1 Lq=32 Nd={n_docs} Ld=U[{lo},{hi}] H={hidden} fp16", 1, rerank, torch.float16),
-         shape(f"all-pairs Nq=Nd={n_pairs} Lq=32 Ld={d_len} H={hidden} {str(train_dtype)[6:]}", n_pairs,
-               [d_len] * n_pairs, train_dtype)],
+        [_maxsim_shape(f"rerank Nq=1 Lq=32 Nd={n_docs} Ld=U[{lo},{hi}] H={hidden} fp16", kernels, [32], lengths,
+                       hidden, torch.float16, device)],
+    )
+
+
+PER_PAIR = ("per-pair kernel",)  # a candidate of the row-block sweep: the per-pair kernel on the same shape
+
+
+def maxsim_rows_sweep(device: torch.device, small: bool, limit: int | None) -> Sweep:
+    from m3kernels.maxsim import triton as kernels
+
+    n, d_len, hidden = (3, 9, 160) if small else (64, 256, 1024)
+    dtype = torch.float16 if small else torch.bfloat16  # bf16 is wrong in the Triton interpreter
+
+    def apply(cfg: tuple) -> contextlib.AbstractContextManager:
+        return swap(kernels, "_ROW_MAX_BUFFER", 0) if cfg == PER_PAIR else swap(kernels._ROWS_CONFIGS, 2, cfg)
+
+    grid = itertools.chain(itertools.product((64, 128), (64, 128), (32, 64), (4, 8), (3,)), [PER_PAIR])
+    candidates = _candidates(kernels._ROWS_CONFIGS[2], grid, limit)
+    return Sweep(
+        "maxsim forward, several queries (row-block kernel, 16-bit)",
+        "m3kernels/maxsim/triton.py _ROWS_CONFIGS[2] = (BLOCK_M, BLOCK_D, BLOCK_H, warps, stages)",
+        candidates if PER_PAIR in candidates else [*candidates[:-1], PER_PAIR],  # always compared
+        apply,
+        [_maxsim_shape(f"all-pairs Nq=Nd={n} Lq=32 Ld={d_len} H={hidden} {str(dtype)[6:]}", kernels, [32] * n,
+                       [d_len] * n, hidden, dtype, device)],
     )
 
 
@@ -211,19 +235,19 @@ def maxsim_backward_sweep(device: torch.device, small: bool, limit: int | None) 
         dq, dd = kernels.backward(grad, q, *segs[0], d, *segs[1], argmax, False, False)
         return torch.cat([dq.flatten(), dd.flatten()])
 
-    names = ("_BWD_BLOCK_Q", "_MAX_BLOCK_H", "_BWD_WARPS")
+    names = ("_BWD_BLOCK_Q", "_BWD_BLOCK_J", "_MAX_BLOCK_H", "_BWD_WARPS")
     return Sweep(
         "maxsim backward (atomic dD)",
         f"m3kernels/maxsim/triton.py ({', '.join(names)})",
         _candidates(tuple(getattr(kernels, name) for name in names),
-                    itertools.product((16, 32, 64), (64, 128, 256), (4, 8)), limit),
+                    itertools.product((16, 32), (2, 4, 8), (32, 64, 128), (4, 8)), limit),
         lambda cfg: swap_attrs(kernels, names, cfg),
         [Shape(f"all-pairs Nq=Nd={n} Lq=32 Ld={d_len} H={hidden} {str(dtype)[6:]}", run,
                bytes=float(n * 32 * n * hidden * d.element_size()))],
     )
 
 
-SWEEPS = (maxsim_sweep, maxsim_backward_sweep, attention_sweep, sparse_sweep)
+SWEEPS = (maxsim_sweep, maxsim_rows_sweep, maxsim_backward_sweep, attention_sweep, sparse_sweep)
 
 
 def _median_ms(fn: Callable[[], object], device: torch.device) -> float:

@@ -3,21 +3,26 @@
 Layout as in csrc/maxsim/maxsim.h: q [Tq, H] and d [Td, H] row-major in one dtype (fp32 / fp16 / bf16);
 query i is rows q_off[i] .. q_off[i] + q_len[i], doc j rows d_off[j] .. d_off[j] + d_len[j] (int32).
 
-Forward: one program per (query, doc) pair (per pair i when pairwise), on one flat grid axis. It walks the
-query in BLOCK_Q-row blocks and the doc in BLOCK_D-token tiles, computing each [BLOCK_Q, BLOCK_D] similarity
-tile with ``tl.dot`` on the native dtype (fp32 accumulation, hidden size in BLOCK_H chunks) and keeping only
-the running max and its first arg-max per query token in registers; the similarity tensor never reaches
-memory. BLOCK_Q is a power-of-two bucket of the mean query length (read from shapes, no device sync); longer queries
-take several blocks, so any length is correct and serving never recompiles per length. BLOCK_D / BLOCK_H /
-warps / stages come from a fixed table keyed on (hidden-size bucket, dtype): no autotuning at call time, no
-host syncs, so the forward can be captured in a CUDA graph.
+Forward: both kernels walk a doc in BLOCK_D-token tiles, computing each [rows, BLOCK_D] similarity tile with
+``tl.dot`` on the native dtype (fp32 accumulation, hidden size in BLOCK_H chunks) and keeping only the running
+max and its first arg-max per query token in registers (``_row_max``); the similarity tensor never reaches memory.
+- One query (or pairwise): one program per (query, doc) pair on a flat grid axis, walking the query in BLOCK_Q-row
+  blocks; BLOCK_Q is a power-of-two bucket of the mean query length (from shapes, no device sync), so serving never
+  recompiles per length. Extra memory: the scores only.
+- Several queries, all pairs (training, batched search): one program per (block of BLOCK_M query rows, doc). The
+  rows may span several queries, so every doc tile read feeds a tall tile (a GEMM-shaped [BLOCK_M, BLOCK_D] dot
+  instead of one query's 32 rows: each doc is read Tq / BLOCK_M times, not Nq times). Each row's max goes to a
+  [Tq, Nd] fp32 buffer (the size of the argmax that training saves anyway), summed per query in a fixed order by
+  a second kernel. Used when that buffer stays under _ROW_MAX_BUFFER entries or the argmax is kept.
+Tiles, warps and stages come from fixed tables keyed on (hidden-size bucket, dtype): no autotuning at call time, no
+host syncs, so the forward can be captured in a CUDA graph (m3kernels/benchmarks/tune.py times the entries).
 
-Backward from the saved argmax: dq_t = sum_j g(i, j) d[argmax(t, j)] is gathered per query token (each row
-owned by one program: deterministic). dd[argmax(t, j)] += g(i, j) q_t is either scattered with atomics
-(deterministic=False) or, with deterministic=True, reduced per doc row in a fixed order after a stable sort
-of the argmax (a segmented sum: no float atomics, bitwise reproducible).
+Backward from the saved argmax: dq_t = sum_j g(query(t), j) d[argmax(t, j)] is gathered per block of BLOCK_Q query
+rows, BLOCK_J docs at a time (each row owned by one program, fixed order: deterministic). dd[argmax(t, j)] +=
+g q_t is either scattered with atomics in the same pass (deterministic=False) or, with deterministic=True,
+reduced per doc row in a fixed order after a stable sort of the argmax (a segmented sum: no float atomics,
+bitwise reproducible).
 """
-
 from __future__ import annotations
 
 import torch
@@ -35,9 +40,14 @@ _FWD_CONFIGS = {
     (1 << 30, 2): (64, 128, 4, 3),
     (1 << 30, 4): (32, 64, 4, 2),
 }
+# The row-block forward: element size -> BLOCK_M, BLOCK_D, BLOCK_H, num_warps, num_stages.
+_ROWS_CONFIGS = {2: (128, 128, 64, 8, 3), 4: (64, 32, 32, 4, 2)}
+_ROW_MAX_BUFFER = 1 << 26  # entries of the [Tq, Nd] row-max buffer (256 MiB) above which one query at a time runs
+_SUM_BLOCK_N = 128
 _BWD_BLOCK_Q = 16
+_BWD_BLOCK_J = 4
 _BWD_BLOCK_E = 16
-_MAX_BLOCK_H = 128  # of the backward kernels
+_MAX_BLOCK_H = 64  # of the backward kernels
 _BWD_WARPS = 4
 
 
@@ -89,6 +99,43 @@ def _max_keep_nan(a, b):
 
 
 @triton.jit
+def _row_max(q_ptr, q_rows, q_ok, d_ptr, d_start, d_n, H, BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr,
+             BLOCK_H: tl.constexpr):
+    """For the query rows q_rows (int64 [BLOCK_Q], q_ok masks them): max_u <q_t, d_u> over doc rows d_start ..
+    d_start + d_n and the first global doc row reaching it (-inf / -1 for an empty doc). A NaN similarity sticks."""
+    rd = tl.arange(0, BLOCK_D)
+    rh = tl.arange(0, BLOCK_H)
+    best = tl.full([BLOCK_Q], float("-inf"), tl.float32)
+    best_at = tl.full([BLOCK_Q], -1, tl.int32)
+    for d0 in range(0, d_n, BLOCK_D):
+        d_rows = (d_start + d0 + rd).to(tl.int64)
+        d_ok = d0 + rd < d_n
+        sim = tl.zeros([BLOCK_Q, BLOCK_D], tl.float32)
+        for h0 in range(0, H, BLOCK_H):
+            h_ok = h0 + rh < H
+            qt = tl.load(
+                q_ptr + q_rows[:, None] * H + h0 + rh[None, :],
+                mask=q_ok[:, None] & h_ok[None, :],
+                other=0.0,
+            )
+            dt = tl.load(
+                d_ptr + d_rows[None, :] * H + h0 + rh[:, None],
+                mask=h_ok[:, None] & d_ok[None, :],
+                other=0.0,
+            )
+            sim = tl.dot(qt, dt, acc=sim, input_precision="ieee")
+        sim = tl.where(d_ok[None, :], sim, float("-inf"))
+        tile_best = tl.reduce(sim, 1, _max_keep_nan)
+        # First column reaching the max (0 for a NaN row: its score is NaN anyway).
+        tile_at = tl.min(tl.where(sim == tile_best[:, None], rd[None, :], BLOCK_D), axis=1) % BLOCK_D
+        # Strict: ties keep the earlier doc token; a NaN sticks (nothing compares greater).
+        better = (tile_best > best) | (tile_best != tile_best)
+        best = tl.where(better, tile_best, best)
+        best_at = tl.where(better, d_start + d0 + tile_at, best_at)
+    return best, best_at
+
+
+@triton.jit
 def _maxsim_fwd_kernel(
     q_ptr,
     q_off_ptr,
@@ -118,44 +165,88 @@ def _maxsim_fwd_kernel(
     d_start = tl.load(d_off_ptr + j)
     d_n = tl.load(d_len_ptr + j)
     rq = tl.arange(0, BLOCK_Q)
-    rd = tl.arange(0, BLOCK_D)
-    rh = tl.arange(0, BLOCK_H)
     total = tl.zeros([], tl.float32)
     for q0 in range(0, q_n, BLOCK_Q):
         q_rows = (q_start + q0 + rq).to(tl.int64)
         q_ok = q0 + rq < q_n
-        best = tl.full([BLOCK_Q], float("-inf"), tl.float32)
-        best_at = tl.full([BLOCK_Q], -1, tl.int32)
-        for d0 in range(0, d_n, BLOCK_D):
-            d_rows = (d_start + d0 + rd).to(tl.int64)
-            d_ok = d0 + rd < d_n
-            sim = tl.zeros([BLOCK_Q, BLOCK_D], tl.float32)
-            for h0 in range(0, H, BLOCK_H):
-                h_ok = h0 + rh < H
-                qt = tl.load(
-                    q_ptr + q_rows[:, None] * H + h0 + rh[None, :],
-                    mask=q_ok[:, None] & h_ok[None, :],
-                    other=0.0,
-                )
-                dt = tl.load(
-                    d_ptr + d_rows[None, :] * H + h0 + rh[:, None],
-                    mask=h_ok[:, None] & d_ok[None, :],
-                    other=0.0,
-                )
-                sim = tl.dot(qt, dt, acc=sim, input_precision="ieee")
-            sim = tl.where(d_ok[None, :], sim, float("-inf"))
-            tile_best = tl.reduce(sim, 1, _max_keep_nan)
-            # First column reaching the max (0 for a NaN row: its score is NaN anyway).
-            tile_at = tl.min(tl.where(sim == tile_best[:, None], rd[None, :], BLOCK_D), axis=1) % BLOCK_D
-            # Strict: ties keep the earlier doc token; a NaN sticks (nothing compares greater).
-            better = (tile_best > best) | (tile_best != tile_best)
-            best = tl.where(better, tile_best, best)
-            best_at = tl.where(better, d_start + d0 + tile_at, best_at)
+        best, best_at = _row_max(q_ptr, q_rows, q_ok, d_ptr, d_start, d_n, H, BLOCK_Q, BLOCK_D, BLOCK_H)
         total += tl.sum(tl.where(q_ok & (d_n > 0), best, 0.0), axis=0)
         if STORE_ARGMAX:
             arg_at = q_rows if PAIRWISE else q_rows * nd + j
             tl.store(argmax_ptr + arg_at, best_at, mask=q_ok)
     tl.store(scores_ptr + (i if PAIRWISE else i * nd + j), total)
+
+
+@triton.jit
+def _maxsim_rows_fwd_kernel(
+    q_ptr,
+    q_seg_ptr,
+    Tq,
+    d_ptr,
+    d_off_ptr,
+    d_len_ptr,
+    rowmax_ptr,
+    argmax_ptr,
+    nd,
+    H,
+    num_m_blocks,
+    STORE_ARGMAX: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+):
+    """Program p owns query rows of block p % num_m_blocks against doc j = p // num_m_blocks (row blocks vary
+    fastest, so the programs in flight share a doc in L2): rowmax(t, j) = max_u <q_t, d_u> (0 for an empty doc)
+    and argmax(t, j) for the rows t inside a query (q_seg >= 0)."""
+    pid = tl.program_id(0)
+    j = pid // num_m_blocks
+    rows = (pid % num_m_blocks) * BLOCK_M + tl.arange(0, BLOCK_M)
+    ok = tl.load(q_seg_ptr + rows, mask=rows < Tq, other=-1) >= 0
+    rows64 = rows.to(tl.int64)
+    d_n = tl.load(d_len_ptr + j)
+    best, best_at = _row_max(q_ptr, rows64, ok, d_ptr, tl.load(d_off_ptr + j), d_n, H, BLOCK_M, BLOCK_D, BLOCK_H)
+    tl.store(rowmax_ptr + rows64 * nd + j, tl.where(d_n > 0, best, 0.0), mask=ok)
+    if STORE_ARGMAX:
+        tl.store(argmax_ptr + rows64 * nd + j, best_at, mask=ok)
+
+
+@triton.jit
+def _segment_sum_kernel(rowmax_ptr, q_off_ptr, q_len_ptr, scores_ptr, nd, BLOCK_N: tl.constexpr):
+    """scores(i, j) = sum of rowmax(t, j) over query i's rows t in order (program: query i, BLOCK_N docs)."""
+    i = tl.program_id(0)
+    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    ok = cols < nd
+    start = tl.load(q_off_ptr + i).to(tl.int64)
+    acc = tl.zeros([BLOCK_N], tl.float32)
+    for t in range(start, start + tl.load(q_len_ptr + i)):
+        acc += tl.load(rowmax_ptr + t * nd + cols, mask=ok, other=0.0)
+    tl.store(scores_ptr + i * nd + cols, acc, mask=ok)
+
+
+def _use_row_blocks(nq: int, total_q: int, nd: int, pairwise: bool, need_argmax: bool) -> bool:
+    """The row-block forward for several queries against all docs, unless its row-max buffer would be large."""
+    return not pairwise and nq > 1 and (need_argmax or total_q * nd <= _ROW_MAX_BUFFER)
+
+
+def _forward_rows(q, q_off, q_len, d, d_off, d_len, scores, argmax, need_argmax) -> None:
+    tq, h = q.shape
+    nq, nd = q_off.shape[0], d_off.shape[0]
+    block_m, block_d, block_h, warps, stages = _ROWS_CONFIGS[q.element_size()]
+    block_h = _block_h(h, block_h)
+    q_seg = segment_ids(q_off, q_len, tq)
+    rowmax = torch.empty((tq, nd), dtype=torch.float32, device=q.device)
+    num_m = triton.cdiv(tq, block_m)
+    if num_m * nd >= 2**31:
+        raise ValueError(f"{tq} query rows x {nd} docs exceed the 2^31 - 1 programs of one launch; split the docs")
+    if rowmax.numel() == 0:  # no query rows or no docs: every score is an empty sum
+        scores.zero_()
+        return
+    _maxsim_rows_fwd_kernel[(num_m * nd,)](
+        q, q_seg, tq, d, d_off, d_len, rowmax, argmax, nd, h, num_m,
+        STORE_ARGMAX=need_argmax, BLOCK_M=block_m, BLOCK_D=block_d, BLOCK_H=block_h,
+        num_warps=warps, num_stages=stages,
+    )
+    _segment_sum_kernel[(nq, triton.cdiv(nd, _SUM_BLOCK_N))](rowmax, q_off, q_len, scores, nd, BLOCK_N=_SUM_BLOCK_N)
 
 
 def forward(
@@ -176,6 +267,10 @@ def forward(
     h = q.shape[1]
     scores, argmax = new_outputs(q, nq, nd, pairwise, need_argmax)
     argmax.fill_(-1)  # rows of tokens outside every item stay -1
+    if _use_row_blocks(nq, q.shape[0], nd, pairwise, need_argmax):
+        with _triton_compat.device_context(q):
+            _forward_rows(q, q_off, q_len, d, d_off, d_len, scores, argmax, need_argmax)
+        return scores, argmax
     block_d, block_h, warps, stages = _fwd_config(h, d.dtype)
     grid = (nq if pairwise else nq * nd,)  # one flat axis: no 65535 limit on the number of docs
     if grid[0] >= 2**31:
@@ -208,8 +303,8 @@ def forward(
 def _maxsim_bwd_q_kernel(
     grad_ptr,
     q_ptr,
-    q_off_ptr,
-    q_len_ptr,
+    q_seg_ptr,
+    Tq,
     d_ptr,
     argmax_ptr,
     dq_ptr,
@@ -219,36 +314,38 @@ def _maxsim_bwd_q_kernel(
     PAIRWISE: tl.constexpr,
     SCATTER_DD: tl.constexpr,
     BLOCK_Q: tl.constexpr,
+    BLOCK_J: tl.constexpr,
     BLOCK_H: tl.constexpr,
 ):
-    """Program (i, h-chunk): dq_t = sum_j g(i, j) d[argmax(t, j)] for the tokens t of query i, j in a fixed
-    order; with SCATTER_DD also dd[argmax(t, j)] += g(i, j) q_t by atomic adds."""
-    i = tl.program_id(0)
+    """Program (block of query rows, h-chunk): dq_t = sum_j g(query(t), j) d[argmax(t, j)] for its rows t inside
+    a query, BLOCK_J docs per step (the gathers of a step are independent loads), j in a fixed order; with
+    SCATTER_DD also dd[argmax(t, j)] += g(query(t), j) q_t by atomic adds. PAIRWISE: one doc per row, j = query."""
+    rows = tl.program_id(0) * BLOCK_Q + tl.arange(0, BLOCK_Q)
+    seg = tl.load(q_seg_ptr + rows, mask=rows < Tq, other=-1)
+    ok = seg >= 0
+    rows64 = rows.to(tl.int64)
     rh = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
     h_ok = rh < H
-    q_start = tl.load(q_off_ptr + i)
-    q_n = tl.load(q_len_ptr + i)
-    rq = tl.arange(0, BLOCK_Q)
-    j_lo = i if PAIRWISE else 0
-    j_hi = i + 1 if PAIRWISE else nd
-    for q0 in range(0, q_n, BLOCK_Q):
-        q_rows = (q_start + q0 + rq).to(tl.int64)
-        q_ok = q0 + rq < q_n
-        tile = q_rows[:, None] * H + rh[None, :]
-        tile_ok = q_ok[:, None] & h_ok[None, :]
-        acc = tl.zeros([BLOCK_Q, BLOCK_H], tl.float32)
+    tile = rows64[:, None] * H + rh[None, :]
+    tile_ok = ok[:, None] & h_ok[None, :]
+    acc = tl.zeros([BLOCK_Q, BLOCK_H], tl.float32)
+    if SCATTER_DD:
+        qt = tl.load(q_ptr + tile, mask=tile_ok, other=0.0).to(tl.float32)
+    n_cols = 1 if PAIRWISE else nd  # argmax columns: [Tq] pairwise, [Tq, nd] all pairs
+    rj = tl.arange(0, BLOCK_J)
+    for j0 in range(0, n_cols, BLOCK_J):
+        cols = j0 + rj
+        take = ok[:, None] & (cols < n_cols)[None, :]
+        at = tl.load(argmax_ptr + rows64[:, None] * n_cols + cols[None, :], mask=take, other=-1)
+        g_at = seg[:, None] + 0 * cols[None, :] if PAIRWISE else seg.to(tl.int64)[:, None] * nd + cols[None, :]
+        g = tl.load(grad_ptr + g_at, mask=take, other=0.0)
+        hit = (at >= 0)[:, :, None] & h_ok[None, None, :]
+        src = at.to(tl.int64)[:, :, None] * H + rh[None, None, :]
+        acc += tl.sum(g[:, :, None] * tl.load(d_ptr + src, mask=hit, other=0.0).to(tl.float32), axis=1)
         if SCATTER_DD:
-            qt = tl.load(q_ptr + tile, mask=tile_ok, other=0.0).to(tl.float32)
-        for j in range(j_lo, j_hi):
-            g = tl.load(grad_ptr + (i if PAIRWISE else i * nd + j))
-            at = tl.load(argmax_ptr + (q_rows if PAIRWISE else q_rows * nd + j), mask=q_ok, other=-1)
-            hit = tile_ok & (at >= 0)[:, None]
-            d_tile = at.to(tl.int64)[:, None] * H + rh[None, :]
-            acc += g * tl.load(d_ptr + d_tile, mask=hit, other=0.0).to(tl.float32)
-            if SCATTER_DD:
-                # Relaxed: nothing reads dd before the kernel ends (the default acq_rel adds a fence per add).
-                tl.atomic_add(dd_ptr + d_tile, g * qt, mask=hit, sem="relaxed")
-        tl.store(dq_ptr + tile, acc, mask=tile_ok)
+            # Relaxed: nothing reads dd before the kernel ends (the default acq_rel adds a fence per add).
+            tl.atomic_add(dd_ptr + src, g[:, :, None] * qt[:, None, :], mask=hit, sem="relaxed")
+    tl.store(dq_ptr + tile, acc, mask=tile_ok)
 
 
 @triton.jit
@@ -285,12 +382,11 @@ def _maxsim_bwd_d_kernel(
     tl.store(dd_ptr + r * H + rh, acc, mask=h_ok)
 
 
-def _dd_deterministic(grad, q, q_off, q_len, argmax, dd, pairwise, block_h):
+def _dd_deterministic(grad, q, q_seg, argmax, dd, pairwise, block_h):
     """Fills dd by a segmented sum over the stable-sorted argmax (one program per doc row)."""
     keys, perm = torch.sort(argmax.reshape(-1), stable=True)
     rows = torch.arange(dd.shape[0] + 1, dtype=keys.dtype, device=keys.device)
     bounds = torch.searchsorted(keys, rows)
-    q_seg = segment_ids(q_off, q_len, q.shape[0])
     grid = (dd.shape[0], triton.cdiv(dd.shape[1], block_h))
     _maxsim_bwd_d_kernel[grid](
         grad,
@@ -325,7 +421,7 @@ def backward(
     deterministic=True: no float atomics, bitwise-identical results run to run."""
     q, d, grad, argmax = q.contiguous(), d.contiguous(), grad.float().contiguous(), argmax.contiguous()
     q_off, q_len = q_off.contiguous(), q_len.contiguous()
-    nq, nd = q_off.shape[0], d_off.shape[0]
+    nd = d_off.shape[0]
     h = q.shape[1]
     dq = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
     dd = torch.zeros(d.shape, dtype=torch.float32, device=d.device)
@@ -333,11 +429,12 @@ def backward(
     if q.shape[0] == 0 or d.shape[0] == 0:
         return dq, dd
     with _triton_compat.device_context(q):
-        _maxsim_bwd_q_kernel[(nq, triton.cdiv(h, block_h))](
+        q_seg = segment_ids(q_off, q_len, q.shape[0])
+        _maxsim_bwd_q_kernel[(triton.cdiv(q.shape[0], _BWD_BLOCK_Q), triton.cdiv(h, block_h))](
             grad,
             q,
-            q_off,
-            q_len,
+            q_seg,
+            q.shape[0],
             d,
             argmax,
             dq,
@@ -347,11 +444,12 @@ def backward(
             PAIRWISE=pairwise,
             SCATTER_DD=not deterministic,
             BLOCK_Q=_BWD_BLOCK_Q,
+            BLOCK_J=1 if pairwise else _BWD_BLOCK_J,
             BLOCK_H=block_h,
             num_warps=_BWD_WARPS,
         )
         if deterministic:
-            _dd_deterministic(grad, q, q_off, q_len, argmax, dd, pairwise, block_h)
+            _dd_deterministic(grad, q, q_seg, argmax, dd, pairwise, block_h)
     return dq, dd
 
 
