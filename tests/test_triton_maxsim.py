@@ -36,7 +36,7 @@ D_LENS = [5, 0, 70, 1, 3]
 
 @pytest.mark.parametrize("dtype", KERNEL_DTYPES)
 @pytest.mark.parametrize(("pairwise", "q_lens"), [(False, Q_LENS), (False, [40]), (True, [*Q_LENS, 3, 2])])
-@pytest.mark.parametrize("hidden", [1, 33])
+@pytest.mark.parametrize("hidden", [1, 33, 160])  # 160: two hidden chunks with a tail
 def test_varlen_forward_matches_reference(dtype, pairwise, q_lens, hidden):
     """Several queries run the row-block kernel, one query (and pairwise) the per-pair kernel."""
     q, cu_q = packed(q_lens, hidden, dtype)

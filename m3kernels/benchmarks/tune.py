@@ -137,7 +137,8 @@ def maxsim_sweep(device: torch.device, small: bool, limit: int | None) -> Sweep:
         "m3kernels/maxsim/triton.py _FWD_CONFIGS[(1 << 30, 2)] = (BLOCK_D, BLOCK_H, warps, stages)",
         _candidates(kernels._FWD_CONFIGS[key], itertools.chain(
             itertools.product((32, 64, 128), (64, 128), (4, 8), (3,)),
-            ((64, 128, 4, s) for s in (2, 4))), limit),
+            ((64, 128, 4, s) for s in (2, 4)),
+            ((32, 1024, 8, s) for s in (2, 3))), limit),  # the whole hidden size in one chunk (SINGLE_H)
         lambda cfg: swap(kernels._FWD_CONFIGS, key, cfg),
         [_maxsim_shape(f"rerank Nq=1 Lq=32 Nd={n_docs} Ld=U[{lo},{hi}] H={hidden} fp16", kernels, [32], lengths,
                        hidden, torch.float16, device)],
@@ -153,14 +154,16 @@ def maxsim_rows_sweep(device: torch.device, small: bool, limit: int | None) -> S
     n, d_len, hidden = (3, 9, 160) if small else (64, 256, 1024)
     dtype = torch.float16 if small else torch.bfloat16  # bf16 is wrong in the Triton interpreter
 
+    key = (1 << 30, 2)  # 16-bit inputs, H > 128
+
     def apply(cfg: tuple) -> contextlib.AbstractContextManager:
-        return swap(kernels, "_ROW_MAX_BUFFER", 0) if cfg == PER_PAIR else swap(kernels._ROWS_CONFIGS, 2, cfg)
+        return swap(kernels, "_ROW_MAX_BUFFER", 0) if cfg == PER_PAIR else swap(kernels._ROWS_CONFIGS, key, cfg)
 
     grid = itertools.chain(itertools.product((64, 128), (64, 128), (32, 64), (4, 8), (3,)), [PER_PAIR])
-    candidates = _candidates(kernels._ROWS_CONFIGS[2], grid, limit)
+    candidates = _candidates(kernels._ROWS_CONFIGS[key], grid, limit)
     return Sweep(
-        "maxsim forward, several queries (row-block kernel, 16-bit)",
-        "m3kernels/maxsim/triton.py _ROWS_CONFIGS[2] = (BLOCK_M, BLOCK_D, BLOCK_H, warps, stages)",
+        "maxsim forward, several queries (row-block kernel, 16-bit, H > 128)",
+        "m3kernels/maxsim/triton.py _ROWS_CONFIGS[(1 << 30, 2)] = (BLOCK_M, BLOCK_D, BLOCK_H, warps, stages)",
         candidates if PER_PAIR in candidates else [*candidates[:-1], PER_PAIR],  # always compared
         apply,
         [_maxsim_shape(f"all-pairs Nq=Nd={n} Lq=32 Ld={d_len} H={hidden} {str(dtype)[6:]}", kernels, [32] * n,

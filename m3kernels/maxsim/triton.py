@@ -34,14 +34,19 @@ from m3kernels import _triton_compat
 from m3kernels.maxsim.ops import define_backend, new_outputs
 
 # (hidden-size bucket upper bound, element size in bytes) -> BLOCK_D, BLOCK_H, num_warps, num_stages.
-# Fixed per architecture family instead of autotuning at serve time (keeps calls graph-capturable).
+# Fixed per architecture family instead of autotuning at serve time (keeps calls graph-capturable). A BLOCK_H that
+# covers the bucket's hidden sizes loads the query tile once per program (SINGLE_H).
 _FWD_CONFIGS = {
-    (128, 2): (64, 64, 4, 3),
+    (128, 2): (64, 128, 4, 3),
     (1 << 30, 2): (64, 128, 4, 3),
     (1 << 30, 4): (32, 64, 4, 2),
 }
-# The row-block forward: element size -> BLOCK_M, BLOCK_D, BLOCK_H, num_warps, num_stages.
-_ROWS_CONFIGS = {2: (128, 128, 64, 8, 3), 4: (64, 32, 32, 4, 2)}
+# The row-block forward, keyed as _FWD_CONFIGS -> BLOCK_M, BLOCK_D, BLOCK_H, num_warps, num_stages.
+_ROWS_CONFIGS = {
+    (128, 2): (128, 128, 128, 8, 3),
+    (1 << 30, 2): (128, 128, 64, 8, 3),
+    (1 << 30, 4): (64, 32, 32, 4, 2),
+}
 _ROW_MAX_BUFFER = 1 << 26  # entries of the [Tq, Nd] row-max buffer (256 MiB) above which one query at a time runs
 _SUM_BLOCK_N = 128
 _BWD_BLOCK_Q = 16
@@ -58,11 +63,12 @@ def _block_h(h: int, cap: int) -> int:
     return max(16, min(cap, triton.next_power_of_2(h)))
 
 
-def _fwd_config(h: int, dtype: torch.dtype) -> tuple[int, int, int, int]:
+def _config(table: dict[tuple[int, int], tuple[int, ...]], h: int, dtype: torch.dtype) -> tuple[int, ...]:
+    """table's entry for hidden size h and dtype, BLOCK_H (third from last) capped to h's power of two."""
     size = 4 if dtype == torch.float32 else 2
-    bucket = min(b for b, s in _FWD_CONFIGS if s == size and h <= b)
-    block_d, block_h, warps, stages = _FWD_CONFIGS[(bucket, size)]
-    return block_d, _block_h(h, block_h), warps, stages
+    bucket = min(b for b, s in table if s == size and h <= b)
+    *blocks, block_h, warps, stages = table[(bucket, size)]
+    return (*blocks, _block_h(h, block_h), warps, stages)
 
 
 def _query_block(total_q: int, nq: int) -> int:
@@ -100,30 +106,38 @@ def _max_keep_nan(a, b):
 
 @triton.jit
 def _row_max(q_ptr, q_rows, q_ok, d_ptr, d_start, d_n, H, BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr,
-             BLOCK_H: tl.constexpr):
+             BLOCK_H: tl.constexpr, SINGLE_H: tl.constexpr):
     """For the query rows q_rows (int64 [BLOCK_Q], q_ok masks them): max_u <q_t, d_u> over doc rows d_start ..
-    d_start + d_n and the first global doc row reaching it (-inf / -1 for an empty doc). A NaN similarity sticks."""
+    d_start + d_n and the first global doc row reaching it (-inf / -1 for an empty doc). A NaN similarity sticks.
+    SINGLE_H (H <= BLOCK_H): the query tile is loaded once and the doc loop is the innermost (pipelined) loop;
+    otherwise each doc tile sums BLOCK_H-wide chunks of the hidden size."""
     rd = tl.arange(0, BLOCK_D)
     rh = tl.arange(0, BLOCK_H)
     best = tl.full([BLOCK_Q], float("-inf"), tl.float32)
     best_at = tl.full([BLOCK_Q], -1, tl.int32)
+    if SINGLE_H:
+        q_tile = tl.load(q_ptr + q_rows[:, None] * H + rh[None, :], mask=q_ok[:, None] & (rh < H)[None, :], other=0.0)
     for d0 in range(0, d_n, BLOCK_D):
         d_rows = (d_start + d0 + rd).to(tl.int64)
         d_ok = d0 + rd < d_n
-        sim = tl.zeros([BLOCK_Q, BLOCK_D], tl.float32)
-        for h0 in range(0, H, BLOCK_H):
-            h_ok = h0 + rh < H
-            qt = tl.load(
-                q_ptr + q_rows[:, None] * H + h0 + rh[None, :],
-                mask=q_ok[:, None] & h_ok[None, :],
-                other=0.0,
-            )
-            dt = tl.load(
-                d_ptr + d_rows[None, :] * H + h0 + rh[:, None],
-                mask=h_ok[:, None] & d_ok[None, :],
-                other=0.0,
-            )
-            sim = tl.dot(qt, dt, acc=sim, input_precision="ieee")
+        if SINGLE_H:
+            dt = tl.load(d_ptr + d_rows[None, :] * H + rh[:, None], mask=(rh < H)[:, None] & d_ok[None, :], other=0.0)
+            sim = tl.dot(q_tile, dt, input_precision="ieee")
+        else:
+            sim = tl.zeros([BLOCK_Q, BLOCK_D], tl.float32)
+            for h0 in range(0, H, BLOCK_H):
+                h_ok = h0 + rh < H
+                qt = tl.load(
+                    q_ptr + q_rows[:, None] * H + h0 + rh[None, :],
+                    mask=q_ok[:, None] & h_ok[None, :],
+                    other=0.0,
+                )
+                dt = tl.load(
+                    d_ptr + d_rows[None, :] * H + h0 + rh[:, None],
+                    mask=h_ok[:, None] & d_ok[None, :],
+                    other=0.0,
+                )
+                sim = tl.dot(qt, dt, acc=sim, input_precision="ieee")
         sim = tl.where(d_ok[None, :], sim, float("-inf"))
         tile_best = tl.reduce(sim, 1, _max_keep_nan)
         # First column reaching the max (0 for a NaN row: its score is NaN anyway).
@@ -153,6 +167,7 @@ def _maxsim_fwd_kernel(
     BLOCK_Q: tl.constexpr,
     BLOCK_D: tl.constexpr,
     BLOCK_H: tl.constexpr,
+    SINGLE_H: tl.constexpr,
 ):
     """scores(i, j) = sum_t max_u <q_t, d_u>; argmax(t, j) = first best global doc row. Program p owns pair
     (i, j) = (p % nq, p // nq) (queries vary fastest, so a doc is re-read from L2), or i = j = p if PAIRWISE.
@@ -169,7 +184,7 @@ def _maxsim_fwd_kernel(
     for q0 in range(0, q_n, BLOCK_Q):
         q_rows = (q_start + q0 + rq).to(tl.int64)
         q_ok = q0 + rq < q_n
-        best, best_at = _row_max(q_ptr, q_rows, q_ok, d_ptr, d_start, d_n, H, BLOCK_Q, BLOCK_D, BLOCK_H)
+        best, best_at = _row_max(q_ptr, q_rows, q_ok, d_ptr, d_start, d_n, H, BLOCK_Q, BLOCK_D, BLOCK_H, SINGLE_H)
         total += tl.sum(tl.where(q_ok & (d_n > 0), best, 0.0), axis=0)
         if STORE_ARGMAX:
             arg_at = q_rows if PAIRWISE else q_rows * nd + j
@@ -194,6 +209,7 @@ def _maxsim_rows_fwd_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_D: tl.constexpr,
     BLOCK_H: tl.constexpr,
+    SINGLE_H: tl.constexpr,
 ):
     """Program p owns query rows of block p % num_m_blocks against doc j = p // num_m_blocks (row blocks vary
     fastest, so the programs in flight share a doc in L2): rowmax(t, j) = max_u <q_t, d_u> (0 for an empty doc)
@@ -204,7 +220,8 @@ def _maxsim_rows_fwd_kernel(
     ok = tl.load(q_seg_ptr + rows, mask=rows < Tq, other=-1) >= 0
     rows64 = rows.to(tl.int64)
     d_n = tl.load(d_len_ptr + j)
-    best, best_at = _row_max(q_ptr, rows64, ok, d_ptr, tl.load(d_off_ptr + j), d_n, H, BLOCK_M, BLOCK_D, BLOCK_H)
+    d_start = tl.load(d_off_ptr + j)
+    best, best_at = _row_max(q_ptr, rows64, ok, d_ptr, d_start, d_n, H, BLOCK_M, BLOCK_D, BLOCK_H, SINGLE_H)
     tl.store(rowmax_ptr + rows64 * nd + j, tl.where(d_n > 0, best, 0.0), mask=ok)
     if STORE_ARGMAX:
         tl.store(argmax_ptr + rows64 * nd + j, best_at, mask=ok)
@@ -231,8 +248,7 @@ def _use_row_blocks(nq: int, total_q: int, nd: int, pairwise: bool, need_argmax:
 def _forward_rows(q, q_off, q_len, d, d_off, d_len, scores, argmax, need_argmax) -> None:
     tq, h = q.shape
     nq, nd = q_off.shape[0], d_off.shape[0]
-    block_m, block_d, block_h, warps, stages = _ROWS_CONFIGS[q.element_size()]
-    block_h = _block_h(h, block_h)
+    block_m, block_d, block_h, warps, stages = _config(_ROWS_CONFIGS, h, q.dtype)
     q_seg = segment_ids(q_off, q_len, tq)
     rowmax = torch.empty((tq, nd), dtype=torch.float32, device=q.device)
     num_m = triton.cdiv(tq, block_m)
@@ -243,7 +259,7 @@ def _forward_rows(q, q_off, q_len, d, d_off, d_len, scores, argmax, need_argmax)
         return
     _maxsim_rows_fwd_kernel[(num_m * nd,)](
         q, q_seg, tq, d, d_off, d_len, rowmax, argmax, nd, h, num_m,
-        STORE_ARGMAX=need_argmax, BLOCK_M=block_m, BLOCK_D=block_d, BLOCK_H=block_h,
+        STORE_ARGMAX=need_argmax, BLOCK_M=block_m, BLOCK_D=block_d, BLOCK_H=block_h, SINGLE_H=block_h >= h,
         num_warps=warps, num_stages=stages,
     )
     _segment_sum_kernel[(nq, triton.cdiv(nd, _SUM_BLOCK_N))](rowmax, q_off, q_len, scores, nd, BLOCK_N=_SUM_BLOCK_N)
@@ -271,7 +287,7 @@ def forward(
         with _triton_compat.device_context(q):
             _forward_rows(q, q_off, q_len, d, d_off, d_len, scores, argmax, need_argmax)
         return scores, argmax
-    block_d, block_h, warps, stages = _fwd_config(h, d.dtype)
+    block_d, block_h, warps, stages = _config(_FWD_CONFIGS, h, d.dtype)
     grid = (nq if pairwise else nq * nd,)  # one flat axis: no 65535 limit on the number of docs
     if grid[0] >= 2**31:
         raise ValueError(f"{nq} queries x {nd} docs exceed the 2^31 - 1 programs of one launch; split the docs")
@@ -293,6 +309,7 @@ def forward(
             BLOCK_Q=_query_block(q.shape[0], nq),
             BLOCK_D=block_d,
             BLOCK_H=block_h,
+            SINGLE_H=block_h >= h,
             num_warps=warps,
             num_stages=stages,
         )
