@@ -227,8 +227,9 @@ def test_gpu_training_backward(dtype):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_gpu_forward_is_cuda_graph_capturable():
-    q, cu_q = packed([32], 1024, torch.float16)
+@pytest.mark.parametrize("n_queries", [1, 4])  # the per-pair and the row-block kernel
+def test_gpu_forward_is_cuda_graph_capturable(n_queries):
+    q, cu_q = packed([32] * n_queries, 1024, torch.float16)
     d, cu_d = packed(torch.randint(64, 513, (256,)).tolist(), 1024, torch.float16)
     eager = m3kernels.maxsim_varlen(q, cu_q, d, cu_d, backend="triton")  # compiles outside the capture
     torch.cuda.synchronize()
