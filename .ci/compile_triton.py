@@ -154,6 +154,7 @@ def sweep_maxsim() -> None:
                 k.forward(*args(q_lens, h, dtype), False, True)
             for pairwise, need_argmax in ((True, True), (True, False), (False, False)):
                 k.forward(*args([32, 20, 33, 31], h, dtype), pairwise, need_argmax)
+            k.forward(*args([32], h, dtype), False, False)  # one query, scores only: the rerank launch
             for deterministic in (False, True):
                 pair_args = args([32, 20, 33, 31], h, dtype)
                 k.backward(torch.randn(4), *pair_args, torch.zeros(116, dtype=torch.int32), True, deterministic)

@@ -13,7 +13,9 @@ max and its first arg-max per query token in registers (``_row_max``); the simil
   rows may span several queries, so every doc tile read feeds a tall tile (a GEMM-shaped [BLOCK_M, BLOCK_D] dot
   instead of one query's 32 rows: each doc is read Tq / BLOCK_M times, not Nq times). Each row's max goes to a
   [Tq, Nd] fp32 buffer (the size of the argmax that training saves anyway), summed per query in a fixed order by
-  a second kernel. Used when that buffer stays under _ROW_MAX_BUFFER entries or the argmax is kept.
+  a second kernel. Used when that buffer stays under _ROW_MAX_BUFFER entries or the argmax is kept (then the
+  buffer doubles the argmax's memory). The two kernels find the same row maxima but sum them in different
+  orders, so a score may differ in its last bits between a one-query and a several-query call.
 Tiles, warps and stages come from fixed tables keyed on (hidden-size bucket, dtype): no autotuning at call time, no
 host syncs, so the forward can be captured in a CUDA graph (m3kernels/benchmarks/tune.py times the entries).
 
@@ -228,10 +230,12 @@ def _maxsim_rows_fwd_kernel(
 
 
 @triton.jit
-def _segment_sum_kernel(rowmax_ptr, q_off_ptr, q_len_ptr, scores_ptr, nd, BLOCK_N: tl.constexpr):
-    """scores(i, j) = sum of rowmax(t, j) over query i's rows t in order (program: query i, BLOCK_N docs)."""
-    i = tl.program_id(0)
-    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+def _segment_sum_kernel(rowmax_ptr, q_off_ptr, q_len_ptr, scores_ptr, nd, num_n_blocks, BLOCK_N: tl.constexpr):
+    """scores(i, j) = sum of rowmax(t, j) over query i's rows t in order. Program p: query p // num_n_blocks, docs
+    of block p % num_n_blocks (one flat grid axis: no 65535 limit on the doc blocks)."""
+    pid = tl.program_id(0)
+    i = (pid // num_n_blocks).to(tl.int64)
+    cols = (pid % num_n_blocks) * BLOCK_N + tl.arange(0, BLOCK_N)
     ok = cols < nd
     start = tl.load(q_off_ptr + i).to(tl.int64)
     acc = tl.zeros([BLOCK_N], tl.float32)
@@ -262,7 +266,8 @@ def _forward_rows(q, q_off, q_len, d, d_off, d_len, scores, argmax, need_argmax)
         STORE_ARGMAX=need_argmax, BLOCK_M=block_m, BLOCK_D=block_d, BLOCK_H=block_h, SINGLE_H=block_h >= h,
         num_warps=warps, num_stages=stages,
     )
-    _segment_sum_kernel[(nq, triton.cdiv(nd, _SUM_BLOCK_N))](rowmax, q_off, q_len, scores, nd, BLOCK_N=_SUM_BLOCK_N)
+    num_n = triton.cdiv(nd, _SUM_BLOCK_N)
+    _segment_sum_kernel[(nq * num_n,)](rowmax, q_off, q_len, scores, nd, num_n, BLOCK_N=_SUM_BLOCK_N)
 
 
 def forward(
