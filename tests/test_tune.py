@@ -59,9 +59,9 @@ def test_every_sweep_runs_on_tiny_shapes(tmp_path, capsys):
     assert tune.main(["--out", str(tmp_path), "--small", "--limit", "2"]) == 0
     rows = json.loads((tmp_path / "tune.json").read_text())["rows"]
     shapes = {(r["sweep"], r["shape"]) for r in rows}
-    assert len(shapes) == 6 and len(rows) == 12
+    assert len(shapes) == 7 and len(rows) == 14
     assert all(r["status"] == "ok" and r["ms"] > 0 for r in rows), rows
-    assert sum(r["is_table_entry"] for r in rows) == 6
+    assert sum(r["is_table_entry"] for r in rows) == 7
     assert tables() == before
     assert "<- table" in capsys.readouterr().out
 

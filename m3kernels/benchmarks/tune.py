@@ -7,8 +7,8 @@ which entry to write into the table:
 - MaxSim forward, one query, 16-bit, H > 128 (``_FWD_CONFIGS`` in m3kernels/maxsim/triton.py): the rerank shape
   (fp16, 1 query of 32 tokens, 10,000 docs of U[64,512] tokens, H=1024).
 - MaxSim forward, several queries (``_ROWS_CONFIGS``): the all-pairs training shape (bf16, 64 x 64, Lq=32,
-  Ld=256), with the per-pair kernel on the same shape as one more candidate; the backward constants on that shape
-  (its GB/s count the doc rows gathered, one per query token and doc).
+  Ld=256), with the per-pair kernel on the same shape as one more candidate; the backward constants on that shape,
+  with atomic and with sorted (deterministic) dD (its GB/s count the doc rows gathered, one per query token and doc).
 - Attention forward, 16-bit, head_dim 64 (``CONFIGS[64].fwd`` in m3kernels/attention/triton.py): one 8192-token
   text and 32 texts of U[64,2048] tokens, 16 heads.
 - Sparse token weights (``_POOL_BLOCK_T`` / ``_POOL_MAX_BLOCK_H`` / ``_POOL_WARPS`` in m3kernels/sparse/triton.py):
@@ -234,19 +234,23 @@ def maxsim_backward_sweep(device: torch.device, small: bool, limit: int | None) 
     argmax = kernels.forward(q, *segs[0], d, *segs[1], False, True)[1]
     grad = torch.randn(n, n, device=device)
 
-    def run() -> torch.Tensor:
-        dq, dd = kernels.backward(grad, q, *segs[0], d, *segs[1], argmax, False, False)
-        return torch.cat([dq.flatten(), dd.flatten()])
+    def shape(deterministic: bool) -> Shape:
+        def run() -> torch.Tensor:
+            dq, dd = kernels.backward(grad, q, *segs[0], d, *segs[1], argmax, False, deterministic)
+            return torch.cat([dq.flatten(), dd.flatten()])
+
+        dd_path = "sorted dD (deterministic=True)" if deterministic else "atomic dD"
+        return Shape(f"all-pairs Nq=Nd={n} Lq=32 Ld={d_len} H={hidden} {str(dtype)[6:]}, {dd_path}", run,
+                     bytes=float(n * 32 * n * hidden * d.element_size()))
 
     names = ("_BWD_BLOCK_Q", "_BWD_BLOCK_J", "_MAX_BLOCK_H", "_BWD_WARPS")
     return Sweep(
-        "maxsim backward (atomic dD)",
+        "maxsim backward",
         f"m3kernels/maxsim/triton.py ({', '.join(names)})",
         _candidates(tuple(getattr(kernels, name) for name in names),
                     itertools.product((16, 32), (2, 4, 8), (32, 64, 128), (4, 8)), limit),
         lambda cfg: swap_attrs(kernels, names, cfg),
-        [Shape(f"all-pairs Nq=Nd={n} Lq=32 Ld={d_len} H={hidden} {str(dtype)[6:]}", run,
-               bytes=float(n * 32 * n * hidden * d.element_size()))],
+        [shape(False), shape(True)],  # which dD path is faster decides whether atomics earn their place
     )
 
 
