@@ -71,3 +71,10 @@ def test_full_size_sweep_needs_a_gpu(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         tune.main(["--out", str(tmp_path)])
     assert exc.value.code == 2 and "needs a CUDA GPU" in capsys.readouterr().err
+
+
+def test_candidates_put_the_entry_first_and_near_configs_before_far_ones():
+    grid = iter([(9, 9), (1, 9), (1, 2), (2, 2)])
+    assert tune._candidates((1, 2), grid, None, first=(("other kernel",),)) == [
+        (1, 2), ("other kernel",), (1, 9), (2, 2), (9, 9)]
+    assert tune._candidates((1, 2), iter([(1, 3), (5, 5)]), 2) == [(1, 2), (1, 3)]

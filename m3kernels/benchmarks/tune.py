@@ -103,9 +103,14 @@ def swap_attrs(module: Any, names: tuple[str, ...], values: tuple) -> contextlib
     return stack
 
 
-def _candidates(entry: tuple, grid: Iterator[tuple], limit: int | None) -> list[tuple]:
-    """The table entry first, then the grid's other configs (at most limit in all)."""
-    out = [entry] + [c for c in dict.fromkeys(grid) if c != entry]
+def _candidates(entry: tuple, grid: Iterator[tuple], limit: int | None, first: tuple[tuple, ...] = ()) -> list[tuple]:
+    """The table entry, then `first`, then the grid's other configs nearest the entry first (fewest values changed:
+    a budget that runs out cuts the far ones); at most limit in all."""
+    def distance(c: tuple) -> int:
+        return sum(a != b for a, b in zip(c, entry, strict=True))
+
+    others = sorted((c for c in dict.fromkeys(grid) if c != entry and c not in first), key=distance)
+    out = [entry, *first, *others]
     return out[:limit] if limit else out
 
 
@@ -159,12 +164,11 @@ def maxsim_rows_sweep(device: torch.device, small: bool, limit: int | None) -> S
     def apply(cfg: tuple) -> contextlib.AbstractContextManager:
         return swap(kernels, "_ROW_MAX_BUFFER", 0) if cfg == PER_PAIR else swap(kernels._ROWS_CONFIGS, key, cfg)
 
-    grid = itertools.chain(itertools.product((64, 128), (64, 128), (32, 64), (4, 8), (3,)), [PER_PAIR])
-    candidates = _candidates(kernels._ROWS_CONFIGS[key], grid, limit)
+    grid = itertools.product((64, 128), (64, 128), (32, 64), (4, 8), (3,))
     return Sweep(
         "maxsim forward, several queries (row-block kernel, 16-bit, H > 128)",
         "m3kernels/maxsim/triton.py _ROWS_CONFIGS[(1 << 30, 2)] = (BLOCK_M, BLOCK_D, BLOCK_H, warps, stages)",
-        candidates if PER_PAIR in candidates else [*candidates[:-1], PER_PAIR],  # always compared
+        _candidates(kernels._ROWS_CONFIGS[key], grid, limit, first=(PER_PAIR,)),  # the kernel choice first
         apply,
         [_maxsim_shape(f"all-pairs Nq=Nd={n} Lq=32 Ld={d_len} H={hidden} {str(dtype)[6:]}", kernels, [32] * n,
                        [d_len] * n, hidden, dtype, device)],
