@@ -49,7 +49,7 @@ _ROWS_CONFIGS = {
     (1 << 30, 2): (128, 128, 64, 8, 3),
     (1 << 30, 4): (64, 32, 32, 4, 2),
 }
-_ROW_MAX_BUFFER = 1 << 26  # entries of the [Tq, Nd] row-max buffer (256 MiB) above which one query at a time runs
+_ROW_MAX_BUFFER = 1 << 26  # [Tq, Nd] row-max entries (256 MiB) above which inference takes the per-pair kernel
 _SUM_BLOCK_N = 128
 _BWD_BLOCK_Q = 16
 _BWD_BLOCK_J = 4
@@ -250,6 +250,7 @@ def _use_row_blocks(nq: int, total_q: int, nd: int, pairwise: bool, need_argmax:
 
 
 def _forward_rows(q, q_off, q_len, d, d_off, d_len, scores, argmax, need_argmax) -> None:
+    """All-pairs forward of several queries: fills scores [nq, nd] (and argmax [Tq, nd]) via the row-max buffer."""
     tq, h = q.shape
     nq, nd = q_off.shape[0], d_off.shape[0]
     block_m, block_d, block_h, warps, stages = _config(_ROWS_CONFIGS, h, q.dtype)
