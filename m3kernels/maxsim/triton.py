@@ -25,6 +25,7 @@ g q_t is either scattered with atomics in the same pass (deterministic=False) or
 reduced per doc row in a fixed order after a stable sort of the argmax (a segmented sum: no float atomics,
 bitwise reproducible).
 """
+
 from __future__ import annotations
 
 import torch
@@ -254,14 +255,14 @@ def _forward_rows(q, q_off, q_len, d, d_off, d_len, scores, argmax, need_argmax)
     tq, h = q.shape
     nq, nd = q_off.shape[0], d_off.shape[0]
     block_m, block_d, block_h, warps, stages = _config(_ROWS_CONFIGS, h, q.dtype)
-    q_seg = segment_ids(q_off, q_len, tq)
-    rowmax = torch.empty((tq, nd), dtype=torch.float32, device=q.device)
     num_m = triton.cdiv(tq, block_m)
     if num_m * nd >= 2**31:
         raise ValueError(f"{tq} query rows x {nd} docs exceed the 2^31 - 1 programs of one launch; split the docs")
-    if rowmax.numel() == 0:  # no query rows or no docs: every score is an empty sum
+    if tq * nd == 0:  # no query rows or no docs: every score is an empty sum
         scores.zero_()
         return
+    q_seg = segment_ids(q_off, q_len, tq)
+    rowmax = torch.empty((tq, nd), dtype=torch.float32, device=q.device)
     _maxsim_rows_fwd_kernel[(num_m * nd,)](
         q, q_seg, tq, d, d_off, d_len, rowmax, argmax, nd, h, num_m,
         STORE_ARGMAX=need_argmax, BLOCK_M=block_m, BLOCK_D=block_d, BLOCK_H=block_h, SINGLE_H=block_h >= h,
@@ -360,7 +361,10 @@ def _maxsim_bwd_q_kernel(
         cols = j0 + rj
         take = ok[:, None] & (cols < n_cols)[None, :]
         at = tl.load(argmax_ptr + rows64[:, None] * n_cols + cols[None, :], mask=take, other=-1)
-        g_at = seg[:, None] + 0 * cols[None, :] if PAIRWISE else seg.to(tl.int64)[:, None] * nd + cols[None, :]
+        if PAIRWISE:
+            g_at = tl.broadcast_to(seg[:, None], [BLOCK_Q, BLOCK_J])
+        else:
+            g_at = seg.to(tl.int64)[:, None] * nd + cols[None, :]
         g = tl.load(grad_ptr + g_at, mask=take, other=0.0)
         hit = (at >= 0)[:, :, None] & h_ok[None, None, :]
         src = at.to(tl.int64)[:, :, None] * H + rh[None, None, :]
