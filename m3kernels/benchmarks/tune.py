@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import itertools
 import json
 import time
@@ -80,19 +81,15 @@ class Row:
 def swap(owner: Any, key: Any, value: Any) -> Iterator[None]:
     """Temporarily owner[key] = value (a dict) or owner.key = value (a module); restored on exit."""
     if isinstance(owner, dict):
-        old = owner[key]
-        owner[key] = value
-        try:
-            yield
-        finally:
-            owner[key] = old
+        get, put = owner.__getitem__, owner.__setitem__
     else:
-        old = getattr(owner, key)
-        setattr(owner, key, value)
-        try:
-            yield
-        finally:
-            setattr(owner, key, old)
+        get, put = functools.partial(getattr, owner), functools.partial(setattr, owner)
+    old = get(key)
+    put(key, value)
+    try:
+        yield
+    finally:
+        put(key, old)
 
 
 def swap_attrs(module: Any, names: tuple[str, ...], values: tuple) -> contextlib.ExitStack:
