@@ -78,3 +78,15 @@ def test_candidates_put_the_entry_first_and_near_configs_before_far_ones():
     assert tune._candidates((1, 2), grid, None, first=(("other kernel",),)) == [
         (1, 2), ("other kernel",), (1, 9), (2, 2), (9, 9)]
     assert tune._candidates((1, 2), iter([(1, 3), (5, 5)]), 2) == [(1, 2), (1, 3)]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="runs the CPU (--small) path")
+def test_a_sweep_that_cannot_build_its_inputs_does_not_stop_the_others(tmp_path, capsys, monkeypatch):
+    def broken(device, small, limit):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(tune, "SWEEPS", (broken, lambda device, small, limit: _sweep({"v": 0}, [(1,), (4,)])))
+    assert tune.main(["--out", str(tmp_path), "--small"]) == 0
+    assert "broken: could not build its inputs: OutOfMemoryError" in capsys.readouterr().out
+    rows = json.loads((tmp_path / "tune.json").read_text())["rows"]
+    assert [r["status"] for r in rows] == ["ok", "ok"]

@@ -334,18 +334,25 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("the full-size sweep needs a CUDA GPU (--small runs tiny shapes in the Triton interpreter)")
     end = time.monotonic() + args.budget
     ceilings = roofline.measure(device, quick=True) if device.type == "cuda" else {"gbps": 0.0}
+    name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu (Triton interpreter)"
+    print(f"device: {name}; copy bandwidth {ceilings['gbps']:.0f} GB/s", flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
     rows: list[Row] = []
     for i, make in enumerate(SWEEPS):  # each sweep gets an equal share of what is left
         deadline = time.monotonic() + (end - time.monotonic()) / (len(SWEEPS) - i)
-        rows += run_sweep(make(device, args.small, args.limit), device, deadline, ceilings["gbps"])
+        try:
+            sweep = make(device, args.small, args.limit)
+        except Exception as exc:  # e.g. out of memory building the inputs: the other sweeps still run
+            print(f"== {make.__name__}: could not build its inputs: {type(exc).__name__}: {exc}", flush=True)
+            continue
+        done = run_sweep(sweep, device, deadline, ceilings["gbps"])
+        rows += done
+        print(report(done), flush=True)  # and the file after every sweep: a run cut short keeps what it did
+        (args.out / "tune.json").write_text(json.dumps(
+            {"device": name, "copy_gbps": ceilings["gbps"], "rows": [asdict(r) for r in rows]}, indent=1))
         if device.type == "cuda":
+            del sweep
             torch.cuda.empty_cache()  # the rerank docs alone take ~6 GB
-    args.out.mkdir(parents=True, exist_ok=True)
-    name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu (Triton interpreter)"
-    (args.out / "tune.json").write_text(json.dumps(
-        {"device": name, "copy_gbps": ceilings["gbps"], "rows": [asdict(r) for r in rows]}, indent=1))
-    print(f"device: {name}; copy bandwidth {ceilings['gbps']:.0f} GB/s")
-    print(report(rows))
     return 0
 
 
