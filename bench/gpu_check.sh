@@ -15,7 +15,8 @@
 # hide others), in parallel workers when pytest-xdist is there, except the large-shape @pytest.mark.gpu tests,
 # which run one at a time (side by side their allocator caches would exceed the card's memory).
 # M3K_GPU_STEPS="encode memcheck racecheck tune" (names from steps.txt) runs only those steps: a second call on the
-# still-warm machine (the build and Triton's kernel cache are still there) for the steps the first one skipped.
+# still-warm machine (the build and Triton's kernel cache are still there) for the steps the first one skipped;
+# M3K_TUNE_BUDGET (default 75 s) gives the config sweep more time there.
 # Wheels from bench/fetch_gpu_wheels.sh (carry .whl): .whl/*.whl (GPU peers) go on the main path; .whl/flag/*.whl
 # form an overlay that only the FlagEmbedding reference process sees (it needs transformers<5).
 set -uo pipefail
@@ -90,7 +91,8 @@ if command -v compute-sanitizer >/dev/null; then
     step racecheck 40 compute-sanitizer --tool racecheck --error-exitcode 9 python3 -m pytest -q -x \
         -p no:cacheprovider tests/test_cuda_backend.py -k "not 1024 and not long_text and not triton"
 fi
-step tune 90 python3 -m m3kernels.benchmarks.tune --out "$OUT/tune" --budget 75
+TUNE_BUDGET="${M3K_TUNE_BUDGET:-75}"
+step tune $((TUNE_BUDGET + 15)) python3 -m m3kernels.benchmarks.tune --out "$OUT/tune" --budget "$TUNE_BUDGET"
 echo "== steps"; cat "$OUT/steps.txt"
 echo "== test summary"; tail -n 3 "$OUT/tests.log" "$OUT/tests_gpu.log" 2>/dev/null
 echo "== encode (real size, fp16)"; tail -n 5 "$OUT/encode.log" 2>/dev/null
