@@ -115,9 +115,9 @@ def train_case(device: torch.device, hidden: int, dtype: torch.dtype) -> Case:
     d = torch.randn(n, ld, hidden, device=device, dtype=dtype, requires_grad=True)
     grad = torch.randn(n, n, device=device)
 
-    def fwd_bwd(backend):
+    def fwd_bwd(backend, deterministic=False):
         def run():
-            s = m3kernels.maxsim(q, d, normalize=True, backend=backend)
+            s = m3kernels.maxsim(q, d, normalize=True, deterministic=deterministic, backend=backend)
             gq, gd = torch.autograd.grad(s, (q, d), grad)
             return s.detach(), gq, gd
         return run
@@ -131,7 +131,8 @@ def train_case(device: torch.device, hidden: int, dtype: torch.dtype) -> Case:
 
     providers = [Provider(f"m3k:{b}", fwd_bwd(b)) for b in our_backends("maxsim", device)]
     providers.append(Provider("padded einsum+max (FlagEmbedding/PyLate)", fwd_bwd("reference"), is_reference=True))
-    if device.type == "cuda":
+    if device.type == "cuda":  # the GPU backward's other dD path: sorted segments instead of float atomics
+        providers += [Provider(f"m3k:{b} deterministic", fwd_bwd(b, True)) for b in our_backends("maxsim", device)]
         lik, why = import_peer("late_interaction_kernels")
 
         def lik_fwd_bwd():

@@ -37,6 +37,10 @@ TARGETS = [
            "H=1024 bfloat16", "m3k:triton", "speedup", 3),
     Target("MaxSim all-pairs fwd+bwd bf16 >= 3x einsum (cuda)", "maxsim fwd+bwd", "all-pairs Nq=Nd=64 Lq=32 Ld=256 "
            "H=1024 bfloat16", "m3k:cuda", "speedup", 3),
+    Target("MaxSim all-pairs fwd+bwd bf16 >= 3x einsum (triton, deterministic)", "maxsim fwd+bwd", "all-pairs "
+           "Nq=Nd=64 Lq=32 Ld=256 H=1024 bfloat16", "m3k:triton deterministic", "speedup", 3),
+    Target("MaxSim all-pairs fwd+bwd bf16 >= 3x einsum (cuda, deterministic)", "maxsim fwd+bwd", "all-pairs "
+           "Nq=Nd=64 Lq=32 Ld=256 H=1024 bfloat16", "m3k:cuda deterministic", "speedup", 3),
     Target("attention 8192 tokens >= SDPA flash TFLOP/s", "attention_varlen", "1 text x 8192 heads=16 d=64 float16",
            "m3k:triton", "achieved_vs", 1.0, "SDPA flash backend per text, unpadded"),
     Target("attention 32 texts U[64,2048] >= 2x padded SDPA", "attention_varlen", "32 texts U[64,2048] heads=16 d=64 "
