@@ -80,16 +80,22 @@ def weights_case(device: torch.device, batch: int, length: int, hidden: int, dty
                 bytes=float(h.numel() * h.element_size()), params={"batch": batch, "length": length})
 
 
-def read_pass_case(device: torch.device, batch: int, length: int, hidden: int, dtype: torch.dtype) -> Case:
-    """The part of lexical_weights that reads the hidden states: w_t = relu(h_t . w + b) per token (skip ids 0),
-    the Triton kernel alone against torch's GEMV formulation. End to end, the op's pooling and Python call cost
-    more than reading 64 MiB at HBM speed (~20 us), so this row is where the read's bandwidth shows."""
+def read_pass_inputs(device: torch.device, batch: int, length: int, hidden: int, dtype: torch.dtype) -> tuple:
+    """(hidden [B*L, H], ids [B*L], segment ids int32 [B*L], weight [H], bias [1], skip ids) for the token-weights
+    read pass; weight and bias in dtype (the GEMV formulation needs them so; the kernel takes them as fp32)."""
     h = torch.randn(batch * length, hidden, device=device, dtype=dtype)
     ids = torch.randint(0, VOCAB, (batch * length,), device=device)
     seg = torch.arange(batch, device=device, dtype=torch.int32).repeat_interleave(length)
     weight = torch.randn(hidden, device=device, dtype=dtype) / hidden**0.5
     bias = torch.full((1,), 0.5, device=device, dtype=dtype)
-    skip = torch.tensor(sorted(SPECIAL), device=device)
+    return h, ids, seg, weight, bias, torch.tensor(sorted(SPECIAL), device=device)
+
+
+def read_pass_case(device: torch.device, batch: int, length: int, hidden: int, dtype: torch.dtype) -> Case:
+    """The part of lexical_weights that reads the hidden states: w_t = relu(h_t . w + b) per token (skip ids 0),
+    the Triton kernel alone against torch's GEMV formulation. End to end, the op's pooling and Python call cost
+    more than reading 64 MiB at HBM speed (~20 us), so this row is where the read's bandwidth shows."""
+    h, ids, seg, weight, bias, skip = read_pass_inputs(device, batch, length, hidden, dtype)
     truth = torch.relu(h.double() @ weight.double() + bias.double()).masked_fill(torch.isin(ids, skip), 0).float()
 
     def gemv():

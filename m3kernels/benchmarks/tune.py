@@ -118,13 +118,26 @@ def _packed(lengths: list[int], dim: tuple[int, ...], dtype: torch.dtype, device
     return x, cu.to(device)
 
 
+def _maxsim_inputs(q_lens: list[int], d_lens: list[int], hidden: int, dtype: torch.dtype,
+                   device: torch.device) -> tuple:
+    """(q, q_off, q_len, d, d_off, d_len): random packed queries and docs in the kernels' layout."""
+    q, cu_q = _packed(q_lens, (hidden,), dtype, device)
+    d, cu_d = _packed(d_lens, (hidden,), dtype, device)
+    return q, cu_q[:-1], (cu_q[1:] - cu_q[:-1]).contiguous(), d, cu_d[:-1], (cu_d[1:] - cu_d[:-1]).contiguous()
+
+
+def _training_shape(small: bool) -> tuple[int, int, int, torch.dtype]:
+    """(texts per side, doc length, H, dtype) of the all-pairs training target (queries of 32 tokens); small: tiny
+    and fp16 (bf16 is wrong in the Triton interpreter)."""
+    return (3, 9, 160, torch.float16) if small else (64, 256, 1024, torch.bfloat16)
+
+
 def _maxsim_shape(label: str, kernels: Any, q_lens: list[int], d_lens: list[int], hidden: int, dtype: torch.dtype,
                   device: torch.device) -> Shape:
     """The MaxSim forward (scores only, as at inference) on packed queries and docs."""
-    q, cu_q = _packed(q_lens, (hidden,), dtype, device)
-    d, cu_d = _packed(d_lens, (hidden,), dtype, device)
-    segs = [(cu[:-1].contiguous(), (cu[1:] - cu[:-1]).contiguous()) for cu in (cu_q, cu_d)]
-    return Shape(label, lambda: kernels.forward(q, *segs[0], d, *segs[1], False, False)[0],
+    args = _maxsim_inputs(q_lens, d_lens, hidden, dtype, device)
+    q, d = args[0], args[3]
+    return Shape(label, lambda: kernels.forward(*args, False, False)[0],
                  bytes=float(d.numel() * d.element_size()), flops=2.0 * q.shape[0] * d.shape[0] * hidden)
 
 
@@ -153,9 +166,7 @@ PER_PAIR = ("per-pair kernel",)  # a candidate of the row-block sweep: the per-p
 def maxsim_rows_sweep(device: torch.device, small: bool, limit: int | None) -> Sweep:
     from m3kernels.maxsim import triton as kernels
 
-    n, d_len, hidden = (3, 9, 160) if small else (64, 256, 1024)
-    dtype = torch.float16 if small else torch.bfloat16  # bf16 is wrong in the Triton interpreter
-
+    n, d_len, hidden, dtype = _training_shape(small)
     key = (1 << 30, 2)  # 16-bit inputs, H > 128
 
     def apply(cfg: tuple) -> contextlib.AbstractContextManager:
@@ -201,15 +212,12 @@ def attention_sweep(device: torch.device, small: bool, limit: int | None) -> Swe
 
 
 def sparse_sweep(device: torch.device, small: bool, limit: int | None) -> Sweep:
+    from m3kernels.benchmarks.sparse import read_pass_inputs
     from m3kernels.sparse import triton as kernels
 
     batch, length, hidden = (2, 9, 100) if small else (64, 512, 1024)
-    h = torch.randn(batch * length, hidden, device=device, dtype=torch.float16)
-    ids = torch.randint(0, 250_002, (batch * length,), device=device)
-    seg = torch.arange(batch, device=device, dtype=torch.int32).repeat_interleave(length)
-    weight = torch.randn(hidden, device=device) / hidden**0.5
-    bias = torch.full((1,), 0.5, device=device)
-    skip = torch.tensor([0, 1, 2, 3], device=device)
+    h, ids, seg, weight, bias, skip = read_pass_inputs(device, batch, length, hidden, torch.float16)
+    weight, bias = weight.float(), bias.float()
 
     names = ("_POOL_BLOCK_T", "_POOL_MAX_BLOCK_H", "_POOL_WARPS")
     return Sweep(
@@ -227,17 +235,15 @@ def sparse_sweep(device: torch.device, small: bool, limit: int | None) -> Sweep:
 def maxsim_backward_sweep(device: torch.device, small: bool, limit: int | None) -> Sweep:
     from m3kernels.maxsim import triton as kernels
 
-    n, d_len, hidden = (3, 9, 160) if small else (64, 256, 1024)
-    dtype = torch.float16 if small else torch.bfloat16
-    q, cu_q = _packed([32] * n, (hidden,), dtype, device)
-    d, cu_d = _packed([d_len] * n, (hidden,), dtype, device)
-    segs = [(cu[:-1].contiguous(), (cu[1:] - cu[:-1]).contiguous()) for cu in (cu_q, cu_d)]
-    argmax = kernels.forward(q, *segs[0], d, *segs[1], False, True)[1]
+    n, d_len, hidden, dtype = _training_shape(small)
+    args = _maxsim_inputs([32] * n, [d_len] * n, hidden, dtype, device)
+    argmax = kernels.forward(*args, False, True)[1]
     grad = torch.randn(n, n, device=device)
+    d = args[3]
 
     def shape(deterministic: bool) -> Shape:
         def run() -> torch.Tensor:
-            dq, dd = kernels.backward(grad, q, *segs[0], d, *segs[1], argmax, False, deterministic)
+            dq, dd = kernels.backward(grad, *args, argmax, False, deterministic)
             return torch.cat([dq.flatten(), dd.flatten()])
 
         dd_path = "sorted dD (deterministic=True)" if deterministic else "atomic dD"
