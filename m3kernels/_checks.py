@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import math
 import os
 from collections.abc import Iterator, Sequence
 
@@ -85,17 +86,45 @@ def same_dtype(a_name: str, a: torch.Tensor, b_name: str, b: torch.Tensor) -> No
         raise TypeError(f"{a_name} ({a.dtype}) and {b_name} ({b.dtype}) must have the same dtype")
 
 
-def _finite_sum(t: torch.Tensor) -> bool:
-    """One fast read pass, no temporary: the sum is finite unless t holds NaN or inf, or the sum overflows
-    (then the callers fall back to an exact isnan search)."""
-    return bool(torch.isfinite(t.detach().sum()))
+def read_back(*parts: torch.Tensor) -> list[torch.Tensor]:
+    """Host copies of small tensors (offsets, sums, min / max) with one device-to-host copy: one sync for all
+    the value checks of a call instead of one per check. Each part travels as its raw bytes."""
+    if all(p.device.type == "cpu" for p in parts):
+        return [p.detach() for p in parts]
+    return _read_bytes(parts)
+
+
+def _read_bytes(parts: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    flat = [p.detach().contiguous().reshape(-1) for p in parts]
+    host = torch.cat([f.view(torch.uint8) for f in flat]).cpu()
+    out, start = [], 0
+    for f, p in zip(flat, parts, strict=True):
+        size = f.numel() * f.element_size()
+        out.append(host[start : start + size].clone().view(f.dtype).reshape(p.shape))  # clone: aligned
+        start += size
+    return out
+
+
+def float_sum(t: torch.Tensor) -> torch.Tensor:
+    """0-d fp32 sum of t (no sync): finite unless t holds NaN or inf, or the sum overflows (then the callers
+    fall back to an exact isnan search)."""
+    return t.detach().sum(dtype=torch.float32)
+
+
+def raise_if_nan(host_sum: torch.Tensor, **tensors: torch.Tensor) -> None:
+    """After one read_back of float_sum(all tensors together): a non-finite sum sends each tensor through an
+    exact isnan search, which names the first holding NaN."""
+    if math.isfinite(float(host_sum)):
+        return
+    for name, t in tensors.items():
+        if t.is_floating_point() and t.numel() and bool(torch.isnan(t.detach()).any()):
+            raise ValueError(f"{name} contains NaN; NaN inputs are rejected (documented NaN policy)")
 
 
 def no_nan(name: str, t: torch.Tensor) -> None:
-    if not (t.is_floating_point() and data_checks_enabled()) or t.numel() == 0 or _finite_sum(t):
+    if not (t.is_floating_point() and data_checks_enabled()) or t.numel() == 0:
         return
-    if bool(torch.isnan(t.detach()).any()):
-        raise ValueError(f"{name} contains NaN; NaN inputs are rejected (documented NaN policy)")
+    raise_if_nan(read_back(float_sum(t))[0], **{name: t})
 
 
 def output_has_nan(out: torch.Tensor) -> bool:
@@ -103,7 +132,7 @@ def output_has_nan(out: torch.Tensor) -> bool:
     only then is it searched for NaN."""
     if not data_checks_enabled() or out.numel() == 0:
         return False
-    return not _finite_sum(out) and bool(torch.isnan(out.detach()).any())
+    return not math.isfinite(float(read_back(float_sum(out))[0])) and bool(torch.isnan(out.detach()).any())
 
 
 def raise_nan(**inputs: torch.Tensor) -> None:
@@ -114,23 +143,30 @@ def raise_nan(**inputs: torch.Tensor) -> None:
     raise ValueError("the result contains NaN (an input holds NaN or overflows)")
 
 
-def cu_seqlens(name: str, cu: object, total: int) -> torch.Tensor:
-    """int32/int64 [N+1] offsets: cu[0] == 0, non-decreasing, cu[-1] == total tokens. Returns int32."""
+def cu_seqlens(name: str, cu: object, total: int, *, read: bool = True) -> torch.Tensor:
+    """int32/int64 [N+1] offsets: cu[0] == 0, non-decreasing, cu[-1] == total tokens. Returns int32.
+    read=False checks dtype and shape only: the caller reads the values with its other checks (one
+    read_back) and passes them to cu_seqlens_values."""
     cu = tensor(name, cu, ndim=1, dtypes=(torch.int32, torch.int64))
     row_count(name, total)
     if cu.numel() < 2:
         raise ValueError(f"{name} must have at least 2 entries (N+1 for N >= 1 sequences); got {cu.numel()}")
-    if data_checks_enabled():
-        host = cu.detach().to("cpu", torch.int64)
-        if int(host[0]) != 0:
-            raise ValueError(f"{name}[0] must be 0; got {int(host[0])}")
-        if int(host[-1]) != total:
-            raise ValueError(
-                f"{name}[-1] must equal the number of packed tokens ({total}); got {int(host[-1])}"
-            )
-        if bool((host[1:] < host[:-1]).any()):
-            raise ValueError(f"{name} must be non-decreasing")
+    if read and data_checks_enabled():
+        cu_seqlens_values(name, read_back(cu)[0], total)
     return cu.to(torch.int32).contiguous()  # the kernels index it with stride 1
+
+
+def cu_seqlens_values(name: str, host: torch.Tensor, total: int) -> torch.Tensor:
+    """The value checks of cu_seqlens on its host copy; returns the sequence lengths (int64, host)."""
+    host = host.to(torch.int64)
+    if int(host[0]) != 0:
+        raise ValueError(f"{name}[0] must be 0; got {int(host[0])}")
+    if int(host[-1]) != total:
+        raise ValueError(f"{name}[-1] must equal the number of packed tokens ({total}); got {int(host[-1])}")
+    lengths = host[1:] - host[:-1]
+    if bool((lengths < 0).any()):
+        raise ValueError(f"{name} must be non-decreasing")
+    return lengths
 
 
 def segments(cu: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -52,7 +52,7 @@ def test_swap_restores_on_error():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="tiny shapes are for the interpreter")
 def test_every_sweep_runs_on_tiny_shapes(tmp_path, capsys):
     def tables():
-        return (dict(maxsim_triton._FWD_CONFIGS), maxsim_triton._BWD_WARPS, dict(attention_triton.CONFIGS),
+        return (dict(maxsim_triton._FWD_CONFIGS), dict(maxsim_triton._BWD_TILES), dict(attention_triton.CONFIGS),
                 sparse_triton._POOL_BLOCK_T, sparse_triton._POOL_WARPS)
 
     before = tables()

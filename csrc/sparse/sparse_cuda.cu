@@ -312,8 +312,9 @@ std::string lexical_pool_cuda(const LexicalPoolCudaProblem& p, int64_t* out_ids,
   if (p.batch > INT_MAX || p.rows > INT_MAX) return fn + "batch and rows must be < 2^31";
   if (p.rows > 0 && (!p.hidden || !p.ids || !p.weight || !p.bias || !workspace))
     return fn + "null hidden, ids, weight, bias or workspace pointer";
-  if (p.batch > 0 && (!p.off || !p.len || !out_ids || !out_vals || !out_src || !counts))
-    return fn + "null offset, length or output pointer";
+  if (p.batch > 0 && (!p.off || !p.len || !counts)) return fn + "null offset, length or counts pointer";
+  // Zero rows (every text empty) leave the per-token outputs empty: their pointers may be null then.
+  if (p.rows > 0 && (!out_ids || !out_vals || !out_src)) return fn + "null output pointer";
   if (p.nskip > 0 && !p.skip_ids) return fn + "null skip_ids pointer";
   if (p.batch == 0) return {};
   const PoolWorkspace ws = carve(workspace, p.rows);

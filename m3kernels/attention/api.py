@@ -45,22 +45,22 @@ def attention_varlen(
         )
     if q.shape[1] == 0 or q.shape[2] == 0:
         raise ValueError(f"q must have heads >= 1 and head_dim >= 1; got shape {tuple(q.shape)}")
-    cu = _checks.cu_seqlens("cu_seqlens", cu_seqlens, q.shape[0])
+    cu = _checks.cu_seqlens("cu_seqlens", cu_seqlens, q.shape[0], read=False)
     _checks.same_device(q=q, cu_seqlens=cu)
     if not isinstance(max_seqlen, int) or isinstance(max_seqlen, bool) or max_seqlen < 0:
         raise TypeError(f"max_seqlen must be a non-negative int; got {max_seqlen!r}")
-    if _checks.data_checks_enabled():
-        longest = int((cu[1:] - cu[:-1]).max())
-        if longest > max_seqlen:
-            raise ValueError(
-                f"max_seqlen ({max_seqlen}) is below the longest sequence in cu_seqlens ({longest})"
-            )
     scale = 1.0 / math.sqrt(q.shape[2]) if scale is None else float(scale)
     name = _backend.resolve("attention_varlen", backend, device, q.dtype)
     _checks.kernel_dtype(name, "q", q)
-    # Checked on the inputs: softmax kernels need not propagate NaN (a one-key row can come out finite).
-    for arg, t in (("q", q), ("k", k), ("v", v)):
-        _checks.no_nan(arg, t)
+    if _checks.data_checks_enabled():
+        # Checked on the inputs (softmax kernels need not propagate NaN: a one-key row can come out finite);
+        # one read-back for the offsets and the three sums.
+        host_cu, *sums = _checks.read_back(cu, *(_checks.float_sum(t) for t in (q, k, v)))
+        lengths = _checks.cu_seqlens_values("cu_seqlens", host_cu, q.shape[0])
+        longest = int(lengths.max()) if lengths.numel() else 0
+        if longest > max_seqlen:
+            raise ValueError(f"max_seqlen ({max_seqlen}) is below the longest sequence in cu_seqlens ({longest})")
+        _checks.raise_if_nan(sum(sums), q=q, k=k, v=v)
     if name == "reference":
         return reference.attention_varlen(q, k, v, cu, scale)
     module = _backend.kernel_module("attention_varlen", name)

@@ -7,8 +7,9 @@ which entry to write into the table:
 - MaxSim forward, one query, 16-bit, H > 128 (``_FWD_CONFIGS`` in m3kernels/maxsim/triton.py): the rerank shape
   (fp16, 1 query of 32 tokens, 10,000 docs of U[64,512] tokens, H=1024).
 - MaxSim forward, several queries (``_ROWS_CONFIGS``): the all-pairs training shape (bf16, 64 x 64, Lq=32,
-  Ld=256), with the per-pair kernel on the same shape as one more candidate; the backward constants on that shape,
-  with atomic and with sorted (deterministic) dD (its GB/s count the doc rows gathered, one per query token and doc).
+  Ld=256), with the per-pair kernel on the same shape as one more candidate; the backward tiles (``_BWD_TILES``)
+  on that shape, one entry per dD path: atomic, and sorted (deterministic) (its GB/s count the doc rows gathered,
+  one per query token and doc).
 - Attention forward, 16-bit, head_dim 64 (``CONFIGS[64].fwd`` in m3kernels/attention/triton.py): one 8192-token
   text and 32 texts of U[64,2048] tokens, 16 heads.
 - Sparse token weights (``_POOL_BLOCK_T`` / ``_POOL_MAX_BLOCK_H`` / ``_POOL_WARPS`` in m3kernels/sparse/triton.py):
@@ -232,7 +233,7 @@ def sparse_sweep(device: torch.device, small: bool, limit: int | None) -> Sweep:
     )
 
 
-def maxsim_backward_sweep(device: torch.device, small: bool, limit: int | None) -> Sweep:
+def _maxsim_backward_sweep(device: torch.device, small: bool, limit: int | None, deterministic: bool) -> Sweep:
     from m3kernels.maxsim import triton as kernels
 
     n, d_len, hidden, dtype = _training_shape(small)
@@ -241,27 +242,32 @@ def maxsim_backward_sweep(device: torch.device, small: bool, limit: int | None) 
     grad = torch.randn(n, n, device=device)
     d = args[3]
 
-    def shape(deterministic: bool) -> Shape:
-        def run() -> torch.Tensor:
-            dq, dd = kernels.backward(grad, *args, argmax, False, deterministic)
-            return torch.cat([dq.flatten(), dd.flatten()])
+    def run() -> torch.Tensor:
+        dq, dd = kernels.backward(grad, *args, argmax, False, deterministic)
+        return torch.cat([dq.flatten(), dd.flatten()])
 
-        dd_path = "sorted dD (deterministic=True)" if deterministic else "atomic dD"
-        return Shape(f"all-pairs Nq=Nd={n} Lq=32 Ld={d_len} H={hidden} {str(dtype)[6:]}, {dd_path}", run,
-                     bytes=float(n * 32 * n * hidden * d.element_size()))
-
-    names = ("_BWD_BLOCK_Q", "_BWD_BLOCK_J", "_MAX_BLOCK_H", "_BWD_WARPS")
+    dd_path = "sorted dD (deterministic=True)" if deterministic else "atomic dD"
     return Sweep(
-        "maxsim backward",
-        f"m3kernels/maxsim/triton.py ({', '.join(names)})",
-        _candidates(tuple(getattr(kernels, name) for name in names),
+        f"maxsim backward, {dd_path}",
+        f"m3kernels/maxsim/triton.py _BWD_TILES[{deterministic}] = BwdTiles(block_q, block_j, max_block_h, warps)",
+        _candidates(tuple(kernels._BWD_TILES[deterministic]),
                     itertools.product((16, 32), (2, 4, 8), (32, 64, 128), (4, 8)), limit),
-        lambda cfg: swap_attrs(kernels, names, cfg),
-        [shape(False), shape(True)],  # which dD path is faster decides whether atomics earn their place
+        lambda cfg: swap(kernels._BWD_TILES, deterministic, kernels.BwdTiles(*cfg)),
+        [Shape(f"all-pairs Nq=Nd={n} Lq=32 Ld={d_len} H={hidden} {str(dtype)[6:]}", run,
+               bytes=float(n * 32 * n * hidden * d.element_size()))],
     )
 
 
-SWEEPS = (maxsim_sweep, maxsim_rows_sweep, maxsim_backward_sweep, attention_sweep, sparse_sweep)
+def maxsim_backward_atomic_sweep(device: torch.device, small: bool, limit: int | None) -> Sweep:
+    return _maxsim_backward_sweep(device, small, limit, False)
+
+
+def maxsim_backward_sorted_sweep(device: torch.device, small: bool, limit: int | None) -> Sweep:
+    return _maxsim_backward_sweep(device, small, limit, True)
+
+
+SWEEPS = (maxsim_sweep, maxsim_rows_sweep, maxsim_backward_atomic_sweep, maxsim_backward_sorted_sweep, attention_sweep,
+          sparse_sweep)
 
 
 def _median_ms(fn: Callable[[], object], device: torch.device) -> float:

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from m3kernels import _backend, _checks
+from m3kernels._segments import uniform_segments
 from m3kernels.maxsim import reference
 
 
@@ -24,14 +25,9 @@ def _check_pair(q: Tensor, d: Tensor, q_ndim: int) -> torch.device:
 def _prefix_layout(x: Tensor, m: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
     """Padded [N, L, H] -> (rows [N*L, H], off, len, prefix mask) with each item's valid tokens first."""
     n, length, h = x.shape
-    off = torch.arange(n, device=x.device, dtype=torch.int32) * length
+    off, full_lens = uniform_segments(n, length, x.device)
     if m is None:
-        return (
-            x.reshape(n * length, h),
-            off,
-            torch.full((n,), length, dtype=torch.int32, device=x.device),
-            None,
-        )
+        return x.reshape(n * length, h), off, full_lens, None
     lens = m.sum(dim=1, dtype=torch.int32)
     prefix = torch.arange(length, device=x.device)[None, :] < lens[:, None]
     if torch.compiler.is_compiling() or not bool(torch.equal(prefix, m)):
@@ -170,9 +166,13 @@ def maxsim_varlen(
         float32 [Nq, Nd] or [N]; same formula as :func:`maxsim`.
     """
     device = _check_pair(q, d, 2)
-    cu_q = _checks.cu_seqlens("cu_seqlens_q", cu_seqlens_q, q.shape[0])
-    cu_d = _checks.cu_seqlens("cu_seqlens_d", cu_seqlens_d, d.shape[0])
+    cu_q = _checks.cu_seqlens("cu_seqlens_q", cu_seqlens_q, q.shape[0], read=False)
+    cu_d = _checks.cu_seqlens("cu_seqlens_d", cu_seqlens_d, d.shape[0], read=False)
     _checks.same_device(q=q, cu_seqlens_q=cu_q, cu_seqlens_d=cu_d)
+    if _checks.data_checks_enabled():
+        host_q, host_d = _checks.read_back(cu_q, cu_d)  # one sync for both
+        _checks.cu_seqlens_values("cu_seqlens_q", host_q, q.shape[0])
+        _checks.cu_seqlens_values("cu_seqlens_d", host_d, d.shape[0])
     (q_off, q_len), (d_off, d_len) = _checks.segments(cu_q), _checks.segments(cu_d)
     return _run(
         q,

@@ -28,6 +28,8 @@ bitwise reproducible).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import triton
 import triton.language as tl
@@ -52,11 +54,22 @@ _ROWS_CONFIGS = {
 }
 _ROW_MAX_BUFFER = 1 << 26  # [Tq, Nd] row-max entries (256 MiB) above which inference takes the per-pair kernel
 _SUM_BLOCK_N = 128
-_BWD_BLOCK_Q = 16
-_BWD_BLOCK_J = 4
 _BWD_BLOCK_E = 16
-_MAX_BLOCK_H = 64  # of the backward kernels
-_BWD_WARPS = 4
+
+
+class BwdTiles(NamedTuple):
+    """Backward tiles: dQ kernel rows and docs per step, the hidden-chunk cap (dQ and sorted-dD kernels), warps."""
+
+    block_q: int
+    block_j: int
+    max_block_h: int
+    warps: int
+
+
+# Per dD path (deterministic=False: float atomics from the dQ kernel; True: sorted segments, one more kernel).
+# H200 sweep (bench/RESULTS.md, tune.log): the atomic entry was the fastest of 36; the sorted path ran 1.25x
+# faster on (32, 8, 32, 4) than on the atomic entry.
+_BWD_TILES = {False: BwdTiles(16, 4, 64, 4), True: BwdTiles(32, 8, 32, 4)}
 
 
 _triton_compat.patch_interpreter()
@@ -409,7 +422,7 @@ def _maxsim_bwd_d_kernel(
     tl.store(dd_ptr + r * H + rh, acc, mask=h_ok)
 
 
-def _dd_deterministic(grad, q, q_seg, argmax, dd, pairwise, block_h):
+def _dd_deterministic(grad, q, q_seg, argmax, dd, pairwise, block_h, warps):
     """Fills dd by a segmented sum over the stable-sorted argmax (one program per doc row)."""
     keys, perm = torch.sort(argmax.reshape(-1), stable=True)
     rows = torch.arange(dd.shape[0] + 1, dtype=keys.dtype, device=keys.device)
@@ -427,7 +440,7 @@ def _dd_deterministic(grad, q, q_seg, argmax, dd, pairwise, block_h):
         PAIRWISE=pairwise,
         BLOCK_E=_BWD_BLOCK_E,
         BLOCK_H=block_h,
-        num_warps=_BWD_WARPS,
+        num_warps=warps,
     )
 
 
@@ -452,12 +465,13 @@ def backward(
     h = q.shape[1]
     dq = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
     dd = torch.zeros(d.shape, dtype=torch.float32, device=d.device)
-    block_h = _block_h(h, _MAX_BLOCK_H)
+    tiles = _BWD_TILES[deterministic]
+    block_h = _block_h(h, tiles.max_block_h)
     if q.shape[0] == 0 or d.shape[0] == 0:
         return dq, dd
     with _triton_compat.device_context(q):
         q_seg = segment_ids(q_off, q_len, q.shape[0])
-        _maxsim_bwd_q_kernel[(triton.cdiv(q.shape[0], _BWD_BLOCK_Q), triton.cdiv(h, block_h))](
+        _maxsim_bwd_q_kernel[(triton.cdiv(q.shape[0], tiles.block_q), triton.cdiv(h, block_h))](
             grad,
             q,
             q_seg,
@@ -470,13 +484,13 @@ def backward(
             h,
             PAIRWISE=pairwise,
             SCATTER_DD=not deterministic,
-            BLOCK_Q=_BWD_BLOCK_Q,
-            BLOCK_J=1 if pairwise else _BWD_BLOCK_J,
+            BLOCK_Q=tiles.block_q,
+            BLOCK_J=1 if pairwise else tiles.block_j,
             BLOCK_H=block_h,
-            num_warps=_BWD_WARPS,
+            num_warps=tiles.warps,
         )
         if deterministic:
-            _dd_deterministic(grad, q, q_seg, argmax, dd, pairwise, block_h)
+            _dd_deterministic(grad, q, q_seg, argmax, dd, pairwise, block_h, tiles.warps)
     return dq, dd
 
 

@@ -157,15 +157,16 @@ class BGEM3(nn.Module):
     def _check_packed(self, input_ids: Tensor, cu_seqlens: Tensor, max_seqlen: int) -> None:
         _checks.tensor("input_ids", input_ids, ndim=1, dtypes=(torch.int64,))
         _checks.same_device(input_ids=input_ids, model=self.encoder.word_embeddings.weight)
-        cu = _checks.cu_seqlens("cu_seqlens", cu_seqlens, input_ids.numel())
+        cu = _checks.cu_seqlens("cu_seqlens", cu_seqlens, input_ids.numel(), read=False)
         _checks.same_device(input_ids=input_ids, cu_seqlens=cu)
         if not isinstance(max_seqlen, int) or isinstance(max_seqlen, bool):
             raise TypeError(f"max_seqlen must be an int; got {max_seqlen!r}")
-        if _checks.data_checks_enabled() and input_ids.numel():
-            longest_t = (cu[1:] - cu[:-1]).max().to(torch.int64)
-            lo, hi, longest = torch.stack([*torch.aminmax(input_ids), longest_t]).tolist()  # one sync
+        if _checks.data_checks_enabled():
+            host_cu, *bounds = _checks.read_back(cu, *(torch.aminmax(input_ids) if input_ids.numel() else ()))
+            longest = int(_checks.cu_seqlens_values("cu_seqlens", host_cu, input_ids.numel()).max())
             vocab = self.encoder.config.vocab_size
-            if lo < 0 or hi >= vocab:
+            if bounds and (int(bounds[0]) < 0 or int(bounds[1]) >= vocab):
+                lo, hi = (int(b) for b in bounds)
                 raise ValueError(f"input_ids must lie in [0, {vocab}); got values in [{lo}, {hi}]")
             if longest > max_seqlen:
                 raise ValueError(f"max_seqlen ({max_seqlen}) is below the longest text in cu_seqlens ({longest})")

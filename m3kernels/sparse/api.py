@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from m3kernels import _backend, _checks
+from m3kernels._segments import uniform_segments
 from m3kernels.sparse import reference
 from m3kernels.sparse.batch import SparseBatch
 
@@ -54,7 +55,7 @@ def _check_ids(ids: Tensor, vocab_size: int | None, valid: Tensor | None) -> Non
     real = ids if valid is None else ids[valid]
     if real.numel() == 0:
         return
-    lo, hi = (int(x) for x in torch.aminmax(real))  # one pass, one sync
+    lo, hi = (int(x) for x in _checks.read_back(*torch.aminmax(real)))  # one pass, one sync
     if lo < 0:
         raise ValueError(f"input_ids must be >= 0; got {lo}")
     if vocab_size is not None and hi >= vocab_size:
@@ -124,8 +125,7 @@ def lexical_weights(
             valid = attention_mask.bool().reshape(-1)
         hidden = hidden.reshape(bsz * length, h)
         ids = ids.reshape(-1)
-        off = torch.arange(bsz, dtype=torch.int32, device=device) * length
-        lens = torch.full((bsz,), length, dtype=torch.int32, device=device)
+        off, lens = uniform_segments(bsz, length, device)
     else:
         if cu_seqlens is None:
             raise ValueError("packed hidden [T, H] needs cu_seqlens [B+1]")

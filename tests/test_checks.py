@@ -1,0 +1,75 @@
+"""The shared value checks: one read-back per call, byte-exact host copies, cached padded layouts."""
+
+import pytest
+import torch
+
+import m3kernels
+from m3kernels import _checks
+from m3kernels._segments import uniform_segments
+
+
+def test_read_bytes_round_trips_mixed_dtypes_and_shapes():
+    parts = [
+        torch.tensor([0, 7, 2**31 - 1], dtype=torch.int32),
+        torch.tensor(-(2**62) - 3, dtype=torch.int64),  # 0-d, beyond float64's exact integers
+        torch.tensor([[1.5, float("nan")], [float("inf"), -0.0]]),
+        torch.tensor([True, False, True]),
+        torch.randn(5, 3)[:, 1],  # non-contiguous
+    ]
+    got = _checks._read_bytes(parts)
+    for g, p in zip(got, parts, strict=True):
+        assert g.dtype == p.dtype and g.shape == p.shape
+        assert torch.equal(g.view(torch.uint8) if g.dim() else g.reshape(1).view(torch.uint8),
+                           p.contiguous().view(torch.uint8) if p.dim() else p.reshape(1).view(torch.uint8))
+
+
+@pytest.mark.parametrize("poison", [None, "nan", "inf"])
+def test_raise_if_nan_names_the_tensor_with_nan_only(poison):
+    a, b = torch.randn(33), torch.randn(7, 5)
+    if poison:
+        b[3, 2] = float(poison)
+    total = sum(_checks.read_back(_checks.float_sum(a), _checks.float_sum(b)))
+    if poison == "nan":
+        with pytest.raises(ValueError, match=r"^b contains NaN"):
+            _checks.raise_if_nan(total, a=a, b=b)
+    else:
+        _checks.raise_if_nan(total, a=a, b=b)  # inf is not NaN: no error
+
+
+def test_cu_seqlens_values_reports_each_fault():
+    ok = _checks.cu_seqlens_values("cu", torch.tensor([0, 3, 3, 10], dtype=torch.int32), 10)
+    assert ok.tolist() == [3, 0, 7]
+    for bad, match in (([1, 3, 10], r"cu\[0\] must be 0"), ([0, 3, 9], r"cu\[-1\] must equal"),
+                       ([0, 5, 3, 10], "non-decreasing")):
+        with pytest.raises(ValueError, match=match):
+            _checks.cu_seqlens_values("cu", torch.tensor(bad), 10)
+
+
+@pytest.mark.parametrize("n,length", [(1, 1), (7, 33), (3, 0)])
+def test_uniform_segments_values_and_cache(n, length):
+    off, lens = uniform_segments(n, length, torch.device("cpu"))
+    assert off.dtype == lens.dtype == torch.int32
+    assert off.tolist() == [i * length for i in range(n)] and lens.tolist() == [length] * n
+    again = uniform_segments(n, length, torch.device("cpu"))
+    assert again[0] is off and again[1] is lens
+
+
+def test_ops_read_the_device_once_per_call(monkeypatch):
+    """attention_varlen: offsets and the three NaN sums in one read-back; maxsim_varlen: both offsets in one,
+    then one for the output check."""
+    reads = []
+    real = _checks.read_back
+
+    def counting(*parts):
+        reads.append(len(parts))
+        return real(*parts)
+
+    monkeypatch.setattr(_checks, "read_back", counting)
+    q = torch.randn(10, 2, 16)
+    cu = torch.tensor([0, 3, 10], dtype=torch.int32)
+    m3kernels.attention_varlen(q, q.clone(), q.clone(), cu, 7, backend="cpu")
+    assert reads == [4]
+    reads.clear()
+    m3kernels.maxsim_varlen(torch.randn(5, 8), torch.tensor([0, 2, 5]), torch.randn(9, 8), cu.new_tensor([0, 4, 9]),
+                            backend="cpu")
+    assert reads == [2, 1]
