@@ -114,3 +114,43 @@ def test_lexical_weights_compiles_fullgraph(backend, padded):
     for a, b in zip((got_sparse.indptr, got_sparse.ids), (want_sparse.indptr, want_sparse.ids), strict=True):
         assert torch.equal(a, b)
     torch.testing.assert_close(torch.autograd.grad(got, (h, w)), torch.autograd.grad(want, (h, w)))
+
+
+def test_eager_inference_skips_the_op_layer_and_everything_else_keeps_it(monkeypatch):
+    """No autograd graph, eager, plain tensors: the backend function runs directly (the torch.library layer
+    costs more host time than the launch on a GPU machine). Grad, a dispatch mode or a functorch transform
+    keep the op."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from m3kernels import _backend
+
+    calls = []
+
+    class Recorder(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            calls.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    q, d = torch.randn(5, 8), torch.randn(9, 8)
+    cu_q, cu_d = torch.tensor([0, 2, 5]), torch.tensor([0, 4, 9])
+    assert _backend.skips_op_layer(q, d)
+    with torch.no_grad():
+        assert _backend.skips_op_layer(q.requires_grad_(), d)
+    assert not _backend.skips_op_layer(q, d)  # q requires grad, grad mode on
+    q.requires_grad_(False)
+    with Recorder():
+        assert not _backend.skips_op_layer(q, d)
+        direct = m3kernels.maxsim_varlen(q, cu_q, d, cu_d, backend="cpu")
+    assert any("m3k.maxsim_cpu" in c for c in calls)
+    assert torch.equal(direct, m3kernels.maxsim_varlen(q, cu_q, d, cu_d, backend="cpu"))
+    assert torch.func.vmap(lambda x: torch.tensor(_backend.skips_op_layer(x)))(q[None]).item() is False
+
+    from m3kernels.maxsim import cpu
+
+    def refuse(*args):
+        raise AssertionError("the torch.library op ran in eager inference")
+
+    monkeypatch.setattr(cpu, "op", refuse)
+    m3kernels.maxsim_varlen(q, cu_q, d, cu_d, backend="cpu")  # direct: the op is not called
+    with pytest.raises(AssertionError, match="op ran"):
+        m3kernels.maxsim_varlen(q.requires_grad_(), cu_q, d, cu_d, backend="cpu")

@@ -79,9 +79,12 @@ def _run(
         )
     else:
         need_argmax = torch.is_grad_enabled() and (q2.requires_grad or d2.requires_grad)
-        scores, _ = _backend.kernel_module("maxsim", name).op(
-            q2, q_off, q_len, d2, d_off, d_len, pairwise, need_argmax, deterministic
-        )
+        module = _backend.kernel_module("maxsim", name)
+        args = (q2, q_off, q_len, d2, d_off, d_len, pairwise, need_argmax)
+        if _backend.skips_op_layer(q2, d2):
+            scores, _ = module.forward(*args)
+        else:
+            scores, _ = module.op(*args, deterministic)
     if _checks.output_has_nan(scores):  # name the culprit among the real tokens (a NaN behind a mask is fine)
         _checks.raise_nan(q=_rows_in_items(q2, q_off, q_len), d=_rows_in_items(d2, d_off, d_len))
     return _finish(scores, q_len, pairwise, normalize)

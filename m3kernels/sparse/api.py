@@ -147,9 +147,9 @@ def lexical_weights(
         result = reference.lexical_weights_packed(hidden, ids, off, lens, weight, bias, skip, compute)
         _raise_on_nan(result.values, hidden, ids, skip_t, weight, bias)
         return result
-    out_ids, out_vals, src, counts = _backend.kernel_module("lexical_weights", name).pool_op(
-        hidden, ids, off, lens, weight.float(), bias.float(), skip_t
-    )
+    module = _backend.kernel_module("lexical_weights", name)
+    pool = module.pool if _backend.skips_op_layer(hidden, weight, bias) else module.pool_op
+    out_ids, out_vals, src, counts = pool(hidden, ids, off, lens, weight.float(), bias.float(), skip_t)
     # Text b's entries sit in slots off[b] .. off[b] + counts[b] and offsets increase with b, so the used
     # slots (src >= 0) in order are already the CSR layout.
     indptr = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
@@ -189,7 +189,8 @@ def lexical_scores(q: SparseBatch, d: SparseBatch, *, pairwise: bool = False, ba
     if name == "reference":
         return reference.lexical_scores(q, d, pairwise=pairwise)
     vals = (q.values.detach().float().contiguous(), d.values.detach().float().contiguous())
-    return _backend.kernel_module("lexical_scores", name).scores_op(
+    module = _backend.kernel_module("lexical_scores", name)
+    return (module.scores if _backend.skips_op_layer(*vals) else module.scores_op)(
         q.indptr.contiguous(),
         q.ids.contiguous(),
         vals[0],
