@@ -2,8 +2,9 @@
 # One call on a GPU machine (torch + triton + nvcc already installed, no package registry):
 #   bash bench/gpu_check.sh OUTDIR [PACKDIR]
 # builds m3kernels with its CUDA kernels, runs the test suite on the GPU (no interpreter: bf16 and large shapes
-# included), the GPU benchmarks (`m3k bench --quick`), the real-size fp16 encode against FlagEmbedding, and
-# compute-sanitizer on the CUDA backend tests, and a sweep of the Triton config tables on the target shapes
+# included), the GPU benchmarks (`m3k bench --quick`), the real-size fp16 encode against FlagEmbedding,
+# the host / checks / kernel split of one call per op (bench/profile_ops.py), compute-sanitizer on the CUDA
+# backend tests and a sweep of the Triton config tables on the target shapes
 # (m3kernels/benchmarks/tune.py); logs, the benchmark table and a met / missed line per GPU target of the issues
 # (m3kernels/benchmarks/targets.py) go to OUTDIR, the targets printed last.
 # PACKDIR (optional, e.g. the device tool's $OUT, which returns at most 8 files): after every step OUTDIR is
@@ -23,7 +24,7 @@ set -uo pipefail
 OUT="${1:?usage: bash bench/gpu_check.sh OUTDIR [PACKDIR]}"
 PACK="${2:-}"
 BUDGET="${M3K_GPU_BUDGET:-450}"
-STEPS=" ${M3K_GPU_STEPS:-build info tests tests_gpu bench flagenv encode memcheck racecheck tune} "
+STEPS=" ${M3K_GPU_STEPS:-build info tests tests_gpu bench flagenv encode profile memcheck racecheck tune} "
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 cd "$(dirname "$0")/.."
@@ -79,12 +80,13 @@ step build 150 env MAX_JOBS=16 M3K_CUDA_ARCHS="${ARCH:-80;90}" python3 -m pip in
 step info 20 python3 -m m3kernels.cli info
 step tests 150 python3 -m pytest "${PYTEST_OPTS[@]}" "${XDIST[@]}" -m "not gpu" "${TESTS[@]}"
 step tests_gpu 90 python3 -m pytest "${PYTEST_OPTS[@]}" -m gpu "${TESTS[@]}"
-step bench 120 python3 -m m3kernels.cli bench --quick --out "$OUT/bench"
+step bench 150 python3 -m m3kernels.cli bench --quick --out "$OUT/bench"  # > 100 s on a fresh machine
 if [ -n "${M3K_FLAG_PYTHON:-}" ]; then
     step flagenv 30 "$M3K_FLAG_PYTHON" -c "import FlagEmbedding, transformers; print(transformers.__version__)"
 fi
 step encode 120 python3 bench/bench_encode.py --config real --device cuda --dtype fp16 --n-texts 32 \
     --max-tokens 2048 --repeats 3 --out "$OUT/encode_real.json"
+step profile 60 python3 bench/profile_ops.py --rows 8 --out "$OUT/profile.txt"
 if command -v compute-sanitizer >/dev/null; then
     step memcheck 40 compute-sanitizer --tool memcheck --error-exitcode 9 python3 -m pytest -q -x -p no:cacheprovider \
         tests/test_cuda_backend.py -k "not 1024 and not long_text and not triton"
@@ -96,6 +98,7 @@ step tune $((TUNE_BUDGET + 15)) python3 -m m3kernels.benchmarks.tune --out "$OUT
 echo "== steps"; cat "$OUT/steps.txt"
 echo "== test summary"; tail -n 3 "$OUT/tests.log" "$OUT/tests_gpu.log" 2>/dev/null
 echo "== encode (real size, fp16)"; tail -n 5 "$OUT/encode.log" 2>/dev/null
+echo "== host vs device per call (profile.txt)"; sed -n '/^== summary/,$p' "$OUT/profile.txt" 2>/dev/null | cut -c1-200
 echo "== config sweep (best candidate per shape; full table in tune.log)"
 grep -E "^== |<- table|^  best" "$OUT/tune.log" 2>/dev/null | cut -c1-160
 echo "== bench"; cat "$OUT/bench/table.txt" 2>/dev/null || tail -n 20 "$OUT/bench.log" 2>/dev/null

@@ -108,3 +108,15 @@ def test_gpu_targets_summary(tmp_path, capsys):
     assert line["attention 8192 tokens >= SDPA flash TFLOP/s"].startswith("-")
     assert line["encode fp16 real size >= 2x FlagEmbedding"].startswith("MET")
     assert out[0] == "targets (Test GPU):"
+
+
+def test_profile_splits_a_call(tmp_path, capsys):
+    from m3kernels.benchmarks import profile
+
+    out = tmp_path / "profile.txt"
+    assert profile.main(["--ops", "lexical_weights", "--rows", "3", "--out", str(out)]) == 0
+    summary = out.read_text().split("== summary")[1].strip().splitlines()[1:]
+    assert len(summary) == 1 and summary[0].startswith("lexical_weights | B=32")
+    for field in ("call", "trusted", "host"):
+        assert float(summary[0].split(f"| {field} ")[1].split(" ms")[0]) > 0
+    assert "Self CPU" in capsys.readouterr().out
