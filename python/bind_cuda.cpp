@@ -29,13 +29,18 @@ void bind_cuda(py::module_& m) {
       "maxsim_forward_cuda",
       [](uintptr_t q, int q_dtype, uintptr_t d, int d_dtype, int64_t hidden, uintptr_t q_off, uintptr_t q_len, int64_t nq,
          uintptr_t d_off, uintptr_t d_len, int64_t nd, bool pairwise, uintptr_t scores, uintptr_t argmax,
-         uintptr_t stream) {
+         uintptr_t stream, int tile) {
         raise_on_error(m3k::maxsim_forward_cuda(
             maxsim_problem(q, q_dtype, d, d_dtype, hidden, q_off, q_len, nq, d_off, d_len, nd, pairwise), ptr<float>(scores),
-            ptr<int32_t>(argmax), stream_of(stream)));
+            ptr<int32_t>(argmax), stream_of(stream), tile));
       },
-      "MaxSim forward on device addresses (see csrc/maxsim/maxsim_cuda.h); argmax may be 0.",
+      "MaxSim forward on device addresses (see csrc/maxsim/maxsim_cuda.h); argmax may be 0; tile in "
+      "[0, kFwdTiles) picks the block shape.",
+      py::arg("q"), py::arg("q_dtype"), py::arg("d"), py::arg("d_dtype"), py::arg("hidden"), py::arg("q_off"),
+      py::arg("q_len"), py::arg("nq"), py::arg("d_off"), py::arg("d_len"), py::arg("nd"), py::arg("pairwise"),
+      py::arg("scores"), py::arg("argmax"), py::arg("stream"), py::arg("tile") = 0,
       py::call_guard<py::gil_scoped_release>());
+  m.attr("maxsim_forward_cuda_tiles") = m3k::kFwdTiles;
   m.def(
       "maxsim_backward_cuda",
       [](uintptr_t q, int q_dtype, uintptr_t d, int d_dtype, int64_t hidden, uintptr_t q_off, uintptr_t q_len, int64_t nq,

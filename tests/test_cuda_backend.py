@@ -49,6 +49,28 @@ def test_maxsim_varlen_matches_reference(dtype, pairwise, hidden):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("tile", range(4))
+def test_every_forward_tile_matches_reference(monkeypatch, dtype, tile):
+    """Every block shape of the forward kernel (the tune sweep's candidates) gives the reference scores, and
+    bitwise the same scores and argmax as tile 0 (each dot product takes the same k steps in every shape); the
+    ragged lengths straddle the 64- and 128-row doc tiles."""
+    from m3kernels.maxsim import cuda as kernels
+
+    assert _native.C.maxsim_forward_cuda_tiles == 4
+    q, cu_q = packed(Q_LENS, 256, dtype)
+    d, cu_d = packed([*D_LENS, 65, 63], 256, dtype)
+    args = (q, cu_q[:-1], cu_q[1:] - cu_q[:-1], d, cu_d[:-1], cu_d[1:] - cu_d[:-1], False, True)
+    base_scores, base_arg = kernels.forward(*args)
+    monkeypatch.setattr(kernels, "_FWD_TILE", tile)
+    scores, arg = kernels.forward(*args)
+    torch.testing.assert_close(scores.double(), ref_scores(q, cu_q, d, cu_d, False), **scale_tol(dtype, 256))
+    assert torch.equal(arg, base_arg) and torch.equal(scores, base_scores)
+    with pytest.raises(RuntimeError, match="tile must be in"):
+        monkeypatch.setattr(kernels, "_FWD_TILE", 4)
+        kernels.forward(*args)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_maxsim_padded_scattered_masks(dtype):
     q = torch.randn(3, 40, 64, device=DEVICE).to(dtype)
     d = torch.randn(5, 150, 64, device=DEVICE).to(dtype)

@@ -14,21 +14,24 @@ namespace {
 
 using cuda::ceil_div;
 
-template <typename T>
+// Tile shape: kWarps warps of 16 doc columns each (kBN = 16 * kWarps doc tokens per tile) and kBKVecs 16-byte
+// vectors of hidden per row and stage. Variants are picked at run time (kFwdTiles below; the Python layer's
+// _FWD_TILE, swept by m3kernels/benchmarks/tune.py).
+template <typename T, int kWarpsT = 8, int kBKVecs = 8>
 struct FwdTile {
   static constexpr int kBM = 32;                 // query tokens per tile (= one warp in the reduction)
-  static constexpr int kBN = 128;                // doc tokens per tile
-  static constexpr int kWarps = 8;
+  static constexpr int kWarps = kWarpsT;
+  static constexpr int kWarpCols = 16;           // doc columns per warp = two n8 MMA tiles
+  static constexpr int kBN = kWarps * kWarpCols;  // doc tokens per tile
   static constexpr int kThreads = kWarps * 32;
-  static constexpr int kWarpCols = kBN / kWarps;  // 16 doc columns per warp = two n8 MMA tiles
   static constexpr int kStages = 3;
   static constexpr int kVec = 16 / sizeof(T);     // elements per 16-byte cp.async
-  static constexpr int kBK = 8 * kVec;            // 128 bytes of hidden per stage
-  static constexpr int kLds = kBK + kVec;         // padded smem row: 144 bytes, conflict-free fragment loads
+  static constexpr int kBK = kBKVecs * kVec;      // hidden elements per stage
+  static constexpr int kLds = kBK + kVec;         // padded smem row: a 4-bank shift per row, conflict-free
   static constexpr int kRows = kBM + kBN;
   static constexpr int kStageElems = kRows * kLds;
   static constexpr size_t kSmemBytes = size_t(kStages) * kStageElems * sizeof(T);
-  static_assert(kBM == 32 && kWarpCols == 16, "the fragment mapping assumes 2 m16 x 2 n8 tiles per warp");
+  static_assert((kLds * sizeof(T) / 4) % 32 == 4, "fragment loads assume rows 4 banks apart");
   static_assert((kRows * (kBK / kVec)) % kThreads == 0, "each thread issues the same number of copies");
 };
 
@@ -65,10 +68,9 @@ __device__ __forceinline__ void keep_best(float& v, int& a, float v2, int a2) {
 }
 
 // acc[mt][nt][h * 2 + e] += <q row (mt * 16 + h * 8 + g), d row (warp * 16 + nt * 8 + 2t + e)> over kBK.
-template <typename T>
+template <typename T, typename C>
 __device__ __forceinline__ void tile_products(const T* sq, const T* sd, int warp, int lane,
                                               float (&acc)[2][2][4]) {
-  using C = FwdTile<T>;
   const int g = lane >> 2, t = lane & 3;
   if constexpr (sizeof(T) == 2) {
 #pragma unroll
@@ -128,9 +130,8 @@ __device__ __forceinline__ void tile_products(const T* sq, const T* sd, int warp
   }
 }
 
-template <typename T>
-__global__ void __launch_bounds__(FwdTile<T>::kThreads) maxsim_fwd_kernel(FwdArgs args) {
-  using C = FwdTile<T>;
+template <typename T, typename C>
+__global__ void __launch_bounds__(C::kThreads) maxsim_fwd_kernel(FwdArgs args) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* smem = reinterpret_cast<T*>(smem_raw);
   __shared__ float red_val[C::kWarps][C::kBM];
@@ -203,7 +204,7 @@ __global__ void __launch_bounds__(FwdTile<T>::kThreads) maxsim_fwd_kernel(FwdArg
     }
     cuda::cp_async_commit();
     const T* sq = smem + (it % C::kStages) * C::kStageElems;
-    tile_products<T>(sq, sq + C::kBM * C::kLds, warp, lane, acc);
+    tile_products<T, C>(sq, sq + C::kBM * C::kLds, warp, lane, acc);
 
     if (at.kc == nk - 1) {  // this doc tile's similarities are complete: fold them into the running max
       const int n0 = at.nt * C::kBN + warp * C::kWarpCols + 2 * t;
@@ -378,34 +379,47 @@ std::string check_problem(const char* fn, const MaxSimProblem& p) {
   return {};
 }
 
+template <typename T, typename C>
+std::string launch_forward(const MaxSimProblem& p, float* scores, int32_t* argmax, int64_t pairs,
+                           cudaStream_t stream) {
+  auto kernel = maxsim_fwd_kernel<T, C>;
+  cudaError_t e =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(C::kSmemBytes));
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();  // not sticky: clear it so that a later launch_status does not report it
+    return std::string("maxsim_forward_cuda: cudaFuncSetAttribute: ") + cudaGetErrorString(e);
+  }
+  const FwdArgs a{p, scores, argmax};
+  kernel<<<static_cast<unsigned>(pairs), C::kThreads, C::kSmemBytes, stream>>>(a);
+  return cuda::launch_status("maxsim_forward_cuda");
+}
+
 }  // namespace
 
-std::string maxsim_forward_cuda(const MaxSimProblem& p, float* scores, int32_t* argmax, cudaStream_t stream) {
+std::string maxsim_forward_cuda(const MaxSimProblem& p, float* scores, int32_t* argmax, cudaStream_t stream,
+                                int tile) {
   constexpr const char* kFn = "maxsim_forward_cuda";
   std::string err = check_problem(kFn, p);
   if (!err.empty()) return err;
+  if (tile < 0 || tile >= kFwdTiles) return std::string(kFn) + ": tile must be in [0, " + std::to_string(kFwdTiles) +
+                                            "), got " + std::to_string(tile);
   const int64_t pairs = p.pairwise ? p.nq : p.nq * p.nd;
   if (pairs == 0) return {};
   if (!scores) return std::string(kFn) + ": null scores pointer";
   return cuda::with_dtype(p.d_dtype, [&](auto tag) -> std::string {
     using T = cuda::Elem<decltype(tag)::value>;
-    using C = FwdTile<T>;
     if ((p.hidden * int64_t(sizeof(T))) % 16 != 0)
       return std::string(kFn) + ": hidden size " + std::to_string(p.hidden) + " gives rows of " +
              std::to_string(p.hidden * sizeof(T)) + " bytes; rows must be a multiple of 16 bytes (H % " +
              std::to_string(16 / sizeof(T)) + " == 0): pad H with zeros";
     if (!cuda::aligned16(p.q) || !cuda::aligned16(p.d))
       return std::string(kFn) + ": q and d must be 16-byte aligned";
-    auto kernel = maxsim_fwd_kernel<T>;
-    cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(C::kSmemBytes));
-    if (e != cudaSuccess) {
-      (void)cudaGetLastError();  // not sticky: clear it so that a later launch_status does not report it
-      return std::string(kFn) + ": cudaFuncSetAttribute: " + cudaGetErrorString(e);
+    switch (tile) {  // (warps, 16-byte vectors of hidden per row and stage): see kFwdTiles in maxsim_cuda.h
+      case 0: return launch_forward<T, FwdTile<T, 8, 8>>(p, scores, argmax, pairs, stream);
+      case 1: return launch_forward<T, FwdTile<T, 4, 16>>(p, scores, argmax, pairs, stream);
+      case 2: return launch_forward<T, FwdTile<T, 8, 16>>(p, scores, argmax, pairs, stream);
+      default: return launch_forward<T, FwdTile<T, 4, 8>>(p, scores, argmax, pairs, stream);
     }
-    const FwdArgs a{p, scores, argmax};
-    kernel<<<static_cast<unsigned>(pairs), C::kThreads, C::kSmemBytes, stream>>>(a);
-    return cuda::launch_status(kFn);
   });
 }
 

@@ -22,7 +22,11 @@ namespace m3k {
 // Forward: tensor-core MMA (mma.sync m16n8k16) for fp16 / bf16, FMA for fp32; doc tiles stream through
 // shared memory with cp.async. Needs 16-byte aligned q and d and rows of a multiple of 16 bytes
 // (H % 8 == 0 for fp16 / bf16, H % 4 == 0 for fp32); the Python layer pads H with zeros otherwise.
-std::string maxsim_forward_cuda(const MaxSimProblem& p, float* scores, int32_t* argmax, cudaStream_t stream);
+// tile picks the block shape, (warps = doc columns / 16, hidden bytes per row and stage): 0 = (8, 128 B),
+// 1 = (4, 256 B), 2 = (8, 256 B), 3 = (4, 128 B); every tile gives the same result.
+constexpr int kFwdTiles = 4;
+std::string maxsim_forward_cuda(const MaxSimProblem& p, float* scores, int32_t* argmax, cudaStream_t stream,
+                                int tile = 0);
 
 // Backward from the saved argmax: grad [nq, nd] or [n] fp32; dq [Tq, H] and dd [Td, H] fp32, zero-filled by
 // the caller. dq_t = sum_j g(i, j) d_argmax(t, j) (a gather: deterministic);

@@ -10,6 +10,8 @@ which entry to write into the table:
   Ld=256), with the per-pair kernel on the same shape as one more candidate; the backward tiles (``_BWD_TILES``)
   on that shape, one entry per dD path: atomic, and sorted (deterministic) (its GB/s count the doc rows gathered,
   one per query token and doc).
+- MaxSim forward on the CUDA kernel (``_FWD_TILE`` in m3kernels/maxsim/cuda.py, its block shapes): the rerank
+  shape and the all-pairs training shape (forward with argmax); skipped where m3kernels._C has no CUDA kernels.
 - Attention forward, 16-bit, head_dim 64 (``CONFIGS[64].fwd`` in m3kernels/attention/triton.py): one 8192-token
   text and 32 texts of U[64,2048] tokens, 16 heads.
 - Sparse token weights (``_POOL_BLOCK_T`` / ``_POOL_MAX_BLOCK_H`` / ``_POOL_WARPS`` in m3kernels/sparse/triton.py):
@@ -161,6 +163,37 @@ def maxsim_sweep(device: torch.device, small: bool, limit: int | None) -> Sweep:
     )
 
 
+class UnavailableError(Exception):
+    """A sweep whose kernels this machine cannot run (the CUDA sweep without CUDA kernels)."""
+
+
+def maxsim_cuda_sweep(device: torch.device, small: bool, limit: int | None) -> Sweep:
+    from m3kernels import _backend
+
+    why = _backend.cuda_kernels_unavailable(device)
+    if why:
+        raise UnavailableError(why)
+    from m3kernels.maxsim import cuda as kernels
+
+    hidden, n_docs, lo, hi = (160, 5, 3, 20) if small else (1024, 10_000, 64, 512)
+    lengths = torch.randint(lo, hi + 1, (n_docs,), generator=torch.Generator().manual_seed(0)).tolist()
+    n, d_len, train_hidden, dtype = _training_shape(small)
+    train = _maxsim_inputs([32] * n, [d_len] * n, train_hidden, dtype, device)
+    return Sweep(
+        "maxsim forward, CUDA kernel",
+        "m3kernels/maxsim/cuda.py _FWD_TILE (csrc/maxsim/maxsim_cuda.h: 0 = 8 warps x 128 B, 1 = 4 x 256 B, "
+        "2 = 8 x 256 B, 3 = 4 x 128 B)",
+        _candidates((kernels._FWD_TILE,), ((t,) for t in range(4)), limit),
+        lambda cfg: swap(kernels, "_FWD_TILE", cfg[0]),
+        [_maxsim_shape(f"rerank Nq=1 Lq=32 Nd={n_docs} Ld=U[{lo},{hi}] H={hidden} fp16", kernels, [32], lengths,
+                       hidden, torch.float16, device),
+         Shape(f"all-pairs Nq=Nd={n} Lq=32 Ld={d_len} H={train_hidden} {str(dtype)[6:]}, with argmax",
+               lambda: kernels.forward(*train, False, True)[0],
+               bytes=float(train[3].numel() * train[3].element_size()),
+               flops=2.0 * train[0].shape[0] * train[3].shape[0] * train_hidden)],
+    )
+
+
 PER_PAIR = ("per-pair kernel",)  # a candidate of the row-block sweep: the per-pair kernel on the same shape
 
 
@@ -266,8 +299,8 @@ def maxsim_backward_sorted_sweep(device: torch.device, small: bool, limit: int |
     return _maxsim_backward_sweep(device, small, limit, True)
 
 
-SWEEPS = (maxsim_sweep, maxsim_rows_sweep, maxsim_backward_atomic_sweep, maxsim_backward_sorted_sweep, attention_sweep,
-          sparse_sweep)
+SWEEPS = (maxsim_sweep, maxsim_rows_sweep, maxsim_cuda_sweep, maxsim_backward_atomic_sweep,
+          maxsim_backward_sorted_sweep, attention_sweep, sparse_sweep)
 
 
 def _median_ms(fn: Callable[[], object], device: torch.device) -> float:
@@ -354,6 +387,9 @@ def main(argv: list[str] | None = None) -> int:
         deadline = time.monotonic() + (end - time.monotonic()) / (len(SWEEPS) - i)
         try:
             sweep = make(device, args.small, args.limit)
+        except UnavailableError as why:
+            print(f"== {make.__name__}: skipped: {why}", flush=True)
+            continue
         except Exception as exc:  # e.g. out of memory building the inputs: the other sweeps still run
             print(f"== {make.__name__}: could not build its inputs: {type(exc).__name__}: {exc}", flush=True)
             continue

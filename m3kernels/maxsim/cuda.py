@@ -8,6 +8,10 @@ from torch import Tensor
 from m3kernels import _native
 from m3kernels.maxsim.ops import define_backend, kernel_args, new_outputs
 
+# Block shape of the forward kernel, an index into csrc/maxsim/maxsim_cuda.h's tiles (0: 8 warps x 128 B of
+# hidden per stage, the shape measured on the H200; m3kernels/benchmarks/tune.py times the others).
+_FWD_TILE = 0
+
 
 def _forward_rows(x: Tensor) -> Tensor:
     """[T, H] -> contiguous, 16-byte aligned, rows of a multiple of 16 bytes (H zero-padded: the dot products
@@ -41,6 +45,7 @@ def forward(q, q_off, q_len, d, d_off, d_len, pairwise, need_argmax):
             _native.addr(scores),
             _native.addr(argmax) if need_argmax else 0,
             _stream(q.device),
+            _FWD_TILE,
         )
     return scores, argmax
 
