@@ -127,12 +127,17 @@ def no_nan(name: str, t: torch.Tensor) -> None:
     raise_if_nan(read_back(float_sum(t))[0], **{name: t})
 
 
+def sum_has_nan(host_sum: torch.Tensor, out: torch.Tensor) -> bool:
+    """Given the read-back float_sum of out: only a non-finite sum sends out through an isnan search."""
+    return not math.isfinite(float(host_sum)) and bool(torch.isnan(out.detach()).any())
+
+
 def output_has_nan(out: torch.Tensor) -> bool:
     """One look at a kernel output (the kernels propagate NaN): the sum is finite unless it holds NaN or inf;
     only then is it searched for NaN."""
     if not data_checks_enabled() or out.numel() == 0:
         return False
-    return not math.isfinite(float(read_back(float_sum(out))[0])) and bool(torch.isnan(out.detach()).any())
+    return sum_has_nan(read_back(float_sum(out))[0], out)
 
 
 def raise_nan(**inputs: torch.Tensor) -> None:
@@ -145,8 +150,8 @@ def raise_nan(**inputs: torch.Tensor) -> None:
 
 def cu_seqlens(name: str, cu: object, total: int, *, read: bool = True) -> torch.Tensor:
     """int32/int64 [N+1] offsets: cu[0] == 0, non-decreasing, cu[-1] == total tokens. Returns int32.
-    read=False checks dtype and shape only: the caller reads the values with its other checks (one
-    read_back) and passes them to cu_seqlens_values."""
+    read=False checks dtype and shape only: the caller reads the values of the tensor it passed (not the int32
+    conversion, which may wrap) with its other checks (one read_back) and passes them to cu_seqlens_values."""
     cu = tensor(name, cu, ndim=1, dtypes=(torch.int32, torch.int64))
     row_count(name, total)
     if cu.numel() < 2:
@@ -154,6 +159,14 @@ def cu_seqlens(name: str, cu: object, total: int, *, read: bool = True) -> torch
     if read and data_checks_enabled():
         cu_seqlens_values(name, read_back(cu)[0], total)
     return cu.to(torch.int32).contiguous()  # the kernels index it with stride 1
+
+
+def launch_offsets(cu: torch.Tensor, total: int) -> torch.Tensor:
+    """int32 offsets a kernel may run on before cu's values are read: cu clamped to [0, total] and made
+    non-decreasing (a running max), so that bad offsets keep every row in bounds; equal to cu when cu is valid.
+    The caller reads cu with its other checks after the launch (one sync, which then also waits for the kernel)
+    and raises on bad values, discarding the output."""
+    return torch.cummax(cu.detach().clamp(0, total).to(torch.int32), 0).values
 
 
 def cu_seqlens_values(name: str, host: torch.Tensor, total: int) -> torch.Tensor:

@@ -72,4 +72,49 @@ def test_ops_read_the_device_once_per_call(monkeypatch):
     reads.clear()
     m3kernels.maxsim_varlen(torch.randn(5, 8), torch.tensor([0, 2, 5]), torch.randn(9, 8), cu.new_tensor([0, 4, 9]),
                             backend="cpu")
-    assert reads == [2, 1]
+    assert reads == [3]  # both offsets and the output sum, after the launch
+    reads.clear()
+    m3kernels.lexical_weights(torch.randn(10, 8), torch.randint(0, 50, (10,)), torch.randn(8), 0.1, cu_seqlens=cu,
+                              backend="cpu")
+    assert reads == [3, 1]  # offsets and the ids' min and max before the launch; the output's NaN look after
+
+
+@pytest.mark.parametrize("op", ["attention", "maxsim", "sparse"])
+def test_int64_offsets_beyond_int32_are_refused_not_wrapped(op):
+    """2^32 + 3 wraps to 3 in int32, which would pass as a valid offset: the values are read from the tensor
+    as passed."""
+    cu = torch.tensor([0, 2**32 + 3, 10])
+    x = torch.randn(10, 2, 8)
+    with pytest.raises(ValueError, match="non-decreasing|must equal"):
+        if op == "attention":
+            m3kernels.attention_varlen(x, x, x, cu, 10, backend="cpu")
+        elif op == "maxsim":
+            m3kernels.maxsim_varlen(x[:, 0], cu, x[:, 1], cu, backend="cpu")
+        else:
+            m3kernels.lexical_weights(x[:, 0], torch.arange(10), torch.randn(8), 0.0, cu_seqlens=cu, backend="cpu")
+
+
+def test_deferred_checks_run_the_kernel_on_clamped_offsets_then_raise(monkeypatch):
+    """Bad offsets: the kernel sees offsets clamped into bounds, then the op raises. Above the int32 element
+    limit the attention values are read before the launch instead (the kernel is never called)."""
+    from m3kernels.attention import api as attention_api
+    from m3kernels.attention import cpu as attention_cpu
+
+    seen = []
+    real_forward = attention_cpu.forward
+
+    def recording(q, k, v, cu, max_seqlen, scale):
+        seen.append(cu.tolist())
+        return real_forward(q, k, v, cu, max_seqlen, scale)
+
+    monkeypatch.setattr(attention_cpu, "forward", recording)
+    x = torch.randn(10, 2, 8)
+    with pytest.raises(ValueError, match="non-decreasing"):
+        m3kernels.attention_varlen(x, x, x, torch.tensor([0, 7, -4, 25, 10]), 10, backend="cpu")
+    assert seen == [[0, 7, 7, 10, 10]]
+    monkeypatch.setattr(attention_api, "_DEFER_BELOW_ELEMENTS", x.numel())
+    with pytest.raises(ValueError, match="non-decreasing"):
+        m3kernels.attention_varlen(x, x, x, torch.tensor([0, 7, -4, 25, 10]), 10, backend="cpu")
+    with pytest.raises(ValueError, match="max_seqlen"):
+        m3kernels.attention_varlen(x, x, x, torch.tensor([0, 3, 10]), 5, backend="cpu")
+    assert len(seen) == 1

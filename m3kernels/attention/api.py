@@ -52,18 +52,34 @@ def attention_varlen(
     scale = 1.0 / math.sqrt(q.shape[2]) if scale is None else float(scale)
     name = _backend.resolve("attention_varlen", backend, device, q.dtype)
     _checks.kernel_dtype(name, "q", q)
-    if _checks.data_checks_enabled():
-        # Checked on the inputs (softmax kernels need not propagate NaN: a one-key row can come out finite);
-        # one read-back for the offsets and the three sums.
-        host_cu, *sums = _checks.read_back(cu, *(_checks.float_sum(t) for t in (q, k, v)))
-        lengths = _checks.cu_seqlens_values("cu_seqlens", host_cu, q.shape[0])
-        longest = int(lengths.max()) if lengths.numel() else 0
-        if longest > max_seqlen:
-            raise ValueError(f"max_seqlen ({max_seqlen}) is below the longest sequence in cu_seqlens ({longest})")
-        _checks.raise_if_nan(sum(sums), q=q, k=k, v=v)
+    checks = _checks.data_checks_enabled()
+    # With fewer than 2^31 elements per tensor every in-sequence offset fits the kernels' int32 arithmetic
+    # whatever max_seqlen says, so the kernel may run on clamped offsets first and the values be read after
+    # it (one sync, overlapping the kernel); larger inputs are read before the launch.
+    deferred = checks and q.numel() < _DEFER_BELOW_ELEMENTS
+    if checks and not deferred:
+        _check_values(cu_seqlens, q, k, v, max_seqlen)
+    launch_cu = _checks.launch_offsets(cu_seqlens, q.shape[0]) if deferred else cu
     if name == "reference":
-        return reference.attention_varlen(q, k, v, cu, scale)
-    module = _backend.kernel_module("attention_varlen", name)
-    run = module.forward if _backend.skips_op_layer(q, k, v) else module.op
-    out, _lse = run(q.contiguous(), k.contiguous(), v.contiguous(), cu, max_seqlen, scale)
+        out = reference.attention_varlen(q, k, v, launch_cu, scale)
+    else:
+        module = _backend.kernel_module("attention_varlen", name)
+        run = module.forward if _backend.skips_op_layer(q, k, v) else module.op
+        out, _lse = run(q.contiguous(), k.contiguous(), v.contiguous(), launch_cu, max_seqlen, scale)
+    if deferred:
+        _check_values(cu_seqlens, q, k, v, max_seqlen)
     return out
+
+
+_DEFER_BELOW_ELEMENTS = 2**31
+
+
+def _check_values(cu_seqlens: Tensor, q: Tensor, k: Tensor, v: Tensor, max_seqlen: int) -> None:
+    """The value checks, with one read-back: cu_seqlens, max_seqlen against the longest sequence, and NaN in the
+    inputs (softmax kernels need not propagate NaN: a one-key row can come out finite)."""
+    host_cu, *sums = _checks.read_back(cu_seqlens, *(_checks.float_sum(t) for t in (q, k, v)))
+    lengths = _checks.cu_seqlens_values("cu_seqlens", host_cu, q.shape[0])
+    longest = int(lengths.max()) if lengths.numel() else 0
+    if longest > max_seqlen:
+        raise ValueError(f"max_seqlen ({max_seqlen}) is below the longest sequence in cu_seqlens ({longest})")
+    _checks.raise_if_nan(sum(sums), q=q, k=k, v=v)

@@ -65,7 +65,10 @@ def _run(
     deterministic: bool,
     backend: str,
     device: torch.device,
+    offsets: tuple[tuple[str, Tensor, int], ...] = (),
 ) -> Tensor:
+    """Launches the backend; then, with data checks on, one read-back for the offsets the kernel ran on clamped
+    (name, tensor as passed, row count) and the output's NaN look."""
     if pairwise and q_off.shape[0] != d_off.shape[0]:
         raise ValueError(
             f"pairwise=True needs as many queries as docs; got {q_off.shape[0]} and {d_off.shape[0]}"
@@ -85,8 +88,12 @@ def _run(
             scores, _ = module.forward(*args)
         else:
             scores, _ = module.op(*args, deterministic)
-    if _checks.output_has_nan(scores):  # name the culprit among the real tokens (a NaN behind a mask is fine)
-        _checks.raise_nan(q=_rows_in_items(q2, q_off, q_len), d=_rows_in_items(d2, d_off, d_len))
+    if _checks.data_checks_enabled():
+        *host_offsets, host_sum = _checks.read_back(*(cu for _, cu, _ in offsets), _checks.float_sum(scores))
+        for (name, _, total), host in zip(offsets, host_offsets, strict=True):
+            _checks.cu_seqlens_values(name, host, total)
+        if _checks.sum_has_nan(host_sum, scores):  # name the culprit among the real tokens, not masked ones
+            _checks.raise_nan(q=_rows_in_items(q2, q_off, q_len), d=_rows_in_items(d2, d_off, d_len))
     return _finish(scores, q_len, pairwise, normalize)
 
 
@@ -172,10 +179,10 @@ def maxsim_varlen(
     cu_q = _checks.cu_seqlens("cu_seqlens_q", cu_seqlens_q, q.shape[0], read=False)
     cu_d = _checks.cu_seqlens("cu_seqlens_d", cu_seqlens_d, d.shape[0], read=False)
     _checks.same_device(q=q, cu_seqlens_q=cu_q, cu_seqlens_d=cu_d)
-    if _checks.data_checks_enabled():
-        host_q, host_d = _checks.read_back(cu_q, cu_d)  # one sync for both
-        _checks.cu_seqlens_values("cu_seqlens_q", host_q, q.shape[0])
-        _checks.cu_seqlens_values("cu_seqlens_d", host_d, d.shape[0])
+    offsets = ()
+    if _checks.data_checks_enabled():  # the kernel runs on clamped offsets; _run reads the values after it
+        offsets = (("cu_seqlens_q", cu_seqlens_q, q.shape[0]), ("cu_seqlens_d", cu_seqlens_d, d.shape[0]))
+        cu_q, cu_d = (_checks.launch_offsets(cu, total) for _, cu, total in offsets)
     (q_off, q_len), (d_off, d_len) = _checks.segments(cu_q), _checks.segments(cu_d)
     return _run(
         q,
@@ -189,4 +196,5 @@ def maxsim_varlen(
         deterministic=deterministic,
         backend=backend,
         device=device,
+        offsets=offsets,
     )

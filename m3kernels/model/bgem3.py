@@ -162,7 +162,7 @@ class BGEM3(nn.Module):
         if not isinstance(max_seqlen, int) or isinstance(max_seqlen, bool):
             raise TypeError(f"max_seqlen must be an int; got {max_seqlen!r}")
         if _checks.data_checks_enabled():
-            host_cu, *bounds = _checks.read_back(cu, *(torch.aminmax(input_ids) if input_ids.numel() else ()))
+            host_cu, *bounds = _checks.read_back(cu_seqlens, *(torch.aminmax(input_ids) if input_ids.numel() else ()))
             longest = int(_checks.cu_seqlens_values("cu_seqlens", host_cu, input_ids.numel()).max())
             vocab = self.encoder.config.vocab_size
             if bounds and (int(bounds[0]) < 0 or int(bounds[1]) >= vocab):

@@ -49,13 +49,20 @@ def _cached_skip_tensor(skip: tuple[int, ...], device: torch.device) -> Tensor:
     return torch.tensor(skip, dtype=torch.int64, device=device)
 
 
-def _check_ids(ids: Tensor, vocab_size: int | None, valid: Tensor | None) -> None:
-    if not _checks.data_checks_enabled() or ids.numel() == 0:
+def _check_values(ids: Tensor, vocab_size: int | None, valid: Tensor | None,
+                  cu_seqlens: Tensor | None, total: int) -> None:
+    """The value checks before the launch, with one read-back: cu_seqlens (packed input) and the range of the ids
+    of real tokens."""
+    if not _checks.data_checks_enabled():
         return
     real = ids if valid is None else ids[valid]
-    if real.numel() == 0:
+    parts = () if cu_seqlens is None else (cu_seqlens,)
+    host = _checks.read_back(*parts, *(torch.aminmax(real) if real.numel() else ()))
+    if cu_seqlens is not None:
+        _checks.cu_seqlens_values("cu_seqlens", host[0], total)
+    if len(host) == len(parts):  # no real token
         return
-    lo, hi = (int(x) for x in _checks.read_back(*torch.aminmax(real)))  # one pass, one sync
+    lo, hi = int(host[-2]), int(host[-1])
     if lo < 0:
         raise ValueError(f"input_ids must be >= 0; got {lo}")
     if vocab_size is not None and hi >= vocab_size:
@@ -131,10 +138,10 @@ def lexical_weights(
             raise ValueError("packed hidden [T, H] needs cu_seqlens [B+1]")
         if attention_mask is not None:
             raise ValueError("attention_mask goes with padded hidden [B, L, H]; packed input has no padding")
-        cu = _checks.cu_seqlens("cu_seqlens", cu_seqlens, hidden.shape[0])
+        cu = _checks.cu_seqlens("cu_seqlens", cu_seqlens, hidden.shape[0], read=False)
         _checks.same_device(hidden=hidden, cu_seqlens=cu)
         off, lens = _checks.segments(cu)
-    _check_ids(ids, vocab_size, valid)
+    _check_values(ids, vocab_size, valid, cu_seqlens, hidden.shape[0])  # cu_seqlens: None for padded input
     skip = list(skip_ids)
     if valid is not None:  # padding positions become a skipped id
         ids = torch.where(valid, ids, -1)
