@@ -131,6 +131,8 @@ def test_forward_packed_validates_once_then_trusts_the_ops(model, monkeypatch):
         model.forward_packed(ids.int(), cu, 9)
     with pytest.raises(ValueError, match="cu_seqlens"):
         model.forward_packed(ids, torch.tensor([0, 9, 13], dtype=torch.int32), 9)
+    with pytest.raises(ValueError, match="cu_seqlens"):  # 2^32 + 5 would pass as 5 after an int32 conversion
+        model.forward_packed(ids, torch.tensor([0, 2**32 + 5, 14]), 9)
 
     reads = []  # data_checks_enabled() at each value read: every value check goes through read_back
     real_read_back = _checks.read_back
