@@ -85,7 +85,7 @@ def test_int64_offsets_beyond_int32_are_refused_not_wrapped(op):
     as passed."""
     cu = torch.tensor([0, 2**32 + 3, 10])
     x = torch.randn(10, 2, 8)
-    with pytest.raises(ValueError, match="non-decreasing|must equal"):
+    with pytest.raises(ValueError, match=r"non-decreasing|must equal"):
         if op == "attention":
             m3kernels.attention_varlen(x, x, x, cu, 10, backend="cpu")
         elif op == "maxsim":
