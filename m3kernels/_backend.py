@@ -65,14 +65,17 @@ def kernel_module(op: str, backend: str):
 
 def skips_op_layer(*tensors: torch.Tensor) -> bool:
     """Whether an op call may run its backend function directly instead of through its torch.library op: in
-    eager mode, with no autograd graph to record (no grad mode or no input that requires grad), plain tensors,
-    and no dispatch mode, torch function mode or functorch transform active. The op layer adds nothing there
-    and costs ~90 us per call on an H200 machine's host, about twice the launch it wraps (bench/RESULTS.md)."""
-    if torch.compiler.is_compiling() or _python_dispatch._get_current_dispatch_mode() is not None:
+    eager mode (no torch.compile, no torch.jit trace), with no autograd graph to record (no grad mode or no input
+    that requires grad), plain tensors or parameters, and no dispatch mode, torch function mode or functorch
+    transform active. The op layer adds nothing there and costs ~90 us per call on an H200 machine's host, about
+    twice the launch it wraps (bench/RESULTS.md)."""
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():  # a trace records ops, not raw-pointer launches
+        return False
+    if _python_dispatch._get_current_dispatch_mode() is not None:
         return False
     if torch._C._is_torch_function_mode_enabled() or torch._C._are_functorch_transforms_active():
         return False
-    if any(type(t) is not torch.Tensor for t in tensors):
+    if any(type(t) not in (torch.Tensor, torch.nn.Parameter) for t in tensors):
         return False
     return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
 

@@ -1,27 +1,17 @@
-"""Offsets and lengths of N equal-length items (padded inputs without a mask), cached per shape and device, so
-that a padded call launches no kernels to build them. The cached tensors are shared: read them, never write."""
+"""Offsets and lengths of N equal-length items (padded inputs without a mask)."""
 
 from __future__ import annotations
-
-import functools
 
 import torch
 from torch import Tensor
 
 
 def uniform_segments(n: int, length: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    """int32 [n] offsets (0, length, 2 * length, ...) and int32 [n] lengths (all `length`) on device."""
-    capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
-    if torch.compiler.is_compiling() or capturing:  # traced graphs and graph pools get their own tensors
-        return _build(n, length, device)
-    return _cached(n, length, device)
-
-
-def _build(n: int, length: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    off = torch.arange(n, dtype=torch.int32, device=device) * length
+    """int32 [n] offsets (0, length, 2 * length, ...) and int32 [n] lengths (all `length`) on device, built on the
+    current stream (two launches). Not cached: a cache would hand the same tensors to other streams, inference
+    mode, fake-tensor tracing and autograd alike."""
+    if length > 0:
+        off = torch.arange(0, n * length, length, dtype=torch.int32, device=device)
+    else:
+        off = torch.zeros(n, dtype=torch.int32, device=device)
     return off, torch.full((n,), length, dtype=torch.int32, device=device)
-
-
-@functools.lru_cache(maxsize=64)
-def _cached(n: int, length: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    return _build(n, length, device)

@@ -154,3 +154,26 @@ def test_eager_inference_skips_the_op_layer_and_everything_else_keeps_it(monkeyp
     m3kernels.maxsim_varlen(q, cu_q, d, cu_d, backend="cpu")  # direct: the op is not called
     with pytest.raises(AssertionError, match="op ran"):
         m3kernels.maxsim_varlen(q.requires_grad_(), cu_q, d, cu_d, backend="cpu")
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning")
+def test_traces_and_modes_record_the_op_not_a_bare_launch():
+    """torch.jit.trace records the op (a direct raw-pointer call would leave an uninitialised output in the
+    graph); inference mode, then training, then fake-tensor tracing, then eager again all work on one shape."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from m3kernels import _checks
+
+    q, d = torch.randn(2, 5, 8), torch.randn(3, 7, 8)
+    traced = torch.jit.trace(lambda a, b: m3kernels.maxsim(a, b, backend="cpu"), (q, d), check_trace=False)
+    q2, d2 = torch.randn(2, 5, 8), torch.randn(3, 7, 8)
+    torch.testing.assert_close(traced(q2, d2), m3kernels.maxsim(q2, d2, backend="cpu"))
+    with torch.inference_mode():
+        m3kernels.maxsim(q, d, backend="cpu")
+    qg = q.clone().requires_grad_()
+    m3kernels.maxsim(qg, d, backend="cpu").sum().backward()
+    assert qg.grad is not None
+    with _checks.trusted_inputs():
+        make_fx(lambda a, b: m3kernels.maxsim(a, b, backend="cpu"), tracing_mode="fake")(q, d)
+    torch.testing.assert_close(m3kernels.maxsim(q, d, backend="cpu"), m3kernels.maxsim(q, d, backend="reference"),
+                               rtol=1e-5, atol=1e-4)

@@ -55,7 +55,7 @@ def _check_values(ids: Tensor, vocab_size: int | None, valid: Tensor | None,
     of real tokens."""
     if not _checks.data_checks_enabled():
         return
-    real = ids if valid is None else ids[valid]
+    real = ids if valid is None else torch.where(valid, ids, 0)  # 0 is in range; a bool index would sync
     parts = () if cu_seqlens is None else (cu_seqlens,)
     host = _checks.read_back(*parts, *(torch.aminmax(real) if real.numel() else ()))
     if cu_seqlens is not None:
