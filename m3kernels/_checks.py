@@ -148,16 +148,15 @@ def raise_nan(**inputs: torch.Tensor) -> None:
     raise ValueError("the result contains NaN (an input holds NaN or overflows)")
 
 
-def cu_seqlens(name: str, cu: object, total: int, *, read: bool = True) -> torch.Tensor:
-    """int32/int64 [N+1] offsets: cu[0] == 0, non-decreasing, cu[-1] == total tokens. Returns int32.
-    read=False checks dtype and shape only: the caller reads the values of the tensor it passed (not the int32
-    conversion, which may wrap) with its other checks (one read_back) and passes them to cu_seqlens_values."""
+def cu_seqlens(name: str, cu: object, total: int) -> torch.Tensor:
+    """int32/int64 [N+1] offsets, checked for dtype and shape; returns them as int32. Their values (cu[0] == 0,
+    non-decreasing, cu[-1] == total tokens) are read by the caller together with its other checks (one
+    read_back of the tensor as passed, not of the int32 conversion, which may wrap) and passed to
+    cu_seqlens_values."""
     cu = tensor(name, cu, ndim=1, dtypes=(torch.int32, torch.int64))
     row_count(name, total)
     if cu.numel() < 2:
         raise ValueError(f"{name} must have at least 2 entries (N+1 for N >= 1 sequences); got {cu.numel()}")
-    if read and data_checks_enabled():
-        cu_seqlens_values(name, read_back(cu)[0], total)
     return cu.to(torch.int32).contiguous()  # the kernels index it with stride 1
 
 

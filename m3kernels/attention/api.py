@@ -45,7 +45,7 @@ def attention_varlen(
         )
     if q.shape[1] == 0 or q.shape[2] == 0:
         raise ValueError(f"q must have heads >= 1 and head_dim >= 1; got shape {tuple(q.shape)}")
-    cu = _checks.cu_seqlens("cu_seqlens", cu_seqlens, q.shape[0], read=False)
+    cu = _checks.cu_seqlens("cu_seqlens", cu_seqlens, q.shape[0])
     _checks.same_device(q=q, cu_seqlens=cu)
     if not isinstance(max_seqlen, int) or isinstance(max_seqlen, bool) or max_seqlen < 0:
         raise TypeError(f"max_seqlen must be a non-negative int; got {max_seqlen!r}")

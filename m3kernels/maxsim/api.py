@@ -176,8 +176,8 @@ def maxsim_varlen(
         float32 [Nq, Nd] or [N]; same formula as :func:`maxsim`.
     """
     device = _check_pair(q, d, 2)
-    cu_q = _checks.cu_seqlens("cu_seqlens_q", cu_seqlens_q, q.shape[0], read=False)
-    cu_d = _checks.cu_seqlens("cu_seqlens_d", cu_seqlens_d, d.shape[0], read=False)
+    cu_q = _checks.cu_seqlens("cu_seqlens_q", cu_seqlens_q, q.shape[0])
+    cu_d = _checks.cu_seqlens("cu_seqlens_d", cu_seqlens_d, d.shape[0])
     _checks.same_device(q=q, cu_seqlens_q=cu_q, cu_seqlens_d=cu_d)
     offsets = ()
     if _checks.data_checks_enabled():  # the kernel runs on clamped offsets; _run reads the values after it

@@ -157,7 +157,7 @@ class BGEM3(nn.Module):
     def _check_packed(self, input_ids: Tensor, cu_seqlens: Tensor, max_seqlen: int) -> None:
         _checks.tensor("input_ids", input_ids, ndim=1, dtypes=(torch.int64,))
         _checks.same_device(input_ids=input_ids, model=self.encoder.word_embeddings.weight)
-        cu = _checks.cu_seqlens("cu_seqlens", cu_seqlens, input_ids.numel(), read=False)
+        cu = _checks.cu_seqlens("cu_seqlens", cu_seqlens, input_ids.numel())
         _checks.same_device(input_ids=input_ids, cu_seqlens=cu)
         if not isinstance(max_seqlen, int) or isinstance(max_seqlen, bool):
             raise TypeError(f"max_seqlen must be an int; got {max_seqlen!r}")

@@ -138,7 +138,7 @@ def lexical_weights(
             raise ValueError("packed hidden [T, H] needs cu_seqlens [B+1]")
         if attention_mask is not None:
             raise ValueError("attention_mask goes with padded hidden [B, L, H]; packed input has no padding")
-        cu = _checks.cu_seqlens("cu_seqlens", cu_seqlens, hidden.shape[0], read=False)
+        cu = _checks.cu_seqlens("cu_seqlens", cu_seqlens, hidden.shape[0])
         _checks.same_device(hidden=hidden, cu_seqlens=cu)
         off, lens = _checks.segments(cu)
     _check_values(ids, vocab_size, valid, cu_seqlens, hidden.shape[0])  # cu_seqlens: None for padded input
