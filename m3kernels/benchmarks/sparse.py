@@ -77,8 +77,7 @@ def weights_case(device: torch.device, batch: int, length: int, hidden: int, dty
     tol = 1e-4 if dtype == torch.float32 else 5e-2
     return Case("lexical_weights", f"B={batch} L={length} H={hidden} vocab={VOCAB} {str(dtype)[6:]}", providers,
                 check=lambda out: (_dense(out) - truth_dense).abs().max().item(), tolerance=tol,
-                bytes=float(h.numel() * h.element_size()), params={"batch": batch, "length": length},
-                device_time=True)
+                bytes=float(h.numel() * h.element_size()), params={"batch": batch, "length": length})
 
 
 def read_pass_inputs(device: torch.device, batch: int, length: int, hidden: int, dtype: torch.dtype) -> tuple:
