@@ -144,12 +144,18 @@ def _maxsim_shape(label: str, kernels: Any, q_lens: list[int], d_lens: list[int]
                  bytes=float(d.numel() * d.element_size()), flops=2.0 * q.shape[0] * d.shape[0] * hidden)
 
 
+def _rerank_shape(kernels: Any, small: bool, device: torch.device) -> Shape:
+    """The rerank target: one fp16 query of 32 tokens against 10,000 docs of U[64,512] tokens, H=1024."""
+    hidden, n_docs, lo, hi = (160, 5, 3, 20) if small else (1024, 10_000, 64, 512)
+    lengths = torch.randint(lo, hi + 1, (n_docs,), generator=torch.Generator().manual_seed(0)).tolist()
+    return _maxsim_shape(f"rerank Nq=1 Lq=32 Nd={n_docs} Ld=U[{lo},{hi}] H={hidden} fp16", kernels, [32], lengths,
+                         hidden, torch.float16, device)
+
+
 def maxsim_sweep(device: torch.device, small: bool, limit: int | None) -> Sweep:
     from m3kernels.maxsim import triton as kernels
 
     key = (1 << 30, 2)  # the entry for 16-bit inputs with H > 128
-    hidden, n_docs, lo, hi = (160, 5, 3, 20) if small else (1024, 10_000, 64, 512)
-    lengths = torch.randint(lo, hi + 1, (n_docs,), generator=torch.Generator().manual_seed(0)).tolist()
     return Sweep(
         "maxsim forward, one query (per-pair kernel, 16-bit, H > 128)",
         "m3kernels/maxsim/triton.py _FWD_CONFIGS[(1 << 30, 2)] = (BLOCK_D, BLOCK_H, warps, stages)",
@@ -158,8 +164,7 @@ def maxsim_sweep(device: torch.device, small: bool, limit: int | None) -> Sweep:
             ((64, 128, 4, s) for s in (2, 4)),
             ((32, 1024, 8, s) for s in (2, 3))), limit),  # the whole hidden size in one chunk (SINGLE_H)
         lambda cfg: swap(kernels._FWD_CONFIGS, key, cfg),
-        [_maxsim_shape(f"rerank Nq=1 Lq=32 Nd={n_docs} Ld=U[{lo},{hi}] H={hidden} fp16", kernels, [32], lengths,
-                       hidden, torch.float16, device)],
+        [_rerank_shape(kernels, small, device)],
     )
 
 
@@ -175,8 +180,6 @@ def maxsim_cuda_sweep(device: torch.device, small: bool, limit: int | None) -> S
         raise UnavailableError(why)
     from m3kernels.maxsim import cuda as kernels
 
-    hidden, n_docs, lo, hi = (160, 5, 3, 20) if small else (1024, 10_000, 64, 512)
-    lengths = torch.randint(lo, hi + 1, (n_docs,), generator=torch.Generator().manual_seed(0)).tolist()
     n, d_len, train_hidden, dtype = _training_shape(small)
     train = _maxsim_inputs([32] * n, [d_len] * n, train_hidden, dtype, device)
     return Sweep(
@@ -185,8 +188,7 @@ def maxsim_cuda_sweep(device: torch.device, small: bool, limit: int | None) -> S
         "2 = 8 x 256 B, 3 = 4 x 128 B)",
         _candidates((kernels._FWD_TILE,), ((t,) for t in range(4)), limit),
         lambda cfg: swap(kernels, "_FWD_TILE", cfg[0]),
-        [_maxsim_shape(f"rerank Nq=1 Lq=32 Nd={n_docs} Ld=U[{lo},{hi}] H={hidden} fp16", kernels, [32], lengths,
-                       hidden, torch.float16, device),
+        [_rerank_shape(kernels, small, device),
          Shape(f"all-pairs Nq=Nd={n} Lq=32 Ld={d_len} H={train_hidden} {str(dtype)[6:]}, with argmax",
                lambda: kernels.forward(*train, False, True)[0],
                bytes=float(train[3].numel() * train[3].element_size()),
