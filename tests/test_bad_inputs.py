@@ -100,6 +100,15 @@ W = torch.randn(8, device=DEVICE)
         ({"cu_seqlens": CU2}, ValueError, "cu_seqlens goes with packed hidden"),
         ({"hidden": H[0], "input_ids": IDS[0]}, ValueError, r"needs cu_seqlens"),
         ({"skip_ids": "0123"}, TypeError, "skip_ids must be a sequence of ints"),
+        ({"vocab_size": 50.0}, TypeError, "vocab_size must be a positive int"),
+        ({"vocab_size": 0}, TypeError, "vocab_size must be a positive int"),
+        ({"max_seqlen": 6}, ValueError, "max_seqlen goes with packed hidden"),
+        ({"hidden": H[0], "input_ids": IDS[0], "cu_seqlens": CU2[[0, 2]], "max_seqlen": -1}, TypeError,
+         "max_seqlen must be a non-negative int"),
+        ({"hidden": H[0], "input_ids": IDS[0], "cu_seqlens": CU2[[0, 2]], "max_seqlen": True}, TypeError,
+         "max_seqlen must be a non-negative int"),
+        ({"hidden": H[0], "input_ids": IDS[0], "cu_seqlens": torch.tensor([0, 2, 6], device=DEVICE),
+          "max_seqlen": 3}, ValueError, r"max_seqlen \(3\) is below the longest text in cu_seqlens \(4\)"),
     ],
 )
 def test_lexical_weights_rejects(kwargs, exc, match):

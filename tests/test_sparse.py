@@ -1,5 +1,6 @@
 """lexical_weights / lexical_scores / SparseBatch against the float64 reference and FlagEmbedding's formula."""
 
+import importlib
 import warnings
 
 import pytest
@@ -66,19 +67,43 @@ def test_lexical_weights_equals_flagembedding_formula(backend, dtype):
 @pytest.mark.parametrize("backend", POOL_BACKENDS)
 @pytest.mark.parametrize("dtype", ALL_DTYPES)
 @pytest.mark.parametrize("lengths", [[1], [7, 0, 33], [127, 1, 5, 64]])
-def test_packed_matches_reference(backend, dtype, lengths):
+@pytest.mark.parametrize("bounds", ["vocab_size", "vocab_size and max_seqlen", "none"])
+def test_packed_matches_reference(backend, dtype, lengths, bounds):
     hidden, vocab = 24, 40
     h = torch.randn(sum(lengths), hidden, device=DEVICE).to(dtype)
     ids = torch.randint(0, vocab, (sum(lengths),), device=DEVICE)
     weight, bias = torch.randn(hidden, device=DEVICE), torch.tensor(0.1, device=DEVICE)
     cu = cu_from_lengths(lengths)
-    got = m3kernels.lexical_weights(h, ids, weight, bias, cu_seqlens=cu, vocab_size=vocab, backend=backend)
+    known = {} if bounds == "none" else {"vocab_size": vocab}
+    if "max_seqlen" in bounds:
+        known["max_seqlen"] = max(lengths)
+    got = m3kernels.lexical_weights(h, ids, weight, bias, cu_seqlens=cu, backend=backend, **known)
     want = m3kernels.lexical_weights(
         h.double(), ids, weight.double(), bias.double(), cu_seqlens=cu, backend="reference"
     )
     assert torch.equal(got.indptr, want.indptr) and torch.equal(got.ids, want.ids)
     torch.testing.assert_close(got.values.double(), want.values.double(), **tol(dtype))
     assert got.ids.dtype == torch.int64 and got.values.dtype == torch.float32
+
+
+@pytest.mark.parametrize("backend", POOL_BACKENDS)
+def test_bad_offsets_run_the_pool_clamped_then_raise(backend, monkeypatch):
+    """The pool runs on cu_seqlens clamped into bounds (a running max); the values are read after it, and the
+    op raises then."""
+    module = importlib.import_module(f"m3kernels.sparse.{backend}")
+    seen = []
+    real = module.pool
+
+    def recording(hidden, ids, off, lens, *rest):
+        seen.append((off.tolist(), lens.tolist()))
+        return real(hidden, ids, off, lens, *rest)
+
+    monkeypatch.setattr(module, "pool", recording)
+    h, w = torch.randn(10, 8, device=DEVICE), torch.randn(8, device=DEVICE)
+    bad = torch.tensor([0, 7, -4, 25, 10], device=DEVICE)
+    with pytest.raises(ValueError, match="non-decreasing"):
+        m3kernels.lexical_weights(h, torch.arange(10, device=DEVICE), w, 0.0, cu_seqlens=bad, backend=backend)
+    assert seen == [([0, 7, 7, 10], [7, 0, 3, 0])]
 
 
 @pytest.mark.parametrize("backend", POOL_BACKENDS)

@@ -45,6 +45,8 @@ def test_lexical_pool_opcheck(backend):
         torch.randn(8, device=DEVICE, requires_grad=True),
         torch.tensor([0.1], device=DEVICE),
         torch.tensor([0, 1, 2, 3], device=DEVICE),
+        7,
+        9,
     )
     # The pool's outputs include integer slots left unwritten (beyond each text's count), so compare the
     # schema / fake / autograd registration, not bitwise outputs.

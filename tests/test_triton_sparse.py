@@ -239,10 +239,36 @@ def test_pool_in_programs_equals_the_sort_path(monkeypatch, lengths):
     monkeypatch.setattr(kernels, "_pool_block", lambda *a: blocks.append(real_block(*a)) or blocks[-1])
     fused = kernels.pool(*args)
     assert blocks and blocks[-1] is not None  # this input takes the in-program path
+    bounded = kernels.pool(*args, max(lengths), 12)  # the caller's bounds: the same block, no read
+    assert blocks[-1] == blocks[-2]
     monkeypatch.setattr(kernels, "_pool_block", lambda *a: None)
     fallback = kernels.pool(*args)
-    for a, b in zip(fused, fallback, strict=True):
-        assert torch.equal(a, b)
+    for a, b, c in zip(fused, bounded, fallback, strict=True):
+        assert torch.equal(a, c) and torch.equal(b, c)
+
+
+def test_pool_gets_the_bounds_the_caller_knows(monkeypatch):
+    """lexical_weights passes the length bound (padded L or max_seqlen) and vocab_size to the Triton pool, which
+    then reads nothing from the device to pick its sort block (None tensors would fail if read)."""
+    from m3kernels.sparse import triton as kernels
+
+    seen = []
+    real_block = kernels._pool_block
+
+    def spy(w, ids, lens, max_len, id_bound):
+        seen.append((max_len, id_bound))
+        return real_block(w, ids, lens, max_len, id_bound)
+
+    monkeypatch.setattr(kernels, "_pool_block", spy)
+    hidden, ids, _, _, w, b, _ = _pool_inputs([9, 20], vocab=12)
+    cu = cu_from_lengths([9, 20])
+    weights(hidden[:28].reshape(2, 14, -1), ids[:28].reshape(2, 14), w, b, "triton", vocab_size=12)
+    weights(hidden, ids, w, b, "triton", cu_seqlens=cu, max_seqlen=25, vocab_size=12)
+    weights(hidden, ids, w, b, "triton", cu_seqlens=cu)
+    assert seen == [(14, 12), (25, 12), (0, 0)]
+    assert real_block(None, None, None, 21, 12) == 32
+    assert real_block(None, None, None, kernels._POOL_MAX_TEXT + 1, 12) is None
+    assert real_block(None, None, None, 21, 2**60) is None  # 32-row block: ids must be below 2^58
 
 
 def test_pool_falls_back_for_huge_ids_and_long_texts(monkeypatch):
@@ -253,11 +279,11 @@ def test_pool_falls_back_for_huge_ids_and_long_texts(monkeypatch):
     hidden, ids, _, lens, w, b, _ = _pool_inputs([9, 20], vocab=12)
     cu = cu_from_lengths([9, 20])
     huge = ids + 2**60
-    assert kernels._pool_block(torch.ones(29, device=DEVICE), huge, lens) is None
+    assert kernels._pool_block(torch.ones(29, device=DEVICE), huge, lens, 0, 0) is None
     got = weights(hidden, huge, w, b, "triton", cu_seqlens=cu, skip_ids=[])
     want = weights(hidden, huge, w, b, "reference", cu_seqlens=cu, skip_ids=[])
     assert_same_batch(got, want, torch.float32)
     monkeypatch.setattr(kernels, "_POOL_MAX_TEXT", 16)
-    assert kernels._pool_block(torch.ones(29, device=DEVICE), ids, lens) is None
+    assert kernels._pool_block(torch.ones(29, device=DEVICE), ids, lens, 0, 0) is None
     got = weights(hidden, ids, w, b, "triton", cu_seqlens=cu)
     assert_same_batch(got, weights(hidden, ids, w, b, "reference", cu_seqlens=cu), torch.float32)

@@ -65,7 +65,10 @@ def weights_case(device: torch.device, batch: int, length: int, hidden: int, dty
     truth = m3kernels.lexical_weights(h.double(), ids, weight.double(), bias.double(), backend="reference")
     truth_dense = truth.to_dense(VOCAB).float().cpu()
 
-    providers = [Provider(f"m3k:{b}", lambda b=b: m3kernels.lexical_weights(h, ids, weight, bias, backend=b))
+    # vocab_size as a serving stack passes it (BGEM3 does): the ids are checked against it and the Triton pool
+    # needs no device read for its bounds.
+    providers = [Provider(f"m3k:{b}", lambda b=b: m3kernels.lexical_weights(h, ids, weight, bias, vocab_size=VOCAB,
+                                                                             backend=b))
                  for b in our_backends("lexical_weights", device)]
     providers.append(Provider("FlagEmbedding inference path (relu(linear) + dict loop)",
                               lambda: flagembedding_inference_path(h, ids, weight, bias), is_reference=True))

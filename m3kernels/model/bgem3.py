@@ -208,6 +208,7 @@ class BGEM3(nn.Module):
                 self.sparse_linear.weight,
                 self.sparse_linear.bias,
                 cu_seqlens=cu_seqlens,
+                max_seqlen=max_seqlen,
                 skip_ids=self.tokenizer.special_ids,
                 vocab_size=self.encoder.config.vocab_size,
                 backend=self.backend,

@@ -49,24 +49,38 @@ def _cached_skip_tensor(skip: tuple[int, ...], device: torch.device) -> Tensor:
     return torch.tensor(skip, dtype=torch.int64, device=device)
 
 
-def _check_values(ids: Tensor, vocab_size: int | None, valid: Tensor | None,
-                  cu_seqlens: Tensor | None, total: int) -> None:
-    """The value checks before the launch, with one read-back: cu_seqlens (packed input) and the range of the ids
-    of real tokens."""
-    if not _checks.data_checks_enabled():
-        return
-    real = ids if valid is None else torch.where(valid, ids, 0)  # 0 is in range; a bool index would sync
-    parts = () if cu_seqlens is None else (cu_seqlens,)
-    host = _checks.read_back(*parts, *(torch.aminmax(real) if real.numel() else ()))
+def _max_seqlen(max_seqlen: object, packed: bool) -> int:
+    """max_seqlen as an int bound on the text lengths, 0 when not given."""
+    if max_seqlen is None:
+        return 0
+    if not packed:
+        raise ValueError("max_seqlen goes with packed hidden [T, H]; padded input's texts have length L")
+    if not isinstance(max_seqlen, int) or isinstance(max_seqlen, bool) or max_seqlen < 0:
+        raise TypeError(f"max_seqlen must be a non-negative int or None; got {max_seqlen!r}")
+    return max_seqlen
+
+
+def _check_values_after(real_ids: Tensor, vocab_size: int | None, cu_seqlens: Tensor | None, total: int,
+                        max_seqlen: int, out_vals: Tensor) -> bool:
+    """The value checks after the launch, with one read-back: cu_seqlens as passed (the kernels ran on it clamped
+    into bounds), max_seqlen against the longest text, the range of the real tokens' ids, and the sum of the
+    output values. Raises on bad values; returns whether the output holds NaN."""
+    parts = [] if cu_seqlens is None else [cu_seqlens]
+    if real_ids.numel():
+        parts.extend(torch.aminmax(real_ids))
+    host = _checks.read_back(*parts, _checks.float_sum(out_vals))
     if cu_seqlens is not None:
-        _checks.cu_seqlens_values("cu_seqlens", host[0], total)
-    if len(host) == len(parts):  # no real token
-        return
-    lo, hi = int(host[-2]), int(host[-1])
-    if lo < 0:
-        raise ValueError(f"input_ids must be >= 0; got {lo}")
-    if vocab_size is not None and hi >= vocab_size:
-        raise ValueError(f"input_ids holds {hi}, outside the vocabulary (vocab_size={vocab_size})")
+        lengths = _checks.cu_seqlens_values("cu_seqlens", host[0], total)
+        longest = int(lengths.max()) if lengths.numel() else 0
+        if max_seqlen and longest > max_seqlen:
+            raise ValueError(f"max_seqlen ({max_seqlen}) is below the longest text in cu_seqlens ({longest})")
+    if real_ids.numel():
+        lo, hi = int(host[-3]), int(host[-2])
+        if lo < 0:
+            raise ValueError(f"input_ids must be >= 0; got {lo}")
+        if vocab_size is not None and hi >= vocab_size:
+            raise ValueError(f"input_ids holds {hi}, outside the vocabulary (vocab_size={vocab_size})")
+    return _checks.sum_has_nan(host[-1], out_vals)
 
 
 def lexical_weights(
@@ -77,6 +91,7 @@ def lexical_weights(
     *,
     attention_mask: Tensor | None = None,
     cu_seqlens: Tensor | None = None,
+    max_seqlen: int | None = None,
     skip_ids: Sequence[int] = BGE_M3_SPECIAL_IDS,
     vocab_size: int | None = None,
     backend: str = "auto",
@@ -88,8 +103,12 @@ def lexical_weights(
             nonzero = real token), or packed [T, H] (with input_ids [T] and cu_seqlens [B+1]).
             float32 / float16 / bfloat16 (float64 on the reference backend).
         weight: [H] or [1, H] (``sparse_linear.weight``); bias: [1], scalar tensor, float or None.
+        max_seqlen: packed input only: an int >= the longest text, if known (checked with the data checks; with
+            them off, a smaller one gives wrong results).
         skip_ids: ids never reported (BGE-M3: <s>, <pad>, </s>, <unk>).
         vocab_size: if given, ids must be < vocab_size (ValueError otherwise).
+        The Triton pool needs bounds on the text lengths and ids; given (padded input's L or max_seqlen, and
+        vocab_size), it runs without a device sync of its own.
 
     Returns:
         SparseBatch with, per text b, ``value[id] = max_{t in b, id_t = id} relu(hidden[t] . weight + bias)``
@@ -110,8 +129,12 @@ def lexical_weights(
         raise TypeError(f"skip_ids must be a sequence of ints; got {skip_ids!r}")
     if not all(-(2**63) <= s < 2**63 for s in skip_ids):
         raise ValueError(f"skip_ids must hold int64 values; got {skip_ids!r}")
+    if vocab_size is not None and (not isinstance(vocab_size, int) or isinstance(vocab_size, bool)
+                                   or not 1 <= vocab_size < 2**63):
+        raise TypeError(f"vocab_size must be a positive int or None; got {vocab_size!r}")
     ids = input_ids.long()
     valid = None
+    checks = _checks.data_checks_enabled()
     if hidden.dim() == 3:
         if cu_seqlens is not None:
             raise ValueError("cu_seqlens goes with packed hidden [T, H]; got padded hidden [B, L, H]")
@@ -133,6 +156,7 @@ def lexical_weights(
         hidden = hidden.reshape(bsz * length, h)
         ids = ids.reshape(-1)
         off, lens = uniform_segments(bsz, length, device)
+        longest = _max_seqlen(max_seqlen, packed=False) or length
     else:
         if cu_seqlens is None:
             raise ValueError("packed hidden [T, H] needs cu_seqlens [B+1]")
@@ -140,8 +164,11 @@ def lexical_weights(
             raise ValueError("attention_mask goes with padded hidden [B, L, H]; packed input has no padding")
         cu = _checks.cu_seqlens("cu_seqlens", cu_seqlens, hidden.shape[0])
         _checks.same_device(hidden=hidden, cu_seqlens=cu)
+        longest = _max_seqlen(max_seqlen, packed=True)
+        if checks:  # the kernels run on clamped offsets; the values are read after them
+            cu = _checks.launch_offsets(cu_seqlens, hidden.shape[0])
         off, lens = _checks.segments(cu)
-    _check_values(ids, vocab_size, valid, cu_seqlens, hidden.shape[0])  # cu_seqlens: None for padded input
+    real_ids = ids if valid is None else torch.where(valid, ids, 0)  # 0 is in range; a bool index would sync
     skip = list(skip_ids)
     if valid is not None:  # padding positions become a skipped id
         ids = torch.where(valid, ids, -1)
@@ -152,24 +179,22 @@ def lexical_weights(
     if name == "reference":
         compute = torch.float64 if hidden.dtype == torch.float64 else torch.float32
         result = reference.lexical_weights_packed(hidden, ids, off, lens, weight, bias, skip, compute)
-        _raise_on_nan(result.values, hidden, ids, skip_t, weight, bias)
+        out_vals = result.values
+    else:
+        module = _backend.kernel_module("lexical_weights", name)
+        pool = module.pool if _backend.skips_op_layer(hidden, weight, bias) else module.pool_op
+        out_ids, out_vals, src, counts = pool(
+            hidden, ids, off, lens, weight.float(), bias.float(), skip_t, longest, vocab_size or 0
+        )
+        indptr = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
+    if checks and _check_values_after(real_ids, vocab_size, cu_seqlens, hidden.shape[0], longest, out_vals):
+        _checks.raise_nan(weight=weight, bias=bias, hidden=hidden[~torch.isin(ids, skip_t)])
+    if name == "reference":
         return result
-    module = _backend.kernel_module("lexical_weights", name)
-    pool = module.pool if _backend.skips_op_layer(hidden, weight, bias) else module.pool_op
-    out_ids, out_vals, src, counts = pool(hidden, ids, off, lens, weight.float(), bias.float(), skip_t)
     # Text b's entries sit in slots off[b] .. off[b] + counts[b] and offsets increase with b, so the used
     # slots (src >= 0) in order are already the CSR layout.
-    indptr = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
     used = (src >= 0).nonzero().squeeze(1)  # one nonzero for both gathers (a bool mask index runs one each)
-    values = out_vals.index_select(0, used)
-    _raise_on_nan(values, hidden, ids, skip_t, weight, bias)
-    return SparseBatch.trusted(indptr, out_ids.index_select(0, used), values)
-
-
-def _raise_on_nan(values: Tensor, hidden: Tensor, ids: Tensor, skip: Tensor, weight: Tensor, bias: Tensor) -> None:
-    """NaN in the output: name the culprit among the tokens that take part (padding and skipped ids do not)."""
-    if _checks.output_has_nan(values):
-        _checks.raise_nan(weight=weight, bias=bias, hidden=hidden[~torch.isin(ids, skip)])
+    return SparseBatch.trusted(indptr, out_ids.index_select(0, used), out_vals.index_select(0, used))
 
 
 def lexical_scores(q: SparseBatch, d: SparseBatch, *, pairwise: bool = False, backend: str = "auto") -> Tensor:

@@ -6,7 +6,8 @@ from m3kernels import _native
 from m3kernels.sparse.ops import define_backend, new_pool_outputs, new_scores, scores_args
 
 
-def pool(hidden, ids, off, lens, weight, bias, skip):
+def pool(hidden, ids, off, lens, weight, bias, skip, max_len=0, id_bound=0):
+    """The pool of ops.py on the CPU kernel, which needs no bounds (max_len and id_bound are unused)."""
     hidden, ids, weight, skip = (
         hidden.contiguous(),
         ids.contiguous(),

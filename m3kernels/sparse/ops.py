@@ -2,9 +2,12 @@
 
 Every kernel backend provides two plain functions:
     pool(hidden [T, H], ids int64 [T], off int32 [B], lens int32 [B], weight fp32 [H], bias fp32 [1],
-         skip int64 [S]) -> (out_ids int64 [T], out_vals fp32 [T], out_src int64 [T], counts int64 [B])
+         skip int64 [S], max_len, id_bound) -> (out_ids int64 [T], out_vals fp32 [T], out_src int64 [T],
+         counts int64 [B])
         relu(h . w + b) max-pooled by id per text, compact per text as in csrc/sparse/sparse.h: text b's
         entries sit in slots off[b] .. off[b] + counts[b] (ids ascending); unused slots have out_src = -1.
+        max_len > 0: no text is longer; id_bound > 0: every id is below it (0: unknown). Bounds the caller
+        knows without reading the device; a backend may use them to skip a sync (the Triton pool does).
     scores(q_indptr, q_ids, q_vals, d_indptr, d_ids, d_vals, pairwise) -> fp32 [Nq, Nd] or [N]
 ``define_backend`` wraps them as ``m3k::lexical_pool_<name>`` / ``m3k::lexical_scores_<name>``. The backward
 of the pool (to hidden, weight and bias through each entry's source token) is plain torch, shared by all
@@ -63,12 +66,20 @@ def define_backend(name: str, pool: PoolFn, scores: ScoresFn):
 
     @torch.library.custom_op(f"m3k::lexical_pool_{name}", mutates_args=())
     def pool_op(
-        hidden: Tensor, ids: Tensor, off: Tensor, lens: Tensor, weight: Tensor, bias: Tensor, skip: Tensor
+        hidden: Tensor,
+        ids: Tensor,
+        off: Tensor,
+        lens: Tensor,
+        weight: Tensor,
+        bias: Tensor,
+        skip: Tensor,
+        max_len: int,
+        id_bound: int,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        return pool(hidden, ids, off, lens, weight, bias, skip)
+        return pool(hidden, ids, off, lens, weight, bias, skip, max_len, id_bound)
 
     @pool_op.register_fake
-    def _(hidden, ids, off, lens, weight, bias, skip):
+    def _(hidden, ids, off, lens, weight, bias, skip, max_len, id_bound):
         t = hidden.shape[0]
         return (
             ids.new_empty(t),
@@ -78,13 +89,13 @@ def define_backend(name: str, pool: PoolFn, scores: ScoresFn):
         )
 
     def setup_context(ctx, inputs, output):
-        hidden, _ids, _off, _lens, weight, _bias, _skip = inputs
+        hidden, _ids, _off, _lens, weight, _bias, _skip, _max_len, _id_bound = inputs
         ctx.save_for_backward(hidden, weight, output[2])
 
     def backward(ctx, _g_ids, g_vals, _g_src, _g_counts):
         hidden, weight, out_src = ctx.saved_tensors
         d_hidden, d_weight, d_bias = pool_backward(g_vals, hidden, weight, out_src)
-        return d_hidden.to(hidden.dtype), None, None, None, d_weight.to(weight.dtype), d_bias, None
+        return d_hidden.to(hidden.dtype), None, None, None, d_weight.to(weight.dtype), d_bias, None, None, None
 
     pool_op.register_autograd(backward, setup_context=setup_context)
 

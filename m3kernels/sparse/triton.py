@@ -5,8 +5,9 @@ tokens with w_t > 0 (0 marks a dropped token; a NaN weight is kept so that NaN i
 max-pool by (text, id) then runs in one program per text (_pool_texts_kernel): the kept tokens' keys
 (id << ROW_BITS | position) are sorted in registers (tl.sort), a segmented scan keeps each id run's max weight
 (first position on ties, NaN wins), and run heads go to their ranked slot. That needs every text to fit one block
-(<= _POOL_MAX_TEXT tokens) and ids below 2^(63 - ROW_BITS); one device sync reads those bounds. Otherwise (and
-during CUDA graph capture, where no sync is allowed) the pool is a stable sort by (text, id, -w, row) in torch
+(<= _POOL_MAX_TEXT tokens) and ids below 2^(63 - ROW_BITS): bounds the caller passes (max_len, id_bound), or one
+device sync reads them. Otherwise (and during CUDA graph capture without both bounds, where no sync is allowed)
+the pool is a stable sort by (text, id, -w, row) in torch
 ops: the first entry of each (text, id) run is the max, its rank among the text's runs gives its slot. No host
 loop over texts, no [B, L, vocab] tensor. The output is the compact per-text layout of csrc/sparse/sparse.h.
 
@@ -146,13 +147,19 @@ def _pool_texts_kernel(
     tl.store(counts_ptr + b, count.to(tl.int64))
 
 
-def _pool_block(w: Tensor, ids: Tensor, lens: Tensor) -> int | None:
-    """The sort block of the one-program-per-text pool, or None when a text is too long, a kept id does not fit
-    the packed key, or a CUDA graph is being captured (the bounds cost one device sync)."""
-    if w.is_cuda and torch.cuda.is_current_stream_capturing():
-        return None
-    kept = torch.where(w != 0, ids, 0)
-    longest, lo, hi = torch.stack([lens.max().to(torch.int64), *torch.aminmax(kept)]).tolist()
+def _pool_block(w: Tensor, ids: Tensor, lens: Tensor, max_len: int, id_bound: int) -> int | None:
+    """The sort block of the one-program-per-text pool, or None when a text is too long or a kept id does not fit
+    the packed key. max_len / id_bound (> 0) are the caller's bounds on the text lengths / ids; the unknown ones
+    are read from the device (one sync; none during CUDA graph capture, which then gets None)."""
+    longest, lo, hi = max_len, 0, id_bound - 1
+    if max_len <= 0 or id_bound <= 0:
+        if w.is_cuda and torch.cuda.is_current_stream_capturing():
+            return None
+        kept = torch.where(w != 0, ids, 0)
+        read = torch.stack([lens.max().to(torch.int64), *torch.aminmax(kept)]).tolist()
+        longest = max_len if max_len > 0 else read[0]
+        if id_bound <= 0:
+            lo, hi = read[1], read[2]
     if longest > _POOL_MAX_TEXT or lo < 0:
         return None
     block = max(16, triton.next_power_of_2(longest))
@@ -174,9 +181,18 @@ def _pool_in_programs(w: Tensor, ids: Tensor, off: Tensor, lens: Tensor, block: 
 
 
 def pool(
-    hidden: Tensor, ids: Tensor, off: Tensor, lens: Tensor, weight: Tensor, bias: Tensor, skip: Tensor
+    hidden: Tensor,
+    ids: Tensor,
+    off: Tensor,
+    lens: Tensor,
+    weight: Tensor,
+    bias: Tensor,
+    skip: Tensor,
+    max_len: int = 0,
+    id_bound: int = 0,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """relu(h . w + b) max-pooled by id per text (text b = rows off[b] .. off[b] + lens[b] of hidden [T, H]).
+    max_len, id_bound: the caller's bounds on the text lengths and ids, 0 if unknown (see _pool_block).
 
     Returns out_ids int64 [T], out_vals fp32 [T], out_src int64 [T], counts int64 [B]: text b's entries in
     slots off[b] .. off[b] + counts[b], ids ascending, out_src the first row reaching the max; other slots
@@ -191,7 +207,7 @@ def pool(
         return none, torch.zeros(t, dtype=torch.float32, device=dev), none.clone(), torch.zeros_like(none[:0])
     seg = segment_ids(off, lens, t)
     w = _token_weights(hidden, ids, seg, weight.float().contiguous(), bias.float(), skip.contiguous())
-    block = _pool_block(w, ids, lens) if t > 0 else None
+    block = _pool_block(w, ids, lens, max_len, id_bound) if t > 0 else None
     if block is not None:
         return _pool_in_programs(w, ids, off, lens, block)
     keep = w != 0  # positive or NaN
