@@ -49,7 +49,7 @@ def test_maxsim_varlen_matches_reference(dtype, pairwise, hidden):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("tile", range(4))
+@pytest.mark.parametrize("tile", range(7))
 def test_every_forward_tile_matches_reference(monkeypatch, dtype, tile):
     """Every block shape of the forward kernel (the tune sweep's candidates) gives the reference scores, and
     bitwise the same scores and argmax as tile 0 (each dot product takes the same k steps in every shape); the
@@ -57,9 +57,9 @@ def test_every_forward_tile_matches_reference(monkeypatch, dtype, tile):
     (tile 2 needs 127.5 KiB: not on sm_86 / sm_89)."""
     from m3kernels.maxsim import cuda as kernels
 
-    assert _native.C.maxsim_forward_cuda_tiles == 4
-    warps, chunk_bytes = {0: (8, 128), 1: (4, 256), 2: (8, 256), 3: (4, 128)}[tile]
-    smem = 3 * (32 + 16 * warps) * (chunk_bytes + 16)  # maxsim_cuda.cu FwdTile::kSmemBytes
+    assert _native.C.maxsim_forward_cuda_tiles == 7
+    warps, chunk_bytes, stages, smem = _native.C.maxsim_forward_cuda_tile_shapes[tile]
+    assert smem == stages * (32 + 16 * warps) * (chunk_bytes + 16)
     if smem > torch.cuda.get_device_properties(DEVICE).shared_memory_per_block_optin:
         pytest.skip(f"tile {tile} needs {smem} bytes of shared memory per block")
     # H=200: the last hidden chunk is partial for every chunk size (400 or 800 bytes per row).
@@ -72,7 +72,7 @@ def test_every_forward_tile_matches_reference(monkeypatch, dtype, tile):
     torch.testing.assert_close(scores.double(), ref_scores(q, cu_q, d, cu_d, False), **scale_tol(dtype, 200))
     assert torch.equal(arg, base_arg) and torch.equal(scores, base_scores)
     with pytest.raises(RuntimeError, match="tile must be in"):
-        monkeypatch.setattr(kernels, "_FWD_TILE", 4)
+        monkeypatch.setattr(kernels, "_FWD_TILE", 7)
         kernels.forward(*args)
 
 

@@ -14,17 +14,19 @@ namespace {
 
 using cuda::ceil_div;
 
-// Tile shape: kWarps warps of 16 doc columns each (kBN = 16 * kWarps doc tokens per tile) and kBKVecs 16-byte
-// vectors of hidden per row and stage. Variants are picked at run time (kFwdTiles below; the Python layer's
-// _FWD_TILE, swept by m3kernels/benchmarks/tune.py).
-template <typename T, int kWarpsT = 8, int kBKVecs = 8>
+// Tile shape kFwdTileShapes[kIndex] (maxsim_cuda.h): kWarps warps of 16 doc columns each (kBN = 16 * kWarps doc
+// tokens per tile), kBKVecs 16-byte vectors of hidden per row and stage, kStages pipeline stages. Picked at run
+// time (the Python layer's _FWD_TILE, swept by m3kernels/benchmarks/tune.py).
+template <typename T, int kIndex>
 struct FwdTile {
+  static constexpr FwdTileShape kShape = kFwdTileShapes[kIndex];
+  static constexpr int kBKVecs = kShape.vecs;
   static constexpr int kBM = 32;                 // query tokens per tile (= one warp in the reduction)
-  static constexpr int kWarps = kWarpsT;
+  static constexpr int kWarps = kShape.warps;
   static constexpr int kWarpCols = 16;           // doc columns per warp = two n8 MMA tiles
   static constexpr int kBN = kWarps * kWarpCols;  // doc tokens per tile
   static constexpr int kThreads = kWarps * 32;
-  static constexpr int kStages = 3;
+  static constexpr int kStages = kShape.stages;
   static constexpr int kVec = 16 / sizeof(T);     // elements per 16-byte cp.async
   static constexpr int kBK = kBKVecs * kVec;      // hidden elements per stage
   static constexpr int kLds = kBK + kVec;         // padded smem row: a 4-bank shift per row, conflict-free
@@ -33,6 +35,8 @@ struct FwdTile {
   static constexpr size_t kSmemBytes = size_t(kStages) * kStageElems * sizeof(T);
   static_assert((kLds * sizeof(T) / 4) % 32 == 4, "fragment loads assume rows 4 banks apart");
   static_assert((kRows * (kBK / kVec)) % kThreads == 0, "each thread issues the same number of copies");
+  static_assert(kStages >= 2, "the pipeline overlaps the next stage's copy with this stage's products");
+  static_assert(int64_t(kSmemBytes) == fwd_tile_smem_bytes(kShape), "maxsim_cuda.h states the footprint");
 };
 
 // Kernel arguments: the problem (maxsim.h) and the outputs.
@@ -379,9 +383,14 @@ std::string check_problem(const char* fn, const MaxSimProblem& p) {
   return {};
 }
 
-template <typename T, typename C>
-std::string launch_forward(const MaxSimProblem& p, float* scores, int32_t* argmax, int64_t pairs,
+// Launches tile kIndex, or the next index's launcher: the run-time tile picks one of the compiled shapes.
+template <typename T, int kIndex = 0>
+std::string launch_forward(int tile, const MaxSimProblem& p, float* scores, int32_t* argmax, int64_t pairs,
                            cudaStream_t stream) {
+  if constexpr (kIndex + 1 < kFwdTiles) {
+    if (tile != kIndex) return launch_forward<T, kIndex + 1>(tile, p, scores, argmax, pairs, stream);
+  }
+  using C = FwdTile<T, kIndex>;
   auto kernel = maxsim_fwd_kernel<T, C>;
   cudaError_t e =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(C::kSmemBytes));
@@ -414,12 +423,7 @@ std::string maxsim_forward_cuda(const MaxSimProblem& p, float* scores, int32_t* 
              std::to_string(16 / sizeof(T)) + " == 0): pad H with zeros";
     if (!cuda::aligned16(p.q) || !cuda::aligned16(p.d))
       return std::string(kFn) + ": q and d must be 16-byte aligned";
-    switch (tile) {  // (warps, 16-byte vectors of hidden per row and stage): see kFwdTiles in maxsim_cuda.h
-      case 0: return launch_forward<T, FwdTile<T, 8, 8>>(p, scores, argmax, pairs, stream);
-      case 1: return launch_forward<T, FwdTile<T, 4, 16>>(p, scores, argmax, pairs, stream);
-      case 2: return launch_forward<T, FwdTile<T, 8, 16>>(p, scores, argmax, pairs, stream);
-      default: return launch_forward<T, FwdTile<T, 4, 8>>(p, scores, argmax, pairs, stream);
-    }
+    return launch_forward<T>(tile, p, scores, argmax, pairs, stream);
   });
 }
 

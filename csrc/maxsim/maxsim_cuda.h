@@ -22,9 +22,26 @@ namespace m3k {
 // Forward: tensor-core MMA (mma.sync m16n8k16) for fp16 / bf16, FMA for fp32; doc tiles stream through
 // shared memory with cp.async. Needs 16-byte aligned q and d and rows of a multiple of 16 bytes
 // (H % 8 == 0 for fp16 / bf16, H % 4 == 0 for fp32); the Python layer pads H with zeros otherwise.
-// tile picks the block shape, (warps = doc columns / 16, hidden bytes per row and stage): 0 = (8, 128 B),
-// 1 = (4, 256 B), 2 = (8, 256 B), 3 = (4, 128 B); every tile gives the same result.
-constexpr int kFwdTiles = 4;
+// tile picks the block shape, an index into kFwdTileShapes; every tile gives the same result, bit for bit.
+struct FwdTileShape {
+  int warps;   // doc columns per tile = 16 * warps (the query tile is 32 tokens)
+  int vecs;    // 16-byte vectors of hidden per row and pipeline stage
+  int stages;  // cp.async pipeline depth
+};
+constexpr FwdTileShape kFwdTileShapes[] = {
+    {8, 8, 3},   // 0: the default, measured on the H200
+    {4, 16, 3},  // 1
+    {8, 16, 3},  // 2: 127.5 KiB of shared memory (not on sm_86 / sm_89)
+    {4, 8, 3},   // 3
+    {4, 8, 4},   // 4: deeper pipeline, four blocks per SM
+    {4, 16, 2},  // 5: Triton's footprint at the rerank shape (2 x 24 KiB buffers, four blocks per SM)
+    {8, 8, 4},   // 6
+};
+constexpr int kFwdTiles = static_cast<int>(sizeof(kFwdTileShapes) / sizeof(kFwdTileShapes[0]));
+// Dynamic shared memory of a tile (the same for every element type: rows of 16 * vecs bytes plus 16 of padding).
+constexpr int64_t fwd_tile_smem_bytes(const FwdTileShape& s) {
+  return int64_t(s.stages) * (32 + 16 * s.warps) * (16 * s.vecs + 16);
+}
 std::string maxsim_forward_cuda(const MaxSimProblem& p, float* scores, int32_t* argmax, cudaStream_t stream,
                                 int tile = 0);
 

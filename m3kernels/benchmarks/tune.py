@@ -178,15 +178,19 @@ def maxsim_cuda_sweep(device: torch.device, small: bool, limit: int | None) -> S
     why = _backend.cuda_kernels_unavailable(device)
     if why:
         raise UnavailableError(why)
+    from m3kernels import _native
     from m3kernels.maxsim import cuda as kernels
 
     n, d_len, train_hidden, dtype = _training_shape(small)
     train = _maxsim_inputs([32] * n, [d_len] * n, train_hidden, dtype, device)
+    shapes = _native.C.maxsim_forward_cuda_tile_shapes
+    smem_limit = torch.cuda.get_device_properties(device).shared_memory_per_block_optin
+    names = ", ".join(f"{t} = {w} warps x {b} B x {st} stages" for t, (w, b, st, _) in enumerate(shapes))
     return Sweep(
         "maxsim forward, CUDA kernel",
-        "m3kernels/maxsim/cuda.py _FWD_TILE (csrc/maxsim/maxsim_cuda.h: 0 = 8 warps x 128 B, 1 = 4 x 256 B, "
-        "2 = 8 x 256 B, 3 = 4 x 128 B)",
-        _candidates((kernels._FWD_TILE,), ((t,) for t in range(4)), limit),
+        f"m3kernels/maxsim/cuda.py _FWD_TILE (csrc/maxsim/maxsim_cuda.h kFwdTileShapes: {names})",
+        _candidates((kernels._FWD_TILE,),
+                    ((t,) for t, shape in enumerate(shapes) if shape[3] <= smem_limit), limit),
         lambda cfg: swap(kernels, "_FWD_TILE", cfg[0]),
         [_rerank_shape(kernels, small, device),
          Shape(f"all-pairs Nq=Nd={n} Lq=32 Ld={d_len} H={train_hidden} {str(dtype)[6:]}, with argmax",
@@ -260,7 +264,7 @@ def sparse_sweep(device: torch.device, small: bool, limit: int | None) -> Sweep:
         "sparse token weights (read pass of lexical_weights)",
         f"m3kernels/sparse/triton.py ({', '.join(names)})",
         _candidates(tuple(getattr(kernels, n) for n in names),
-                    itertools.product((8, 16, 32, 64), (256, 512), (4, 8)), limit),
+                    itertools.product((4, 8, 16, 32, 64), (128, 256, 512, 1024), (2, 4, 8)), limit),
         lambda cfg: swap_attrs(kernels, names, cfg),
         [Shape(f"B={batch} L={length} H={hidden} fp16",
                lambda: kernels._token_weights(h, ids, seg, weight, bias, skip),

@@ -8,8 +8,8 @@ from torch import Tensor
 from m3kernels import _native
 from m3kernels.maxsim.ops import define_backend, kernel_args, new_outputs
 
-# Block shape of the forward kernel, an index into csrc/maxsim/maxsim_cuda.h's tiles (0: 8 warps x 128 B of
-# hidden per stage, the shape measured on the H200; m3kernels/benchmarks/tune.py times the others).
+# Block shape of the forward kernel, an index into csrc/maxsim/maxsim_cuda.h's kFwdTileShapes (0: 8 warps x 128 B
+# of hidden per stage x 3 stages, the shape measured on the H200; m3kernels/benchmarks/tune.py times the others).
 _FWD_TILE = 0
 
 
