@@ -79,7 +79,7 @@ def _check_values(cu_seqlens: Tensor, q: Tensor, k: Tensor, v: Tensor, max_seqle
     inputs (softmax kernels need not propagate NaN: a one-key row can come out finite)."""
     host_cu, *sums = _checks.read_back(cu_seqlens, *(_checks.float_sum(t) for t in (q, k, v)))
     lengths = _checks.cu_seqlens_values("cu_seqlens", host_cu, q.shape[0])
-    longest = int(lengths.max()) if lengths.numel() else 0
+    longest = int(lengths.max())  # cu_seqlens has >= 2 entries
     if longest > max_seqlen:
         raise ValueError(f"max_seqlen ({max_seqlen}) is below the longest sequence in cu_seqlens ({longest})")
     _checks.raise_if_nan(sum(sums), q=q, k=k, v=v)

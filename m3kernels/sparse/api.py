@@ -71,7 +71,7 @@ def _check_values_after(real_ids: Tensor, vocab_size: int | None, cu_seqlens: Te
     host = _checks.read_back(*parts, _checks.float_sum(out_vals))
     if cu_seqlens is not None:
         lengths = _checks.cu_seqlens_values("cu_seqlens", host[0], total)
-        longest = int(lengths.max()) if lengths.numel() else 0
+        longest = int(lengths.max())  # cu_seqlens has >= 2 entries
         if max_seqlen and longest > max_seqlen:
             raise ValueError(f"max_seqlen ({max_seqlen}) is below the longest text in cu_seqlens ({longest})")
     if real_ids.numel():
