@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
+import operator
 import os
 from collections.abc import Iterator, Sequence
 
@@ -20,6 +21,20 @@ def row_count(name: str, rows: int) -> None:
     """Token rows are indexed with int32 offsets; more rows would wrap around (wrong results, wild reads)."""
     if rows > INT32_MAX:
         raise ValueError(f"{name} covers {rows} token rows; at most 2**31 - 1 are supported (int32 offsets)")
+
+
+def int_arg(name: str, value: object, *, minimum: int = 0, below: int = 2**63) -> int:
+    """An integer argument (int or NumPy integer, not bool) in [minimum, below): TypeError for another type,
+    ValueError for a value out of range."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an int; got {value!r}")
+    try:
+        number = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int; got {value!r}") from None
+    if not minimum <= number < below:
+        raise ValueError(f"{name} must be an int in [{minimum}, {below}); got {number}")
+    return number
 
 
 def kernel_dtype(backend: str, name: str, t: torch.Tensor) -> None:
@@ -92,9 +107,13 @@ _NUMPY_DTYPES = {torch.int32: np.int32, torch.int64: np.int64, torch.float32: np
 
 
 def read_back(*parts: torch.Tensor) -> list[np.ndarray]:
-    """Host copies (numpy arrays, shapes kept) of small tensors (offsets, sums, min / max; int32 / int64 / float32
-    / float64 / bool) with one device-to-host copy: one sync for all the value checks of a call instead of one per
-    check. The host side works in numpy: a few microseconds per check instead of tens for small torch ops."""
+    """The values of small tensors (offsets, sums, min / max; int32 / int64 / float32 / float64 / bool) as NumPy
+    arrays of their shapes, read from the device with one device-to-host copy: one sync for all the value checks of
+    a call instead of one per check (CPU tensors: views, no copy). The checks then work in NumPy: a few
+    microseconds each instead of tens for small torch ops."""
+    for p in parts:
+        if p.dtype not in _NUMPY_DTYPES:
+            raise TypeError(f"read_back takes int32, int64, float32, float64 or bool tensors; got {p.dtype}")
     if all(p.device.type == "cpu" for p in parts):
         return [p.detach().numpy() for p in parts]
     return _read_bytes(parts)

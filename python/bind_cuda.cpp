@@ -43,8 +43,10 @@ void bind_cuda(py::module_& m) {
   m.attr("maxsim_forward_cuda_tiles") = m3k::kFwdTiles;
   py::list shapes;
   for (const m3k::FwdTileShape& s : m3k::kFwdTileShapes)
-    shapes.append(py::make_tuple(s.warps, 16 * s.vecs, s.stages, m3k::fwd_tile_smem_bytes(s)));
-  m.attr("maxsim_forward_cuda_tile_shapes") = shapes;  // (warps, hidden bytes per row and stage, stages, smem)
+    shapes.append(py::make_tuple(s.warps, 16 * s.vecs, s.stages, m3k::fwd_tile_smem_bytes(s),
+                                 m3k::fwd_tile_static_smem_bytes(s)));
+  // (warps, hidden bytes per row and stage, stages, dynamic and static shared memory bytes) per tile
+  m.attr("maxsim_forward_cuda_tile_shapes") = shapes;
   m.def(
       "maxsim_backward_cuda",
       [](uintptr_t q, int q_dtype, uintptr_t d, int d_dtype, int64_t hidden, uintptr_t q_off, uintptr_t q_len, int64_t nq,

@@ -1,5 +1,7 @@
 """The shared value checks: one read-back per call, byte-exact host copies, padded layouts."""
 
+import warnings
+
 import pytest
 import torch
 
@@ -115,3 +117,19 @@ def test_deferred_checks_run_the_kernel_on_clamped_offsets_then_raise(monkeypatc
     with pytest.raises(ValueError, match="max_seqlen"):
         m3kernels.attention_varlen(x, x, x, torch.tensor([0, 3, 10]), 5, backend="cpu")
     assert len(seen) == 1
+
+
+def test_read_back_refuses_dtypes_without_a_host_view():
+    with pytest.raises(TypeError, match=r"read_back takes int32, int64, float32, float64 or bool tensors; got "
+                                        r"torch\.float16"):
+        _checks.read_back(torch.zeros(2, dtype=torch.float16))
+
+
+def test_attention_input_sums_add_up_without_overflow_warnings():
+    """Three finite fp32 input sums whose total passes the fp32 range: no NumPy overflow warning (an error under
+    -W error), no NaN search needed."""
+    x = torch.zeros(4, 1, 8)
+    x[0, 0, 0] = 2e38
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m3kernels.attention_varlen(x, x.clone(), x.clone(), torch.tensor([0, 4], dtype=torch.int32), 4, backend="cpu")

@@ -267,8 +267,25 @@ def test_pool_gets_the_bounds_the_caller_knows(monkeypatch):
     weights(hidden, ids, w, b, "triton", cu_seqlens=cu)
     assert seen == [(14, 12), (25, 12), (0, 0)]
     assert real_block(None, None, None, 21, 12) == 32
-    assert real_block(None, None, None, kernels._POOL_MAX_TEXT + 1, 12) is None
-    assert real_block(None, None, None, 21, 2**60) is None  # 32-row block: ids must be below 2^58
+    assert real_block(None, None, None, 21, 2**60) is None  # 32-row block: ids must be below 2^58 - 1
+    lens = torch.tensor([9, 20], dtype=torch.int32, device=DEVICE)
+    loose = kernels._POOL_MAX_TEXT + 1  # above one block: the true longest text (20) is read instead
+    assert real_block(torch.ones(29, device=DEVICE), ids, lens, loose, 12) == 32
+
+
+@pytest.mark.parametrize("bounds", [{}, {"vocab_size": 2**59}, {"vocab_size": 2**59, "max_seqlen": 16}])
+def test_largest_id_at_the_last_position_is_kept(bounds):
+    """In a 16-token text (16-row block, 4 position bits) the key of id 2^59 - 1 at position 15 would be
+    2^63 - 1, the key that marks a dropped token: that id must take the sort path, not vanish."""
+    ids = torch.arange(10, 26, device=DEVICE)
+    ids[15] = 2**59 - 1
+    hidden, w = torch.randn(16, 8, device=DEVICE), torch.randn(8, device=DEVICE)
+    cu = cu_from_lengths([16])
+    b = torch.tensor([10.0], device=DEVICE)  # every weight > 0: every id is reported
+    got = weights(hidden, ids, w, b, "triton", cu_seqlens=cu, skip_ids=[], **bounds)
+    want = weights(hidden, ids, w, b, "reference", cu_seqlens=cu, skip_ids=[])
+    assert_same_batch(got, want, torch.float32)
+    assert 2**59 - 1 in got.ids.tolist()
 
 
 def test_pool_falls_back_for_huge_ids_and_long_texts(monkeypatch):

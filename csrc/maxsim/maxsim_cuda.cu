@@ -139,7 +139,9 @@ __global__ void __launch_bounds__(C::kThreads) maxsim_fwd_kernel(FwdArgs args) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* smem = reinterpret_cast<T*>(smem_raw);
   __shared__ float red_val[C::kWarps][C::kBM];
-  __shared__ int red_arg[C::kWarps][C::kBM];
+  __shared__ int32_t red_arg[C::kWarps][C::kBM];
+  static_assert(int64_t(sizeof(red_val) + sizeof(red_arg)) == fwd_tile_static_smem_bytes(C::kShape),
+                "maxsim_cuda.h states the static footprint");
 
   const T* q = static_cast<const T*>(args.p.q);
   const T* d = static_cast<const T*>(args.p.d);

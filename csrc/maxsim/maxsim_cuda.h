@@ -42,6 +42,10 @@ constexpr int kFwdTiles = static_cast<int>(sizeof(kFwdTileShapes) / sizeof(kFwdT
 constexpr int64_t fwd_tile_smem_bytes(const FwdTileShape& s) {
   return int64_t(s.stages) * (32 + 16 * s.warps) * (16 * s.vecs + 16);
 }
+// Static shared memory of a tile: the cross-warp reduction's maxima and arg-maxes (warps x 32 query rows).
+constexpr int64_t fwd_tile_static_smem_bytes(const FwdTileShape& s) {
+  return int64_t(s.warps) * 32 * (sizeof(float) + sizeof(int32_t));
+}
 std::string maxsim_forward_cuda(const MaxSimProblem& p, float* scores, int32_t* argmax, cudaStream_t stream,
                                 int tile = 0);
 

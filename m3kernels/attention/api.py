@@ -47,8 +47,7 @@ def attention_varlen(
         raise ValueError(f"q must have heads >= 1 and head_dim >= 1; got shape {tuple(q.shape)}")
     cu = _checks.cu_seqlens("cu_seqlens", cu_seqlens, q.shape[0])
     _checks.same_device(q=q, cu_seqlens=cu)
-    if not isinstance(max_seqlen, int) or isinstance(max_seqlen, bool) or max_seqlen < 0:
-        raise TypeError(f"max_seqlen must be a non-negative int; got {max_seqlen!r}")
+    max_seqlen = _checks.int_arg("max_seqlen", max_seqlen)
     scale = 1.0 / math.sqrt(q.shape[2]) if scale is None else float(scale)
     name = _backend.resolve("attention_varlen", backend, device, q.dtype)
     _checks.kernel_dtype(name, "q", q)
@@ -82,4 +81,4 @@ def _check_values(cu_seqlens: Tensor, q: Tensor, k: Tensor, v: Tensor, max_seqle
     longest = int(lengths.max())  # cu_seqlens has >= 2 entries
     if longest > max_seqlen:
         raise ValueError(f"max_seqlen ({max_seqlen}) is below the longest sequence in cu_seqlens ({longest})")
-    _checks.raise_if_nan(sum(sums), q=q, k=k, v=v)
+    _checks.raise_if_nan(sum(float(s) for s in sums), q=q, k=k, v=v)  # Python floats: an overflow is inf, silently

@@ -185,12 +185,12 @@ def maxsim_cuda_sweep(device: torch.device, small: bool, limit: int | None) -> S
     train = _maxsim_inputs([32] * n, [d_len] * n, train_hidden, dtype, device)
     shapes = _native.C.maxsim_forward_cuda_tile_shapes
     smem_limit = torch.cuda.get_device_properties(device).shared_memory_per_block_optin
-    names = ", ".join(f"{t} = {w} warps x {b} B x {st} stages" for t, (w, b, st, _) in enumerate(shapes))
+    names = ", ".join(f"{t} = {w} warps x {b} B x {st} stages" for t, (w, b, st, *_) in enumerate(shapes))
     return Sweep(
         "maxsim forward, CUDA kernel",
         f"m3kernels/maxsim/cuda.py _FWD_TILE (csrc/maxsim/maxsim_cuda.h kFwdTileShapes: {names})",
         _candidates((kernels._FWD_TILE,),
-                    ((t,) for t, shape in enumerate(shapes) if shape[3] <= smem_limit), limit),
+                    ((t,) for t, shape in enumerate(shapes) if shape[3] + shape[4] <= smem_limit), limit),
         lambda cfg: swap(kernels, "_FWD_TILE", cfg[0]),
         [_rerank_shape(kernels, small, device),
          Shape(f"all-pairs Nq=Nd={n} Lq=32 Ld={d_len} H={train_hidden} {str(dtype)[6:]}, with argmax",

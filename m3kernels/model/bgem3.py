@@ -159,8 +159,7 @@ class BGEM3(nn.Module):
         _checks.same_device(input_ids=input_ids, model=self.encoder.word_embeddings.weight)
         cu = _checks.cu_seqlens("cu_seqlens", cu_seqlens, input_ids.numel())
         _checks.same_device(input_ids=input_ids, cu_seqlens=cu)
-        if not isinstance(max_seqlen, int) or isinstance(max_seqlen, bool):
-            raise TypeError(f"max_seqlen must be an int; got {max_seqlen!r}")
+        _checks.int_arg("max_seqlen", max_seqlen)
         if _checks.data_checks_enabled():
             host_cu, *bounds = _checks.read_back(cu_seqlens, *(torch.aminmax(input_ids) if input_ids.numel() else ()))
             longest = int(_checks.cu_seqlens_values("cu_seqlens", host_cu, input_ids.numel()).max())

@@ -49,19 +49,8 @@ def _cached_skip_tensor(skip: tuple[int, ...], device: torch.device) -> Tensor:
     return torch.tensor(skip, dtype=torch.int64, device=device)
 
 
-def _max_seqlen(max_seqlen: object, packed: bool) -> int:
-    """max_seqlen as an int bound on the text lengths, 0 when not given."""
-    if max_seqlen is None:
-        return 0
-    if not packed:
-        raise ValueError("max_seqlen goes with packed hidden [T, H]; padded input's texts have length L")
-    if not isinstance(max_seqlen, int) or isinstance(max_seqlen, bool) or max_seqlen < 0:
-        raise TypeError(f"max_seqlen must be a non-negative int or None; got {max_seqlen!r}")
-    return max_seqlen
-
-
 def _check_values_after(real_ids: Tensor, vocab_size: int | None, cu_seqlens: Tensor | None, total: int,
-                        max_seqlen: int, out_vals: Tensor) -> bool:
+                        max_seqlen: int | None, out_vals: Tensor) -> bool:
     """The value checks after the launch, with one read-back: cu_seqlens as passed (the kernels ran on it clamped
     into bounds), max_seqlen against the longest text, the range of the real tokens' ids, and the sum of the
     output values. Raises on bad values; returns whether the output holds NaN."""
@@ -72,7 +61,7 @@ def _check_values_after(real_ids: Tensor, vocab_size: int | None, cu_seqlens: Te
     if cu_seqlens is not None:
         lengths = _checks.cu_seqlens_values("cu_seqlens", host[0], total)
         longest = int(lengths.max())  # cu_seqlens has >= 2 entries
-        if max_seqlen and longest > max_seqlen:
+        if max_seqlen is not None and longest > max_seqlen:
             raise ValueError(f"max_seqlen ({max_seqlen}) is below the longest text in cu_seqlens ({longest})")
     if real_ids.numel():
         lo, hi = int(host[-3]), int(host[-2])
@@ -129,9 +118,8 @@ def lexical_weights(
         raise TypeError(f"skip_ids must be a sequence of ints; got {skip_ids!r}")
     if not all(-(2**63) <= s < 2**63 for s in skip_ids):
         raise ValueError(f"skip_ids must hold int64 values; got {skip_ids!r}")
-    if vocab_size is not None and (not isinstance(vocab_size, int) or isinstance(vocab_size, bool)
-                                   or not 1 <= vocab_size < 2**63):
-        raise TypeError(f"vocab_size must be a positive int or None; got {vocab_size!r}")
+    if vocab_size is not None:
+        vocab_size = _checks.int_arg("vocab_size", vocab_size, minimum=1)
     ids = input_ids.long()
     valid = None
     checks = _checks.data_checks_enabled()
@@ -156,7 +144,9 @@ def lexical_weights(
         hidden = hidden.reshape(bsz * length, h)
         ids = ids.reshape(-1)
         off, lens = uniform_segments(bsz, length, device)
-        longest = _max_seqlen(max_seqlen, packed=False) or length
+        if max_seqlen is not None:
+            raise ValueError("max_seqlen goes with packed hidden [T, H]; padded input's texts have length L")
+        max_seqlen = length  # the bound on every text's length
     else:
         if cu_seqlens is None:
             raise ValueError("packed hidden [T, H] needs cu_seqlens [B+1]")
@@ -164,7 +154,8 @@ def lexical_weights(
             raise ValueError("attention_mask goes with padded hidden [B, L, H]; packed input has no padding")
         cu = _checks.cu_seqlens("cu_seqlens", cu_seqlens, hidden.shape[0])
         _checks.same_device(hidden=hidden, cu_seqlens=cu)
-        longest = _max_seqlen(max_seqlen, packed=True)
+        if max_seqlen is not None:
+            max_seqlen = _checks.int_arg("max_seqlen", max_seqlen)
         if checks:  # the kernels run on clamped offsets; the values are read after them
             cu = _checks.launch_offsets(cu_seqlens, hidden.shape[0])
         off, lens = _checks.segments(cu)
@@ -184,10 +175,10 @@ def lexical_weights(
         module = _backend.kernel_module("lexical_weights", name)
         pool = module.pool if _backend.skips_op_layer(hidden, weight, bias) else module.pool_op
         out_ids, out_vals, src, counts = pool(
-            hidden, ids, off, lens, weight.float(), bias.float(), skip_t, longest, vocab_size or 0
+            hidden, ids, off, lens, weight.float(), bias.float(), skip_t, max_seqlen or 0, vocab_size or 0
         )
         indptr = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
-    if checks and _check_values_after(real_ids, vocab_size, cu_seqlens, hidden.shape[0], longest, out_vals):
+    if checks and _check_values_after(real_ids, vocab_size, cu_seqlens, hidden.shape[0], max_seqlen, out_vals):
         _checks.raise_nan(weight=weight, bias=bias, hidden=hidden[~torch.isin(ids, skip_t)])
     if name == "reference":
         return result

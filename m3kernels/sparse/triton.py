@@ -5,8 +5,8 @@ tokens with w_t > 0 (0 marks a dropped token; a NaN weight is kept so that NaN i
 max-pool by (text, id) then runs in one program per text (_pool_texts_kernel): the kept tokens' keys
 (id << ROW_BITS | position) are sorted in registers (tl.sort), a segmented scan keeps each id run's max weight
 (first position on ties, NaN wins), and run heads go to their ranked slot. That needs every text to fit one block
-(<= _POOL_MAX_TEXT tokens) and ids below 2^(63 - ROW_BITS): bounds the caller passes (max_len, id_bound), or one
-device sync reads them. Otherwise (and during CUDA graph capture without both bounds, where no sync is allowed)
+(<= _POOL_MAX_TEXT tokens) and ids below 2^(63 - ROW_BITS) - 1: bounds the caller passes (max_len, id_bound),
+or one device sync reads them. Otherwise (and during CUDA graph capture without both bounds, where no sync is allowed)
 the pool is a stable sort by (text, id, -w, row) in torch
 ops: the first entry of each (text, id) run is the max, its rank among the text's runs gives its slot. No host
 loop over texts, no [B, L, vocab] tensor. The output is the compact per-text layout of csrc/sparse/sparse.h.
@@ -149,8 +149,11 @@ def _pool_texts_kernel(
 
 def _pool_block(w: Tensor, ids: Tensor, lens: Tensor, max_len: int, id_bound: int) -> int | None:
     """The sort block of the one-program-per-text pool, or None when a text is too long or a kept id does not fit
-    the packed key. max_len / id_bound (> 0) are the caller's bounds on the text lengths / ids; the unknown ones
+    the packed key. max_len / id_bound (> 0) are the caller's bounds on the text lengths / ids (kept ids are then
+    taken as >= 0: the API checks that after the launch); the unknown ones, and a max_len above _POOL_MAX_TEXT,
     are read from the device (one sync; none during CUDA graph capture, which then gets None)."""
+    if max_len > _POOL_MAX_TEXT:  # a loose bound: the true longest text may still fit a block
+        max_len = 0
     longest, lo, hi = max_len, 0, id_bound - 1
     if max_len <= 0 or id_bound <= 0:
         if w.is_cuda and torch.cuda.is_current_stream_capturing():
@@ -164,7 +167,8 @@ def _pool_block(w: Tensor, ids: Tensor, lens: Tensor, max_len: int, id_bound: in
         return None
     block = max(16, triton.next_power_of_2(longest))
     row_bits = block.bit_length() - 1
-    return block if hi < 2 ** (63 - row_bits) else None
+    # The largest key, (hi << row_bits) | (block - 1), must stay below _INT64_MAX, the key of a dropped token.
+    return block if hi < 2 ** (63 - row_bits) - 1 else None
 
 
 def _pool_in_programs(w: Tensor, ids: Tensor, off: Tensor, lens: Tensor, block: int):
