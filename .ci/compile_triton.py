@@ -26,6 +26,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 os.environ.pop("TRITON_INTERPRET", None)  # before triton is imported: this is a real compile
 
@@ -182,9 +183,16 @@ def sweep_sparse() -> None:
 
 
 def sweep_attention() -> None:
-    """Forward and backward per dtype and head_dim (32, 64 = BGE-M3, 80 = padded tail, 128)."""
+    """Forward and backward per dtype and head_dim (32, 64 = BGE-M3, 80 = padded tail, 128), with the tile table
+    of the target's architecture (the host code reads it from the CUDA device, absent here)."""
     from m3kernels.attention import triton as k
 
+    arch = driver.active.get_current_target().arch
+    with mock.patch.object(k, "_arch", lambda device: arch):
+        _sweep_attention(k)
+
+
+def _sweep_attention(k) -> None:
     for dtype in DTYPES:
         for head_dim in (32, 64, 80, 128):
             q, kk, v = (torch.randn(301, 4, head_dim).to(dtype) for _ in range(3))

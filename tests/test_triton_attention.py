@@ -246,3 +246,27 @@ def test_gpu_more_than_2_31_elements():
     torch.testing.assert_close(lse[:, last], lse1)
     for g, g1 in zip(grads, grads1, strict=True):
         torch.testing.assert_close(g[last], g1)
+
+
+def test_tiles_per_architecture(monkeypatch):
+    """sm_8x takes the spill-free head_dim-128 backward tiles; sm_90 and the interpreter the default table."""
+    from m3kernels.attention import triton as kernels
+
+    cpu = torch.device("cpu")
+    assert kernels._tiles("dq", 128, torch.float16, cpu) == kernels.CONFIGS[128].dq
+    for arch, want in ((80, kernels.AMPERE_OVERRIDES[128]), (89, kernels.AMPERE_OVERRIDES[128]),
+                       (90, kernels.CONFIGS[128])):
+        monkeypatch.setattr(kernels, "_arch", lambda device, arch=arch: arch)
+        assert kernels._tiles("dkdv", 128, torch.bfloat16, cpu) == want.dkdv
+        assert kernels._tiles("dq", 128, torch.float16, cpu) == want.dq
+        assert kernels._tiles("fwd", 64, torch.float16, cpu) == kernels.CONFIGS[64].fwd
+        assert kernels._tiles("dq", 128, torch.float32, cpu) == kernels.FP32_CONFIGS[128].dq
+
+
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES, ids=str)
+def test_ampere_tiles(monkeypatch, dtype):
+    """The sm_8x head_dim-128 backward tiles give the reference gradients (interpreter: their shapes, not speed)."""
+    from m3kernels.attention import triton as kernels
+
+    monkeypatch.setattr(kernels, "_arch", lambda device: 80)
+    _check([3, 70, 1], heads=1, head_dim=128, dtype=dtype)

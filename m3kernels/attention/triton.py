@@ -8,7 +8,8 @@ blocks past a sequence's end exit at once, so memory is O(tokens) and work O(sum
 Forward: online softmax in base 2 (log2(e) folded into the scale), fp32 accumulators, P cast to the input
 dtype for the P @ V product. Backward (FA2): delta = rowsum(dO * O), then one kernel accumulating dK, dV per
 key block over the query blocks and one accumulating dQ per query block over the key blocks (no atomics, so
-deterministic). head_dim is padded to a power of two (>= 16) with masked loads; tiles come from ``CONFIGS``.
+deterministic). head_dim is padded to a power of two (>= 16) with masked loads; tiles come from ``CONFIGS``
+(``AMPERE_OVERRIDES`` on sm_8x, ``FP32_CONFIGS`` for fp32).
 """
 
 from __future__ import annotations
@@ -56,13 +57,30 @@ CONFIGS: dict[int, Configs] = {
 # shapes, 1.08x the 128 x 64 entry on 32 texts of U[95, 2026] tokens, level on one 8192-token text.
 CONFIGS[64] = CONFIGS[64]._replace(fwd=Tiles(64, 64, 4, 3))
 CONFIGS[128] = Configs(Tiles(128, 64, 8, 3), Tiles(32, 64, 8, 3), Tiles(64, 32, 4, 3))
+# Ampere and Ada (sm_8x, up to 64K registers and 99-163 KiB of shared memory per block): at head_dim 128 the
+# backward tiles above spill there (dK/dV 704 B, dQ 1,064 B of spill stores per thread, sm_80 compile); these
+# compile without spills for fp16 and bf16 (.ci/compile_triton.py). Not yet timed on an sm_8x card.
+AMPERE_OVERRIDES = {128: CONFIGS[128]._replace(dkdv=Tiles(64, 32, 8, 2), dq=Tiles(128, 32, 8, 2))}
 _FP32_TILES = Tiles(32, 32, 8, 1)
 FP32_CONFIGS: dict[int, Configs] = {block_d: Configs(*[_FP32_TILES] * 3) for block_d in (16, 32, 64)}
 FP32_CONFIGS[128] = Configs(_FP32_TILES, _FP32_TILES, Tiles(16, 16, 4, 1))
 
 
-def _tiles(kind: str, block_d: int, dtype: torch.dtype) -> Tiles:
-    return getattr((FP32_CONFIGS if dtype == torch.float32 else CONFIGS)[block_d], kind)
+def _arch(device: torch.device) -> int | None:
+    """The compute capability the kernels compile for (e.g. 90), None off CUDA (the interpreter)."""
+    if device.type != "cuda":
+        return None
+    major, minor = torch.cuda.get_device_capability(device)
+    return 10 * major + minor
+
+
+def _tiles(kind: str, block_d: int, dtype: torch.dtype, device: torch.device) -> Tiles:
+    """The fixed tiles of one kernel: per head_dim bucket, dtype (fp32 or 16-bit) and architecture family."""
+    if dtype == torch.float32:
+        return getattr(FP32_CONFIGS[block_d], kind)
+    arch = _arch(device)
+    ampere = arch is not None and 80 <= arch < 90
+    return getattr(AMPERE_OVERRIDES.get(block_d, CONFIGS[block_d]) if ampere else CONFIGS[block_d], kind)
 
 
 @triton.jit
@@ -482,7 +500,7 @@ def forward(q, k, v, cu_seqlens, max_seqlen, scale):
         return out, lse
     block_d = _block_d(D)
     _check_seq_offsets(max_seqlen, q)
-    tiles = _tiles("fwd", block_d, q.dtype)
+    tiles = _tiles("fwd", block_d, q.dtype, q.device)
     with _triton_compat.device_context(q):
         _launch(
             _fwd_kernel,
@@ -517,7 +535,7 @@ def backward(dout, q, k, v, out, lse, cu_seqlens, max_seqlen, scale):
         )
         inputs = (q, k, v, dout, lse, delta)
         scalars = (T, H, q.stride(0), scale, scale * LOG2E.value)
-        tiles = _tiles("dkdv", block_d, q.dtype)
+        tiles = _tiles("dkdv", block_d, q.dtype, q.device)
         _launch(
             _dkdv_kernel,
             tiles,
@@ -529,7 +547,7 @@ def backward(dout, q, k, v, out, lse, cu_seqlens, max_seqlen, scale):
             D=D,
             BLOCK_D=block_d,
         )
-        tiles = _tiles("dq", block_d, q.dtype)
+        tiles = _tiles("dq", block_d, q.dtype, q.device)
         _launch(_dq_kernel, tiles, tiles.block_m, max_seqlen, cu_seqlens, (*inputs, dq), scalars, D=D, BLOCK_D=block_d)
     return dq, dk, dv
 
