@@ -2,6 +2,7 @@
 //   * Elem<DType>      : the CUDA element type of a dtype code (float, __half, __nv_bfloat16).
 //   * load_float       : one element as fp32.
 //   * cp_async_16 & co : sm_80 asynchronous global -> shared copies (cp.async.cg, zero-fill).
+//   * ldmatrix_x4      : four 8x8 16-bit matrices shared -> registers (the MMA fragment layout).
 //   * mma_16816        : one m16n8k16 tensor-core MMA (fp16 / bf16 inputs, fp32 accumulators).
 //   * launch_status    : the error of the last launch as a message ("" on success).
 #pragma once
@@ -43,6 +44,16 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+// Four 8x8 matrices of 16-bit elements from shared memory, one warp: lane 8 * i + r gives the address of row r
+// of matrix i (16 bytes, 16-byte aligned); lane l receives in r[i] the two elements (row l / 4, columns
+// 2 * (l % 4), + 1) of matrix i, which is how mma_16816 below lays out its a and b fragments.
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* smem_row) {
+  const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(smem_row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
 }
 
 // acc[16x8] += A[16x16] (row-major fragment a) * B[16x8] (column-major fragment b). Fragment layouts

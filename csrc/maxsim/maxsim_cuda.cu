@@ -80,20 +80,35 @@ __device__ __forceinline__ void tile_products(const T* sq, const T* sd, int warp
 #pragma unroll
     for (int k = 0; k < C::kBK; k += 16) {
       uint32_t a[2][4], b[2][2];
+      if constexpr (C::kShape.ldmatrix) {
+        // A: matrices (rows 0-7, k 0-7), (8-15, 0-7), (0-7, 8-15), (8-15, 8-15) of each 16-row query tile;
+        // B: (doc rows 0-7, k 0-7), (0-7, 8-15), (8-15, 0-7), (8-15, 8-15) of the warp's 16 columns.
 #pragma unroll
-      for (int mt = 0; mt < 2; ++mt) {
-        const T* r0 = sq + (mt * 16 + g) * C::kLds + k + 2 * t;
-        const T* r1 = r0 + 8 * C::kLds;
-        a[mt][0] = ld_u32(r0);
-        a[mt][1] = ld_u32(r1);
-        a[mt][2] = ld_u32(r0 + 8);
-        a[mt][3] = ld_u32(r1 + 8);
-      }
+        for (int mt = 0; mt < 2; ++mt)
+          cuda::ldmatrix_x4(a[mt], sq + (mt * 16 + (lane & 15)) * C::kLds + k + (lane >> 4) * 8);
+        uint32_t bb[4];
+        cuda::ldmatrix_x4(
+            bb, sd + (warp * C::kWarpCols + (lane >> 4) * 8 + (lane & 7)) * C::kLds + k + ((lane >> 3) & 1) * 8);
+        b[0][0] = bb[0];
+        b[0][1] = bb[1];
+        b[1][0] = bb[2];
+        b[1][1] = bb[3];
+      } else {
 #pragma unroll
-      for (int nt = 0; nt < 2; ++nt) {
-        const T* c0 = sd + (warp * C::kWarpCols + nt * 8 + g) * C::kLds + k + 2 * t;
-        b[nt][0] = ld_u32(c0);
-        b[nt][1] = ld_u32(c0 + 8);
+        for (int mt = 0; mt < 2; ++mt) {
+          const T* r0 = sq + (mt * 16 + g) * C::kLds + k + 2 * t;
+          const T* r1 = r0 + 8 * C::kLds;
+          a[mt][0] = ld_u32(r0);
+          a[mt][1] = ld_u32(r1);
+          a[mt][2] = ld_u32(r0 + 8);
+          a[mt][3] = ld_u32(r1 + 8);
+        }
+#pragma unroll
+        for (int nt = 0; nt < 2; ++nt) {
+          const T* c0 = sd + (warp * C::kWarpCols + nt * 8 + g) * C::kLds + k + 2 * t;
+          b[nt][0] = ld_u32(c0);
+          b[nt][1] = ld_u32(c0 + 8);
+        }
       }
 #pragma unroll
       for (int mt = 0; mt < 2; ++mt)

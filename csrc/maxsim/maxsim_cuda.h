@@ -24,18 +24,21 @@ namespace m3k {
 // (H % 8 == 0 for fp16 / bf16, H % 4 == 0 for fp32); the Python layer pads H with zeros otherwise.
 // tile picks the block shape, an index into kFwdTileShapes; every tile gives the same result, bit for bit.
 struct FwdTileShape {
-  int warps;   // doc columns per tile = 16 * warps (the query tile is 32 tokens)
-  int vecs;    // 16-byte vectors of hidden per row and pipeline stage
-  int stages;  // cp.async pipeline depth
+  int warps;      // doc columns per tile = 16 * warps (the query tile is 32 tokens)
+  int vecs;       // 16-byte vectors of hidden per row and pipeline stage
+  int stages;     // cp.async pipeline depth
+  bool ldmatrix;  // fp16 / bf16 fragments by ldmatrix.x4 (3 per 4 MMAs) instead of 32-bit loads (12 per 4 MMAs)
 };
 constexpr FwdTileShape kFwdTileShapes[] = {
-    {8, 8, 3},   // 0: the default, measured on the H200
-    {4, 16, 3},  // 1
-    {8, 16, 3},  // 2: 127.5 KiB of shared memory (not on sm_86 / sm_89)
-    {4, 8, 3},   // 3
-    {4, 8, 4},   // 4: deeper pipeline, four blocks per SM
-    {4, 16, 2},  // 5: Triton's footprint at the rerank shape (2 x 24 KiB buffers, four blocks per SM)
-    {8, 8, 4},   // 6
+    {8, 8, 3, false},   // 0: the default, measured on the H200
+    {4, 16, 3, false},  // 1
+    {8, 16, 3, false},  // 2: 127.5 KiB of shared memory (not on sm_86 / sm_89)
+    {4, 8, 3, false},   // 3
+    {4, 8, 4, false},   // 4: deeper pipeline, four blocks per SM
+    {4, 16, 2, false},  // 5: Triton's footprint at the rerank shape (2 x 24 KiB buffers, four blocks per SM)
+    {8, 8, 4, false},   // 6
+    {8, 8, 3, true},    // 7: tile 0 with ldmatrix
+    {4, 8, 4, true},    // 8: tile 4 with ldmatrix
 };
 constexpr int kFwdTiles = static_cast<int>(sizeof(kFwdTileShapes) / sizeof(kFwdTileShapes[0]));
 // Dynamic shared memory of a tile (the same for every element type: rows of 16 * vecs bytes plus 16 of padding).

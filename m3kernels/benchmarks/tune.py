@@ -185,7 +185,8 @@ def maxsim_cuda_sweep(device: torch.device, small: bool, limit: int | None) -> S
     train = _maxsim_inputs([32] * n, [d_len] * n, train_hidden, dtype, device)
     shapes = _native.C.maxsim_forward_cuda_tile_shapes
     smem_limit = torch.cuda.get_device_properties(device).shared_memory_per_block_optin
-    names = ", ".join(f"{t} = {w} warps x {b} B x {st} stages" for t, (w, b, st, *_) in enumerate(shapes))
+    names = ", ".join(f"{t} = {w} warps x {b} B x {st} stages{' ldmatrix' * ldm}"
+                      for t, (w, b, st, _, _, ldm) in enumerate(shapes))
     return Sweep(
         "maxsim forward, CUDA kernel",
         f"m3kernels/maxsim/cuda.py _FWD_TILE (csrc/maxsim/maxsim_cuda.h kFwdTileShapes: {names})",
