@@ -15,7 +15,7 @@ which entry to write into the table:
 - Attention forward, 16-bit, head_dim 64 (``CONFIGS[64].fwd`` in m3kernels/attention/triton.py): one 8192-token
   text and 32 texts of U[64,2048] tokens, 16 heads.
 - Sparse token weights (``_POOL_BLOCK_T`` / ``_POOL_MAX_BLOCK_H`` / ``_POOL_WARPS`` in m3kernels/sparse/triton.py):
-  B=64, L=512, H=1024, fp16.
+  B=64, L=512, H=1024, fp16; and the warps of its per-text pool (``_POOL_SORT_WARPS``) at B=64, L=512.
 
 Each candidate's output is first compared with the table entry's (with the first candidate that ran, should
 the entry fail): one that disagrees is reported as a mismatch, one that fails to compile as an error. Then it is
@@ -273,6 +273,31 @@ def sparse_sweep(device: torch.device, small: bool, limit: int | None) -> Sweep:
     )
 
 
+def sparse_pool_sweep(device: torch.device, small: bool, limit: int | None) -> Sweep:
+    from m3kernels._segments import uniform_segments
+    from m3kernels.benchmarks.sparse import read_pass_inputs
+    from m3kernels.sparse import triton as kernels
+
+    batch, length = (2, 9) if small else (64, 512)
+    h, ids, seg, weight, bias, skip = read_pass_inputs(device, batch, length, 64, torch.float16)
+    w = kernels._token_weights(h, ids, seg, weight.float(), bias.float(), skip)
+    off, lens = uniform_segments(batch, length, device)
+    block = max(16, 1 << (length - 1).bit_length())
+    entry = next(b for b in sorted(kernels._POOL_SORT_WARPS) if block <= b)
+
+    def run() -> torch.Tensor:
+        out_ids, out_vals, out_src, counts = kernels._pool_in_programs(w, ids, off, lens, block)
+        return torch.cat([out_ids.double(), out_vals.double(), out_src.double(), counts.double()])
+
+    return Sweep(
+        "sparse per-text pool (sort in registers)",
+        f"m3kernels/sparse/triton.py _POOL_SORT_WARPS[{entry}] (sort block {block})",
+        _candidates((kernels._POOL_SORT_WARPS[entry],), ((w_,) for w_ in (1, 2, 4, 8, 16)), limit),
+        lambda cfg: swap(kernels._POOL_SORT_WARPS, entry, cfg[0]),
+        [Shape(f"B={batch} L={length}, {batch * length} token weights", run, rtol=0.0)],
+    )
+
+
 def _maxsim_backward_sweep(device: torch.device, small: bool, limit: int | None, deterministic: bool) -> Sweep:
     from m3kernels.maxsim import triton as kernels
 
@@ -307,7 +332,7 @@ def maxsim_backward_sorted_sweep(device: torch.device, small: bool, limit: int |
 
 
 SWEEPS = (maxsim_sweep, maxsim_rows_sweep, maxsim_cuda_sweep, maxsim_backward_atomic_sweep,
-          maxsim_backward_sorted_sweep, attention_sweep, sparse_sweep)
+          maxsim_backward_sorted_sweep, attention_sweep, sparse_sweep, sparse_pool_sweep)
 
 
 def _median_ms(fn: Callable[[], object], device: torch.device) -> float:

@@ -33,6 +33,7 @@ _POOL_BLOCK_T = 16
 _POOL_MAX_BLOCK_H = 256
 _POOL_WARPS = 4
 _POOL_MAX_TEXT = 2048  # longest text the one-program-per-text pool sorts in registers (compile time grows fast)
+_POOL_SORT_WARPS = {512: 4, _POOL_MAX_TEXT: 8}  # warps of the per-text pool: the first entry whose block >= BLOCK
 _INT64_MAX = tl.constexpr(2**63 - 1)  # the sort key of a dropped token (sorts last)
 _SCORES_BLOCK_E = 16
 _SCORES_BLOCK_N = 32
@@ -179,7 +180,8 @@ def _pool_in_programs(w: Tensor, ids: Tensor, off: Tensor, lens: Tensor, block: 
     with _triton_compat.device_context(w):
         _pool_texts_kernel[(off.shape[0],)](
             ids, w, off, lens, keys, out_ids, out_vals, out_src, counts,
-            ROW_BITS=block.bit_length() - 1, BLOCK=block, num_warps=4 if block <= 512 else 8,
+            ROW_BITS=block.bit_length() - 1, BLOCK=block,
+            num_warps=next(w for b, w in sorted(_POOL_SORT_WARPS.items()) if block <= b),
         )
     return out_ids, out_vals, out_src, counts
 
