@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import m3kernels
-from m3kernels.benchmarks.common import import_peer, our_backends
+from m3kernels.benchmarks.common import GRAPH_ROW, graph_replay, import_peer, our_backends
 from m3kernels.benchmarks.harness import Case, Provider
 
 HEADS, HEAD_DIM = 16, 64
@@ -52,6 +52,9 @@ def case(device: torch.device, lengths: list[int], dtype: torch.dtype, label: st
     truth = unpadded_sdpa(q.float(), k.float(), v.float(), lengths)
     providers = [Provider(f"m3k:{b}", lambda b=b: m3kernels.attention_varlen(q, k, v, cu, max(lengths), backend=b))
                  for b in our_backends("attention_varlen", device)]
+    if "triton" in our_backends("attention_varlen", device):
+        providers.append(Provider(GRAPH_ROW, graph_replay(
+            lambda: m3kernels.attention_varlen(q, k, v, cu, max(lengths), backend="triton"))))
     providers.append(Provider("SDPA padded batch + key padding mask", lambda: padded_sdpa(q, k, v, lengths),
                               is_reference=True))
     providers.append(Provider("SDPA per text, unpadded", lambda: unpadded_sdpa(q, k, v, lengths)))
