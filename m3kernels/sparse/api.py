@@ -177,7 +177,7 @@ def lexical_weights(
         out_ids, out_vals, src, counts = pool(
             hidden, ids, off, lens, weight.float(), bias.float(), skip_t, max_seqlen or 0, vocab_size or 0
         )
-        indptr = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
+        indptr = torch.nn.functional.pad(torch.cumsum(counts, 0), (1, 0))  # [0, counts[0], counts[0] + counts[1], ...]
     if checks and _check_values_after(real_ids, vocab_size, cu_seqlens, hidden.shape[0], max_seqlen, out_vals):
         _checks.raise_nan(weight=weight, bias=bias, hidden=hidden[~torch.isin(ids, skip_t)])
     if name == "reference":
