@@ -1,4 +1,4 @@
-"""Compile-only CI check of every Triton kernel for real GPUs (sm_80 and sm_90), on a machine without one.
+"""Compile-only CI check of every Triton kernel for real GPUs (sm_80, sm_86 and sm_90), on a machine without one.
 
 The Triton interpreter that runs the tests here never reaches Triton's compiler, so it cannot see what only a
 real compile rejects: tl.dot shape/dtype rules, bf16 lowering, shared memory beyond the card's limit, layouts
@@ -13,7 +13,7 @@ Fails (exit 1) on any compile error and on a kernel whose shared memory exceeds 
 writes one row per compiled kernel variant (registers, stack frame, spill stores from Triton's bundled
 `ptxas -v`; shared memory from the compile) to the report file (default build/triton_kernels.txt).
 
-Usage: python .ci/compile_triton.py [report-file] [--archs 80,90]
+Usage: python .ci/compile_triton.py [report-file] [--archs 80,86,90]
 """
 
 from __future__ import annotations
@@ -232,7 +232,8 @@ def missing_variants(arch: int) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("report", nargs="?", default="build/triton_kernels.txt")
-    parser.add_argument("--archs", default="80,90", help="compute capabilities, comma-separated")
+    parser.add_argument("--archs", default="80,86,90",
+                        help="compute capabilities, comma-separated (86: the 99 KiB shared-memory limit of sm_86/89)")
     args = parser.parse_args()
     JITFunction.run = _compile_instead_of_launch
     empty, empty_like = torch.empty, torch.empty_like

@@ -31,15 +31,17 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-# The name of a row timing an op captured once in a CUDA graph and replayed (no host work per call): a figure
-# besides the eager row, not the one the targets are checked on.
+# The name of a row timing an op captured once in a CUDA graph and replayed: its kernels only (no host work, and
+# none of the value checks, which are off while capturing): a figure besides the eager row, not the one the
+# targets are checked on.
 GRAPH_ROW = "m3k:triton, CUDA graph replay"
 
 
 def graph_replay(fn: Callable[[], Any]) -> Callable[[], Any]:
     """fn captured in a CUDA graph at the first call (after one eager call, which compiles its kernels), then
     replayed on every call: the device time of fn's kernels without its host work, which is what a serving stack
-    that captures the op sees. The data checks are off while capturing (no device reads are allowed then)."""
+    that captures the op sees. The value checks are off while capturing (no device reads are allowed then), so the
+    replay also leaves out their small kernels and read-back."""
     state: dict[str, Any] = {}
 
     def run() -> Any:

@@ -19,6 +19,7 @@ import torch
 
 from m3kernels import _checks
 from m3kernels.benchmarks import attention, maxsim, sparse
+from m3kernels.benchmarks.common import GRAPH_ROW
 from m3kernels.benchmarks.harness import _time_once
 
 
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             if not case.op.startswith(wanted):
                 continue
             for prov in case.providers:
-                if prov.fn is None or not prov.name.startswith("m3k:"):
+                if prov.fn is None or not prov.name.startswith("m3k:") or prov.name == GRAPH_ROW:
                     continue
                 for _ in range(3):
                     prov.fn()

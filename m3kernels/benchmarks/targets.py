@@ -100,7 +100,7 @@ def report(results: dict, encode: dict | None) -> list[str]:
     lines = [_line(t.name, *evaluate(t, results["rows"])) for t in TARGETS]
     for name, op, shape in GRAPH_FIGURES:
         row = _find(results["rows"], op, shape, GRAPH_ROW)
-        if row is not None and row.get("status") == "ok":
+        if row is not None and row.get("status") == "ok" and row.get("achieved") is not None:
             lines.append(f"{'info':6} {name}: {row['median_ms']:.3f} ms, {row['achieved']:.0f} "
                          f"{row.get('achieved_unit', '')} ({row.get('pct_of_ceiling') or 0:.0f}% of ceiling)")
     if encode is not None:
