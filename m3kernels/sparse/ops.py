@@ -66,15 +66,8 @@ def define_backend(name: str, pool: PoolFn, scores: ScoresFn):
 
     @torch.library.custom_op(f"m3k::lexical_pool_{name}", mutates_args=())
     def pool_op(
-        hidden: Tensor,
-        ids: Tensor,
-        off: Tensor,
-        lens: Tensor,
-        weight: Tensor,
-        bias: Tensor,
-        skip: Tensor,
-        max_len: int,
-        id_bound: int,
+        hidden: Tensor, ids: Tensor, off: Tensor, lens: Tensor, weight: Tensor, bias: Tensor, skip: Tensor,
+        max_len: int, id_bound: int,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         return pool(hidden, ids, off, lens, weight, bias, skip, max_len, id_bound)
 

@@ -187,15 +187,8 @@ def _pool_in_programs(w: Tensor, ids: Tensor, off: Tensor, lens: Tensor, block: 
 
 
 def pool(
-    hidden: Tensor,
-    ids: Tensor,
-    off: Tensor,
-    lens: Tensor,
-    weight: Tensor,
-    bias: Tensor,
-    skip: Tensor,
-    max_len: int = 0,
-    id_bound: int = 0,
+    hidden: Tensor, ids: Tensor, off: Tensor, lens: Tensor, weight: Tensor, bias: Tensor, skip: Tensor,
+    max_len: int = 0, id_bound: int = 0,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """relu(h . w + b) max-pooled by id per text (text b = rows off[b] .. off[b] + lens[b] of hidden [T, H]).
     max_len, id_bound: the caller's bounds on the text lengths and ids, 0 if unknown (see _pool_block).
