@@ -181,7 +181,7 @@ def _pool_in_programs(w: Tensor, ids: Tensor, off: Tensor, lens: Tensor, block: 
         _pool_texts_kernel[(off.shape[0],)](
             ids, w, off, lens, keys, out_ids, out_vals, out_src, counts,
             ROW_BITS=block.bit_length() - 1, BLOCK=block,
-            num_warps=next(w for b, w in sorted(_POOL_SORT_WARPS.items()) if block <= b),
+            num_warps=next(warps for top, warps in sorted(_POOL_SORT_WARPS.items()) if block <= top),
         )
     return out_ids, out_vals, out_src, counts
 
