@@ -354,7 +354,12 @@ __global__ void __launch_bounds__(kBwdThreads) maxsim_dd_atomic_kernel(BwdArgs a
 }
 
 // Deterministic dd: block (j, y) owns columns [y * kBwdThreads, +kBwdThreads) of doc j's rows (an argmax of
-// doc j always points into doc j) and adds every query token's contribution in a fixed order.
+// doc j always points into doc j) and adds every query token's contribution in a fixed order. Tokens go kDdBatch
+// at a time: each distinct doc row of a batch is read once, updated by its tokens in order (the same fmaf chain as
+// one token at a time, so the same bits) and written once, which puts kDdBatch reads in flight instead of one
+// read-after-write round trip per token.
+constexpr int kDdBatch = 8;
+
 template <typename T>
 __global__ void __launch_bounds__(kBwdThreads) maxsim_dd_ordered_kernel(BwdArgs a) {
   __shared__ int32_t s_arg[kBwdThreads];
@@ -372,12 +377,27 @@ __global__ void __launch_bounds__(kBwdThreads) maxsim_dd_ordered_kernel(BwdArgs 
       if (static_cast<int>(threadIdx.x) < n) s_arg[threadIdx.x] = a.argmax[arg_index(a, q0 + t0 + threadIdx.x, j)];
       __syncthreads();
       if (k < a.p.hidden) {
-        for (int tt = 0; tt < n; ++tt) {
-          const int32_t u = s_arg[tt];
-          if (u >= 0) {
-            float* out = a.dd + int64_t(u) * a.p.hidden + k;
-            *out = fmaf(gij, cuda::load_float(q + (q0 + t0 + tt) * a.p.hidden + k), *out);
+        for (int tt = 0; tt < n; tt += kDdBatch) {
+          int32_t u[kDdBatch];
+          float x[kDdBatch], acc[kDdBatch];
+          bool first[kDdBatch];  // the batch's first token on doc row u[e]: it holds that row's running value
+#pragma unroll
+          for (int e = 0; e < kDdBatch; ++e) {
+            u[e] = tt + e < n ? s_arg[tt + e] : -1;
+            x[e] = u[e] >= 0 ? cuda::load_float(q + (q0 + t0 + tt + e) * a.p.hidden + k) : 0.f;
+            first[e] = u[e] >= 0;
+#pragma unroll
+            for (int f = 0; f < e; ++f) first[e] = first[e] && u[f] != u[e];
+            acc[e] = first[e] ? a.dd[int64_t(u[e]) * a.p.hidden + k] : 0.f;
           }
+#pragma unroll
+          for (int e = 0; e < kDdBatch; ++e)
+#pragma unroll
+            for (int f = 0; f <= e; ++f)
+              if (first[f] && u[f] == u[e]) acc[f] = fmaf(gij, x[e], acc[f]);
+#pragma unroll
+          for (int e = 0; e < kDdBatch; ++e)
+            if (first[e]) a.dd[int64_t(u[e]) * a.p.hidden + k] = acc[e];
         }
       }
     }
