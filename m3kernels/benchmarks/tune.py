@@ -282,8 +282,8 @@ def sparse_pool_sweep(device: torch.device, small: bool, limit: int | None) -> S
     h, ids, seg, weight, bias, skip = read_pass_inputs(device, batch, length, 64, torch.float16)
     w = kernels._token_weights(h, ids, seg, weight.float(), bias.float(), skip)
     off, lens = uniform_segments(batch, length, device)
-    block = max(16, 1 << (length - 1).bit_length())
-    entry = next(b for b in sorted(kernels._POOL_SORT_WARPS) if block <= b)
+    block = kernels._pool_block(w, ids, lens, length, 0)  # the block lexical_weights picks (one read: a tool)
+    entry = kernels._sort_warps_key(block)
 
     def run() -> torch.Tensor:
         out_ids, out_vals, out_src, counts = kernels._pool_in_programs(w, ids, off, lens, block)

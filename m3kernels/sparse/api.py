@@ -159,7 +159,8 @@ def lexical_weights(
         if checks:  # the kernels run on clamped offsets; the values are read after them
             cu = _checks.launch_offsets(cu_seqlens, hidden.shape[0])
         off, lens = _checks.segments(cu)
-    real_ids = ids if valid is None else torch.where(valid, ids, 0)  # 0 is in range; a bool index would sync
+    if checks:  # the real tokens' ids, for the range check after the launch (0 is in range; a bool index syncs)
+        real_ids = ids if valid is None else torch.where(valid, ids, 0)
     skip = list(skip_ids)
     if valid is not None:  # padding positions become a skipped id
         ids = torch.where(valid, ids, -1)

@@ -172,6 +172,11 @@ def _pool_block(w: Tensor, ids: Tensor, lens: Tensor, max_len: int, id_bound: in
     return block if hi < 2 ** (63 - row_bits) - 1 else None
 
 
+def _sort_warps_key(block: int) -> int:
+    """The _POOL_SORT_WARPS entry of a sort block: the first whose block is at least as large."""
+    return next(top for top in sorted(_POOL_SORT_WARPS) if block <= top)
+
+
 def _pool_in_programs(w: Tensor, ids: Tensor, off: Tensor, lens: Tensor, block: int):
     # Rows outside every text (gaps between offsets) belong to no program: they keep the empty-slot values.
     out_ids, out_vals, out_src, counts = new_pool_outputs(w, off.shape[0])
@@ -181,7 +186,7 @@ def _pool_in_programs(w: Tensor, ids: Tensor, off: Tensor, lens: Tensor, block: 
         _pool_texts_kernel[(off.shape[0],)](
             ids, w, off, lens, keys, out_ids, out_vals, out_src, counts,
             ROW_BITS=block.bit_length() - 1, BLOCK=block,
-            num_warps=next(warps for top, warps in sorted(_POOL_SORT_WARPS.items()) if block <= top),
+            num_warps=_POOL_SORT_WARPS[_sort_warps_key(block)],
         )
     return out_ids, out_vals, out_src, counts
 
