@@ -39,7 +39,9 @@ def _usable_here(backend: str) -> bool:
             torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET", "0") == "1"
         )
     if backend == "cuda":
-        return cuda_kernels_unavailable(torch.device("cuda")) is None
+        from m3kernels import _native
+
+        return _native.have_cuda_kernels()
     return True
 
 
@@ -113,6 +115,8 @@ def cuda_kernels_unavailable(device: torch.device) -> str | None:
 
     if not _native.have_cuda_kernels():
         return "m3kernels._C was built without CUDA kernels (build with torch+CUDA and nvcc on PATH)"
+    if _native.cuda_emulated():  # tests/cuda_emu.py's build: the kernels run on the host
+        return None if device.type == "cpu" else f"the emulated CUDA kernels run on CPU tensors, got {device}"
     return None if device.type == "cuda" else f"the CUDA kernels run on CUDA tensors, got {device}"
 
 

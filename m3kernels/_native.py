@@ -2,10 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.machinery
+import importlib.util
+import os
+from collections.abc import Iterator
+
 import torch
 
+
+def _load_emulated(path: str):
+    """The build of _C at path (tests/cuda_emu.py: CUDA kernels compiled for the host emulation of csrc/emu)."""
+    loader = importlib.machinery.ExtensionFileLoader("m3kernels_cuda_emu._C", path)
+    spec = importlib.util.spec_from_file_location(loader.name, path, loader=loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
 try:
-    from m3kernels import _C as C
+    if os.environ.get("M3K_CUDA_EMU_MODULE"):
+        C = _load_emulated(os.environ["M3K_CUDA_EMU_MODULE"])
+    else:
+        from m3kernels import _C as C
 
     IMPORT_ERROR: str | None = None
 except ImportError as exc:  # the package still works on the reference backend
@@ -22,6 +41,22 @@ def have_cpu_kernels() -> bool:
 
 def have_cuda_kernels() -> bool:
     return C is not None and bool(C.with_cuda)
+
+
+def cuda_emulated() -> bool:
+    """Whether _C's CUDA kernels are the host emulation's build (M3K_CUDA_EMU_MODULE): they take CPU tensors."""
+    return C is not None and bool(getattr(C, "cuda_emulated", False))
+
+
+@contextlib.contextmanager
+def cuda_launch(device: torch.device) -> Iterator[int]:
+    """Makes device current for a launch of the CUDA kernels and yields the handle of its current stream (0 for
+    the host emulation's CPU tensors)."""
+    if cuda_emulated():
+        yield 0
+        return
+    with torch.cuda.device(device):
+        yield torch.cuda.current_stream(device).cuda_stream
 
 
 def addr(t: torch.Tensor | None) -> int:

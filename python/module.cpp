@@ -12,6 +12,11 @@ PYBIND11_MODULE(_C, m) {
 #else
   m.attr("with_cuda") = false;
 #endif
+#ifdef M3K_CUDA_EMU
+  m.attr("cuda_emulated") = true;  // CUDA kernels built for the host emulation (csrc/emu): they take host memory
+#else
+  m.attr("cuda_emulated") = false;
+#endif
 #if defined(__AVX512F__)
   m.attr("simd") = "avx512";
 #elif defined(__AVX2__)

@@ -1,5 +1,6 @@
 """Backend selection: auto, M3K_BACKEND, explicit unavailable backends, and life without the compiled module."""
 
+import os
 import subprocess
 import sys
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 
 import m3kernels
-from m3kernels import _backend
+from m3kernels import _backend, _native
 from tests.helpers import backends
 
 Q, D = torch.randn(2, 3, 8), torch.randn(4, 5, 8)
@@ -26,6 +27,16 @@ def test_env_overrides_auto(monkeypatch):
         m3kernels.maxsim(Q, D)
     # An explicit argument still wins over the environment.
     torch.testing.assert_close(m3kernels.maxsim(Q, D, backend="cpu"), m3kernels.maxsim(Q, D, backend="reference"))
+
+
+def test_cuda_emulation_module_is_loaded_when_named():
+    """.ci/run's second session sets M3K_CUDA_EMU_MODULE to the emulated build (tests/cuda_emu.py): it must load
+    and serve backend="cuda" on CPU tensors, so that the CUDA tests there cannot all skip unnoticed."""
+    if not os.environ.get("M3K_CUDA_EMU_MODULE"):
+        pytest.skip("M3K_CUDA_EMU_MODULE is not set (only .ci/run's emulated session sets it)")
+    assert _native.IMPORT_ERROR is None and _native.cuda_emulated()
+    assert "cuda" in backends("maxsim") and "cuda" in backends("lexical_weights")
+    assert _backend.resolve("maxsim", "auto", torch.device("cpu")) == "cpu"  # auto never picks the emulation
 
 
 def test_explicit_unavailable_backend_names_the_reason():

@@ -4,7 +4,11 @@
 //   * cp_async_16 & co : sm_80 asynchronous global -> shared copies (cp.async.cg, zero-fill).
 //   * ldmatrix_x4      : four 8x8 16-bit matrices shared -> registers (the MMA fragment layout).
 //   * mma_16816        : one m16n8k16 tensor-core MMA (fp16 / bf16 inputs, fp32 accumulators).
+//   * launch           : kernel<<<grid, block, smem, stream>>>(args...) as a function call.
+//   * M3K_DYNAMIC_SMEM : the declaration of a kernel's dynamic shared memory.
 //   * launch_status    : the error of the last launch as a message ("" on success).
+// With -DM3K_CUDA_EMU (g++, csrc/emu/include first on the include path) the same kernels build for the host
+// emulation of csrc/emu/cuda_emu.h, which stands in for the inline PTX below.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -13,8 +17,16 @@
 #include <cstdint>
 #include <string>
 #include <type_traits>
+#include <utility>
 
 #include "common/dtype.h"
+
+// Declares `name` as the kernel's dynamic shared memory (unsigned char[], 16-byte aligned).
+#ifdef M3K_CUDA_EMU
+#define M3K_DYNAMIC_SMEM(name) unsigned char* name = ::m3k::emu::running()->smem.get()
+#else
+#define M3K_DYNAMIC_SMEM(name) extern __shared__ __align__(16) unsigned char name[]
+#endif
 
 namespace m3k {
 namespace cuda {
@@ -32,28 +44,46 @@ __device__ __forceinline__ float load_float(const __nv_bfloat16* p) { return __b
 // 16 bytes global -> shared, bypassing L1; with valid == false the 16 shared bytes are zero-filled and
 // nothing is read (src must still be a valid address).
 __device__ __forceinline__ void cp_async_16(void* smem_dst, const void* gmem_src, bool valid) {
+#ifdef M3K_CUDA_EMU
+  emu::cp_async_16(smem_dst, gmem_src, valid);
+#else
   const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem_dst));
   const int src_bytes = valid ? 16 : 0;
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem_src), "r"(src_bytes)
                : "memory");
+#endif
 }
 
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void cp_async_commit() {
+#ifdef M3K_CUDA_EMU
+  emu::cp_async_commit();
+#else
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
+}
 
 // Waits until at most N committed groups of this thread are still in flight.
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
+#ifdef M3K_CUDA_EMU
+  emu::cp_async_wait(N);
+#else
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+#endif
 }
 
 // Four 8x8 matrices of 16-bit elements from shared memory, one warp: lane 8 * i + r gives the address of row r
 // of matrix i (16 bytes, 16-byte aligned); lane l receives in r[i] the two elements (row l / 4, columns
 // 2 * (l % 4), + 1) of matrix i, which is how mma_16816 below lays out its a and b fragments.
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* smem_row) {
+#ifdef M3K_CUDA_EMU
+  emu::ldmatrix_x4(r, smem_row);
+#else
   const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(smem_row));
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(addr));
+#endif
 }
 
 // acc[16x8] += A[16x16] (row-major fragment a) * B[16x8] (column-major fragment b). Fragment layouts
@@ -64,7 +94,9 @@ __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* smem_r
 template <typename T>
 __device__ __forceinline__ void mma_16816(float (&acc)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
   static_assert(sizeof(T) == 2, "mma_16816 takes fp16 or bf16 operands");
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#if defined(M3K_CUDA_EMU)
+  emu::mma_16816<T>(acc, a, b);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   if constexpr (std::is_same_v<T, __half>) {
     asm volatile(
         "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
@@ -80,6 +112,17 @@ __device__ __forceinline__ void mma_16816(float (&acc)[4], const uint32_t (&a)[4
   }
 #else
   __trap();  // the kernels are only built for sm_80+
+#endif
+}
+
+// kernel<<<grid, block, smem, stream>>>(args...); the emulation runs the kernel's blocks in turn instead.
+template <typename... P, typename... A>
+void launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, A&&... args) {
+#ifdef M3K_CUDA_EMU
+  (void)stream;
+  emu::launch(kernel, grid, block, smem, std::forward<A>(args)...);
+#else
+  kernel<<<grid, block, smem, stream>>>(std::forward<A>(args)...);
 #endif
 }
 

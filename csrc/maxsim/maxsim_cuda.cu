@@ -151,7 +151,7 @@ __device__ __forceinline__ void tile_products(const T* sq, const T* sd, int warp
 
 template <typename T, typename C>
 __global__ void __launch_bounds__(C::kThreads) maxsim_fwd_kernel(FwdArgs args) {
-  extern __shared__ __align__(16) unsigned char smem_raw[];
+  M3K_DYNAMIC_SMEM(smem_raw);
   T* smem = reinterpret_cast<T*>(smem_raw);
   __shared__ float red_val[C::kWarps][C::kBM];
   __shared__ int32_t red_arg[C::kWarps][C::kBM];
@@ -436,7 +436,7 @@ std::string launch_forward(int tile, const MaxSimProblem& p, float* scores, int3
     return std::string("maxsim_forward_cuda: cudaFuncSetAttribute: ") + cudaGetErrorString(e);
   }
   const FwdArgs a{p, scores, argmax};
-  kernel<<<static_cast<unsigned>(pairs), C::kThreads, C::kSmemBytes, stream>>>(a);
+  cuda::launch(kernel, static_cast<unsigned>(pairs), C::kThreads, C::kSmemBytes, stream, a);
   return cuda::launch_status("maxsim_forward_cuda");
 }
 
@@ -477,14 +477,15 @@ std::string maxsim_backward_cuda(const MaxSimProblem& p, const float* grad, cons
   return cuda::with_dtype(p.d_dtype, [&](auto tag) -> std::string {
     using T = cuda::Elem<decltype(tag)::value>;
     const BwdArgs a{p, grad, argmax, dq, dd};
-    maxsim_dq_kernel<T><<<dim3(static_cast<unsigned>(p.nq), kTokenSplit), kBwdThreads, 0, stream>>>(a);
+    cuda::launch(maxsim_dq_kernel<T>, dim3(static_cast<unsigned>(p.nq), kTokenSplit), kBwdThreads, 0, stream, a);
     std::string e = cuda::launch_status("maxsim_backward_cuda (dq)");
     if (!e.empty()) return e;
     if (deterministic) {
       const dim3 grid(static_cast<unsigned>(p.nd), static_cast<unsigned>(col_blocks));
-      maxsim_dd_ordered_kernel<T><<<grid, kBwdThreads, 0, stream>>>(a);
+      cuda::launch(maxsim_dd_ordered_kernel<T>, grid, kBwdThreads, 0, stream, a);
     } else {
-      maxsim_dd_atomic_kernel<T><<<dim3(static_cast<unsigned>(pairs), kTokenSplit), kBwdThreads, 0, stream>>>(a);
+      cuda::launch(maxsim_dd_atomic_kernel<T>, dim3(static_cast<unsigned>(pairs), kTokenSplit), kBwdThreads, 0,
+                   stream, a);
     }
     return cuda::launch_status("maxsim_backward_cuda (dd)");
   });

@@ -161,7 +161,7 @@ __device__ void bitonic_sort(int64_t* keys, int32_t* rows, int64_t n) {
 __device__ __forceinline__ int bit_width(uint64_t x) { return x == 0 ? 0 : 64 - __clzll(static_cast<long long>(x)); }
 
 __global__ void __launch_bounds__(kPoolThreads) pool_kernel(PoolArgs a) {
-  extern __shared__ __align__(16) unsigned char smem[];
+  M3K_DYNAMIC_SMEM(smem);
   __shared__ long long s_min_id, s_max_id;
   auto& scan = *reinterpret_cast<Scan::TempStorage*>(smem);
   const int tid = threadIdx.x;
@@ -324,11 +324,11 @@ std::string lexical_pool_cuda(const LexicalPoolCudaProblem& p, int64_t* out_ids,
       const T* h = static_cast<const T*>(p.hidden);
       const unsigned grid = grid_for(p.rows, kWeightThreads / 32);
       if ((p.hidden_size * int64_t(sizeof(T))) % 16 == 0 && cuda::aligned16(h)) {
-        token_weights_kernel<T, true>
-            <<<grid, kWeightThreads, 0, stream>>>(h, p.rows, p.hidden_size, p.weight, p.bias, ws.w);
+        cuda::launch(token_weights_kernel<T, true>, grid, kWeightThreads, 0, stream, h, p.rows, p.hidden_size,
+                     p.weight, p.bias, ws.w);
       } else {
-        token_weights_kernel<T, false>
-            <<<grid, kWeightThreads, 0, stream>>>(h, p.rows, p.hidden_size, p.weight, p.bias, ws.w);
+        cuda::launch(token_weights_kernel<T, false>, grid, kWeightThreads, 0, stream, h, p.rows, p.hidden_size,
+                     p.weight, p.bias, ws.w);
       }
       return cuda::launch_status("lexical_pool_cuda (token weights)");
     });
@@ -343,7 +343,7 @@ std::string lexical_pool_cuda(const LexicalPoolCudaProblem& p, int64_t* out_ids,
     return fn + "cudaFuncSetAttribute: " + cudaGetErrorString(e);
   }
   const PoolArgs a{p.ids, p.off, p.len, p.skip_ids, p.nskip, ws, out_ids, out_vals, out_src, counts};
-  pool_kernel<<<static_cast<unsigned>(p.batch), kPoolThreads, kPoolSmem, stream>>>(a);
+  cuda::launch(pool_kernel, static_cast<unsigned>(p.batch), kPoolThreads, kPoolSmem, stream, a);
   return cuda::launch_status("lexical_pool_cuda (pool)");
 }
 
@@ -359,7 +359,8 @@ std::string lexical_scores_cuda(const SparseRows& q, const SparseRows& d, bool p
   const int64_t pairs = pairwise ? q.rows : q.rows * d.rows;
   if (pairs == 0) return {};
   if (!q.indptr || !d.indptr || !scores) return fn + "null indptr or scores pointer";
-  scores_kernel<<<grid_for(pairs, kScoreThreads / 32), kScoreThreads, 0, stream>>>(q, d, pairwise, pairs, scores);
+  cuda::launch(scores_kernel, grid_for(pairs, kScoreThreads / 32), kScoreThreads, 0, stream, q, d, pairwise, pairs,
+               scores);
   return cuda::launch_status("lexical_scores_cuda");
 }
 

@@ -27,10 +27,6 @@ def _int32(t: Tensor) -> Tensor:
     return t.to(torch.int32).contiguous()
 
 
-def _stream(device: torch.device) -> int:
-    return torch.cuda.current_stream(device).cuda_stream
-
-
 def forward(q, q_off, q_len, d, d_off, d_len, pairwise, need_argmax):
     """q [Tq, H], d [Td, H] (same dtype: fp32 / fp16 / bf16) -> (scores fp32 [Nq, Nd] or [N], argmax int32
     [Tq, Nd] / [Tq] or [0]); score = sum_t max_u <q_t, d_u> with fp32 accumulation (see ops.py)."""
@@ -39,12 +35,12 @@ def forward(q, q_off, q_len, d, d_off, d_len, pairwise, need_argmax):
     nq, nd = q_off.shape[0], d_off.shape[0]
     scores, argmax = new_outputs(q, nq, nd, pairwise, need_argmax)
     argmax.fill_(-1)  # rows of tokens outside every item stay -1
-    with torch.cuda.device(q.device):
+    with _native.cuda_launch(q.device) as stream:
         _native.C.maxsim_forward_cuda(
             *kernel_args(qk, q_off, q_len, dk, d_off, d_len, pairwise),
             _native.addr(scores),
             _native.addr(argmax) if need_argmax else 0,
-            _stream(q.device),
+            stream,
             _FWD_TILE,
         )
     return scores, argmax
@@ -59,7 +55,7 @@ def backward(grad, q, q_off, q_len, d, d_off, d_len, argmax, pairwise, determini
     dd = torch.zeros(d.shape, dtype=torch.float32, device=d.device)
     if q.shape[0] == 0 or d.shape[0] == 0:  # no token pairs: no gradient
         return dq, dd
-    with torch.cuda.device(q.device):
+    with _native.cuda_launch(q.device) as stream:
         _native.C.maxsim_backward_cuda(
             *kernel_args(q, q_off, q_len, d, d_off, d_len, pairwise),
             _native.addr(grad),
@@ -67,7 +63,7 @@ def backward(grad, q, q_off, q_len, d, d_off, d_len, argmax, pairwise, determini
             _native.addr(dq),
             _native.addr(dd),
             deterministic,
-            _stream(q.device),
+            stream,
         )
     return dq, dd
 

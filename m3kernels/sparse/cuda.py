@@ -8,10 +8,6 @@ from m3kernels import _native
 from m3kernels.sparse.ops import define_backend, new_pool_outputs, new_scores, scores_args
 
 
-def _stream(device: torch.device) -> int:
-    return torch.cuda.current_stream(device).cuda_stream
-
-
 def pool(hidden, ids, off, lens, weight, bias, skip, max_len=0, id_bound=0):
     """relu(hidden [T, H] . weight + bias) max-pooled by id per text b (rows off[b] .. off[b] + lens[b]) into
     (out_ids int64 [T], out_vals fp32 [T], out_src int64 [T], counts int64 [B]), compact per text (ops.py).
@@ -23,7 +19,7 @@ def pool(hidden, ids, off, lens, weight, bias, skip, max_len=0, id_bound=0):
     dev = hidden.device
     out_ids, out_vals, out_src, counts = new_pool_outputs(hidden, b)
     workspace = torch.empty(_native.C.lexical_pool_cuda_workspace_bytes(t), dtype=torch.uint8, device=dev)
-    with torch.cuda.device(dev):
+    with _native.cuda_launch(dev) as stream:
         _native.C.lexical_pool_cuda(
             _native.addr(hidden),
             _native.DTYPE_CODES[hidden.dtype],
@@ -42,7 +38,7 @@ def pool(hidden, ids, off, lens, weight, bias, skip, max_len=0, id_bound=0):
             _native.addr(out_src),
             _native.addr(counts),
             _native.addr(workspace),
-            _stream(dev),
+            stream,
         )
     return out_ids, out_vals, out_src, counts
 
@@ -53,8 +49,8 @@ def scores(q_indptr, q_ids, q_vals, d_indptr, d_ids, d_vals, pairwise):
     q_vals, d_vals = q_vals.float().contiguous(), d_vals.float().contiguous()
     out = new_scores(q_vals, q_indptr.shape[0] - 1, d_indptr.shape[0] - 1, pairwise)
     args = scores_args(q_indptr, q_ids, q_vals, d_indptr, d_ids, d_vals, pairwise, out)
-    with torch.cuda.device(q_vals.device):
-        _native.C.lexical_scores_cuda(*args, _stream(q_vals.device))
+    with _native.cuda_launch(q_vals.device) as stream:
+        _native.C.lexical_scores_cuda(*args, stream)
     return out
 
 
