@@ -40,12 +40,27 @@ void bind_cuda(py::module_& m) {
       py::arg("q_len"), py::arg("nq"), py::arg("d_off"), py::arg("d_len"), py::arg("nd"), py::arg("pairwise"),
       py::arg("scores"), py::arg("argmax"), py::arg("stream"), py::arg("tile") = 0,
       py::call_guard<py::gil_scoped_release>());
+  m.def(
+      "maxsim_forward_rows_cuda",
+      [](uintptr_t q, int q_dtype, uintptr_t d, int d_dtype, int64_t hidden, uintptr_t q_off, uintptr_t q_len, int64_t nq,
+         uintptr_t d_off, uintptr_t d_len, int64_t nd, int64_t total_q, uintptr_t scores, uintptr_t argmax,
+         uintptr_t workspace, uintptr_t stream, int tile) {
+        raise_on_error(m3k::maxsim_forward_rows_cuda(
+            maxsim_problem(q, q_dtype, d, d_dtype, hidden, q_off, q_len, nq, d_off, d_len, nd, false), total_q,
+            ptr<float>(scores), ptr<int32_t>(argmax), ptr<void>(workspace), stream_of(stream), tile));
+      },
+      "MaxSim forward of several queries against all docs by row blocks (see csrc/maxsim/maxsim_cuda.h); argmax "
+      "may be 0; workspace of maxsim_forward_rows_cuda_workspace_bytes(total_q, nd) bytes.",
+      py::call_guard<py::gil_scoped_release>());
+  m.def("maxsim_forward_rows_cuda_workspace_bytes", &m3k::maxsim_forward_rows_cuda_workspace_bytes,
+        "Bytes of device scratch maxsim_forward_rows_cuda needs for total_q query rows and nd docs.");
   m.attr("maxsim_forward_cuda_tiles") = m3k::kFwdTiles;
   py::list shapes;
   for (const m3k::FwdTileShape& s : m3k::kFwdTileShapes)
     shapes.append(py::make_tuple(s.warps, 16 * s.vecs, s.stages, m3k::fwd_tile_smem_bytes(s),
-                                 m3k::fwd_tile_static_smem_bytes(s), s.ldmatrix));
-  // (warps, hidden bytes per row and stage, stages, dynamic and static shared memory bytes, ldmatrix) per tile
+                                 m3k::fwd_tile_static_smem_bytes(s), s.ldmatrix, s.qrows));
+  // (warps, hidden bytes per row and stage, stages, dynamic and static shared memory bytes, ldmatrix, query rows)
+  // per tile
   m.attr("maxsim_forward_cuda_tile_shapes") = shapes;
   m.def(
       "maxsim_backward_cuda",

@@ -8,10 +8,11 @@ import torch
 
 import m3kernels
 from m3kernels import _native
+from m3kernels.maxsim import cuda as cuda_maxsim
 from m3kernels.maxsim import reference as maxsim_ref
 from m3kernels.sparse import SparseBatch
 from m3kernels.sparse import reference as sparse_ref
-from tests.helpers import DEVICE, INTERPRETER, backends, cu_from_lengths, tol
+from tests.helpers import DEVICE, INTERPRETER, backends, cu_from_lengths, poison_allocations, tol
 
 pytestmark = pytest.mark.skipif("cuda" not in backends("maxsim"), reason="m3kernels._C built without CUDA kernels")
 
@@ -57,33 +58,67 @@ def test_maxsim_varlen_matches_reference(dtype, pairwise, hidden):
     assert torch.all(empty_doc == 0)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("tile", range(9))
-def test_every_forward_tile_matches_reference(monkeypatch, dtype, tile):
-    """Every block shape of the forward kernel (the tune sweep's candidates) gives the reference scores, and
-    bitwise the same scores and argmax as tile 0 (each dot product takes the same k steps in every shape); the
-    ragged lengths straddle the 64- and 128-row doc tiles. Tiles a card cannot hold in shared memory are skipped
-    (tile 2 needs 127.5 KiB: not on sm_86 / sm_89)."""
-    from m3kernels.maxsim import cuda as kernels
+def forward_with(monkeypatch, tile: int, rows: bool, *args):
+    """m3kernels.maxsim.cuda.forward with forward tile `tile`, by row blocks or per (query, doc) pair."""
+    monkeypatch.setattr(cuda_maxsim, "_ROWS_TILE" if rows else "_FWD_TILE", tile)
+    monkeypatch.setattr(cuda_maxsim, "use_row_blocks", lambda *_: rows)
+    return cuda_maxsim.forward(*args)
 
-    assert _native.C.maxsim_forward_cuda_tiles == 9
-    warps, chunk_bytes, stages, dynamic, static, _ = _native.C.maxsim_forward_cuda_tile_shapes[tile]
-    assert dynamic == stages * (32 + 16 * warps) * (chunk_bytes + 16)
-    smem = dynamic + static
-    if smem > shared_memory_per_block():
-        pytest.skip(f"tile {tile} needs {smem} bytes of shared memory per block")
+
+N_TILES = 12
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("tile", range(N_TILES))
+def test_every_forward_tile_matches_reference(monkeypatch, dtype, tile):
+    """Every block shape of the forward kernel (the tune sweep's candidates), per pair and by row blocks, gives the
+    reference scores; per pair bitwise the same scores and argmax as tile 0 (each dot product takes the same k
+    steps in every shape), by row blocks the same argmax and the same bits as row blocks of tile 0 (the row maxima
+    are the same; only their sum order differs from per pair). The ragged lengths straddle the 64- and 128-row doc
+    tiles. Tiles a card cannot hold in shared memory are skipped (tile 2 needs 127.5 KiB: not on sm_86 / sm_89)."""
+    assert _native.C.maxsim_forward_cuda_tiles == N_TILES
+    warps, chunk_bytes, stages, dynamic, static, _, qrows = _native.C.maxsim_forward_cuda_tile_shapes[tile]
+    assert dynamic == stages * (qrows + 16 * warps) * (chunk_bytes + 16)
+    if dynamic + static > shared_memory_per_block():
+        pytest.skip(f"tile {tile} needs {dynamic + static} bytes of shared memory per block")
     # H=200: the last hidden chunk is partial for every chunk size (400 or 800 bytes per row).
     q, cu_q = packed(Q_LENS, 200, dtype)
     d, cu_d = packed([*D_LENS, 65, 63], 200, dtype)
     args = (q, cu_q[:-1], cu_q[1:] - cu_q[:-1], d, cu_d[:-1], cu_d[1:] - cu_d[:-1], False, True)
-    base_scores, base_arg = kernels.forward(*args)
-    monkeypatch.setattr(kernels, "_FWD_TILE", tile)
-    scores, arg = kernels.forward(*args)
-    torch.testing.assert_close(scores.double(), ref_scores(q, cu_q, d, cu_d, False), **scale_tol(dtype, 200))
-    assert torch.equal(arg, base_arg) and torch.equal(scores, base_scores)
+    want = ref_scores(q, cu_q, d, cu_d, False)
+    base_scores, base_arg = forward_with(monkeypatch, 0, False, *args)
+    base_rows, _ = forward_with(monkeypatch, 0, True, *args)
+    rows, rows_arg = forward_with(monkeypatch, tile, True, *args)
+    torch.testing.assert_close(rows.double(), want, **scale_tol(dtype, 200))
+    assert torch.equal(rows_arg, base_arg) and torch.equal(rows, base_rows)
+    if qrows == 32:
+        scores, arg = forward_with(monkeypatch, tile, False, *args)
+        assert torch.equal(arg, base_arg) and torch.equal(scores, base_scores)
+    else:
+        with pytest.raises(RuntimeError, match="row blocks only"):
+            forward_with(monkeypatch, tile, False, *args)
     with pytest.raises(RuntimeError, match="tile must be in"):
-        monkeypatch.setattr(kernels, "_FWD_TILE", 9)
-        kernels.forward(*args)
+        forward_with(monkeypatch, N_TILES, True, *args)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_row_blocks_leave_rows_outside_queries_alone(monkeypatch, dtype):
+    """Row blocks over query rows with gaps (rows in no query), an empty doc and an empty query: the per-pair
+    scores, argmax -1 in the gaps and for the empty doc, and the scores whatever the output memory held."""
+    q = torch.randn(300, 40, device=DEVICE).to(dtype)
+    q_off = torch.tensor([0, 9, 50, 60, 200], dtype=torch.int32, device=DEVICE)
+    q_len = torch.tensor([7, 40, 10, 0, 99], dtype=torch.int32, device=DEVICE)
+    d, cu_d = packed(D_LENS, 40, dtype)
+    args = (q, q_off, q_len, d, cu_d[:-1], cu_d[1:] - cu_d[:-1], False, True)
+    pairs, pairs_arg = forward_with(monkeypatch, 0, False, *args)
+    poison_allocations(monkeypatch)
+    rows, rows_arg = forward_with(monkeypatch, cuda_maxsim._ROWS_TILE, True, *args)
+    torch.testing.assert_close(rows, pairs, rtol=1e-5, atol=1e-5)
+    assert torch.equal(rows_arg, pairs_arg)
+    gaps = torch.ones(300, dtype=torch.bool)
+    for o, n in zip(q_off.tolist(), q_len.tolist(), strict=True):
+        gaps[o : o + n] = False
+    assert (rows_arg[gaps] == -1).all() and (rows_arg[:, 1] == -1).all() and (rows[3] == 0).all()
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import m3kernels
-from m3kernels.maxsim import reference
+from m3kernels.maxsim import ops, reference
 from m3kernels.maxsim import triton as triton_maxsim
 from tests.helpers import DEVICE, KERNEL_DTYPES, backends, cu_from_lengths, poison_, tol
 
@@ -49,12 +49,12 @@ def test_varlen_forward_matches_reference(dtype, pairwise, q_lens, hidden):
 
 
 def test_forward_kernel_choice():
-    assert not triton_maxsim._use_row_blocks(1, 32, 10_000, False, False)  # rerank: per pair
-    assert not triton_maxsim._use_row_blocks(4, 128, 4, True, True)  # pairwise: per pair
-    assert triton_maxsim._use_row_blocks(64, 2048, 64, False, True)  # training: row blocks
-    big = triton_maxsim._ROW_MAX_BUFFER
-    assert not triton_maxsim._use_row_blocks(8, big, 8, False, False)  # inference: no large row-max buffer
-    assert triton_maxsim._use_row_blocks(8, big, 8, False, True)  # ... unless the argmax has that size anyway
+    big = ops.ROW_MAX_BUFFER
+    assert not ops.use_row_blocks(1, 32, 10_000, False, False, big)  # rerank: per pair
+    assert not ops.use_row_blocks(4, 128, 4, True, True, big)  # pairwise: per pair
+    assert ops.use_row_blocks(64, 2048, 64, False, True, big)  # training: row blocks
+    assert not ops.use_row_blocks(8, big, 8, False, False, big)  # inference: no large row-max buffer
+    assert ops.use_row_blocks(8, big, 8, False, True, big)  # ... unless the argmax has that size anyway
 
 
 @pytest.mark.parametrize("dtype", KERNEL_DTYPES)

@@ -9,16 +9,19 @@
 // preempts a thread, so atomics are plain read-modify-writes.
 //
 // Checked on the way, as a GPU would fail or misbehave:
-//   * cp.async copies land only at the cp.async.wait_group that covers them: a stage read before its wait
-//     holds stale data; their addresses must be 16-byte aligned and inside the dynamic shared memory;
+//   * a cp.async copy garbles its destination when issued and lands only at the cp.async.wait_group that covers
+//     it: a stage read before its wait, or still being read by another thread when a copy into it is issued,
+//     holds garbage; the addresses must be 16-byte aligned and inside the dynamic shared memory;
 //   * dynamic shared memory starts each block as a 0xA5 byte pattern, not zeros;
 //   * a launch needs a valid configuration, and its dynamic shared memory must not exceed the kernel's
 //     cudaFuncAttributeMaxDynamicSharedMemorySize (48 KiB unless raised; at most 227 KiB, sm_90's limit);
 //   * a barrier that some thread of the block (or warp) never reaches ends the launch with an error instead of
 //     hanging, as does a warp-wide operation in a partial warp or with a partial mask.
 // Not emulated: timing; the tensor cores' internal rounding (the emulated mma sums exact products in fp32 in k
-// order); races between threads that a barrier would have to order (fibers run in a fixed order); concurrency
-// between blocks.
+// order); other races between threads that a barrier would have to order (fibers run in a fixed order); static
+// __shared__ variables start as zeros and keep their values from block to block (a GPU leaves them undefined);
+// threads that exit before a __syncthreads others wait at count as a deadlock (a GPU releases the barrier);
+// concurrency between blocks.
 #pragma once
 #include <ucontext.h>
 
@@ -211,6 +214,7 @@ inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 1
 inline void cp_async_16(void* dst, const void* src, bool valid) {
   if (!aligned16(dst) || !aligned16(src)) fail("cp.async: address not 16-byte aligned");
   if (!in_dynamic_smem(dst, 16)) fail("cp.async: destination outside the dynamic shared memory");
+  std::memset(dst, 0xA5, 16);  // in flight: a thread still reading the old contents there sees garbage
   self().open.push_back({dst, src, valid});
 }
 
@@ -422,6 +426,10 @@ inline const char* cudaGetErrorName(cudaError_t e) {
 inline const char* cudaGetErrorString(cudaError_t e) {
   if (e == cudaErrorLaunchFailure) return m3k::emu::last_failure().c_str();
   return e == cudaSuccess ? "no error" : "invalid argument or launch configuration (emulated)";
+}
+inline cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t = nullptr) {
+  std::memset(p, value, bytes);
+  return cudaSuccess;
 }
 template <typename F>
 cudaError_t cudaFuncSetAttribute(F* kernel, cudaFuncAttribute attr, int value) {

@@ -1,9 +1,12 @@
-// MaxSim on CUDA. Forward: one block per (query, doc) pair walks the query in tiles of kBM tokens and the doc
-// in tiles of kBN tokens; each (query tile, doc tile) similarity block is a small GEMM over H, streamed through
-// a kStages-deep cp.async pipeline of [kBM + kBN, kBK] shared-memory tiles. Warp w owns doc columns
-// [16w, 16w + 16) of every doc tile and all kBM query rows, so the running max / argmax of its columns stays
-// in registers across the whole doc; one cross-warp reduction per query tile gives the row maxima, their sum
-// and the argmax. The [Lq, Ld] similarity block never leaves registers.
+// MaxSim on CUDA. Forward: a block walks its query rows in tiles of kBM tokens and a doc in tiles of kBN tokens;
+// each (query tile, doc tile) similarity block is a small GEMM over H, streamed through a kStages-deep cp.async
+// pipeline of [kBM + kBN, kBK] shared-memory tiles. Warp w owns doc columns [16w, 16w + 16) of every doc tile and
+// all kBM query rows, so the running max / argmax of its columns stays in registers across the whole doc; one
+// cross-warp reduction per query tile gives the row maxima and their arg-max. The [Lq, Ld] similarity block never
+// leaves registers. Two ways to lay blocks out:
+//   * per pair (maxsim_forward_cuda): block = (query, doc); the rows' maxima are summed into the pair's score;
+//   * row blocks (maxsim_forward_rows_cuda, several queries, all pairs): block = (kBM consecutive query rows, doc),
+//     the rows spanning queries; each row's max goes to a [Tq, nd] buffer that a second kernel sums per query.
 #include <climits>
 
 #include "common/cuda_utils.cuh"
@@ -15,13 +18,15 @@ namespace {
 using cuda::ceil_div;
 
 // Tile shape kFwdTileShapes[kIndex] (maxsim_cuda.h): kWarps warps of 16 doc columns each (kBN = 16 * kWarps doc
-// tokens per tile), kBKVecs 16-byte vectors of hidden per row and stage, kStages pipeline stages. Picked at run
-// time (the Python layer's _FWD_TILE, swept by m3kernels/benchmarks/tune.py).
+// tokens per tile), kBM query rows (kMT MMA row tiles of 16), kBKVecs 16-byte vectors of hidden per row and stage,
+// kStages pipeline stages. Picked at run time (the Python layer's _FWD_TILE / _ROWS_TILE, swept by
+// m3kernels/benchmarks/tune.py).
 template <typename T, int kIndex>
 struct FwdTile {
   static constexpr FwdTileShape kShape = kFwdTileShapes[kIndex];
   static constexpr int kBKVecs = kShape.vecs;
-  static constexpr int kBM = 32;                 // query tokens per tile (= one warp in the reduction)
+  static constexpr int kBM = kShape.qrows;        // query tokens per tile
+  static constexpr int kMT = kBM / 16;            // 16-row MMA tiles per query tile
   static constexpr int kWarps = kShape.warps;
   static constexpr int kWarpCols = 16;           // doc columns per warp = two n8 MMA tiles
   static constexpr int kBN = kWarps * kWarpCols;  // doc tokens per tile
@@ -33,17 +38,23 @@ struct FwdTile {
   static constexpr int kRows = kBM + kBN;
   static constexpr int kStageElems = kRows * kLds;
   static constexpr size_t kSmemBytes = size_t(kStages) * kStageElems * sizeof(T);
+  static_assert(kBM % 32 == 0 && kBM <= kThreads, "one thread per query row in the cross-warp reduction");
   static_assert((kLds * sizeof(T) / 4) % 32 == 4, "fragment loads assume rows 4 banks apart");
   static_assert((kRows * (kBK / kVec)) % kThreads == 0, "each thread issues the same number of copies");
   static_assert(kStages >= 2, "the pipeline overlaps the next stage's copy with this stage's products");
   static_assert(int64_t(kSmemBytes) == fwd_tile_smem_bytes(kShape), "maxsim_cuda.h states the footprint");
 };
 
-// Kernel arguments: the problem (maxsim.h) and the outputs.
+// Kernel arguments: the problem (maxsim.h) and the outputs. Row blocks (rowmax != null): block b covers query
+// rows [(b % num_m) * kBM, + kBM) of total_q against doc b / num_m; q_seg[t] is row t's query (-1: none).
 struct FwdArgs {
   MaxSimProblem p;
   float* scores;
   int32_t* argmax;
+  float* rowmax;
+  const int32_t* q_seg;
+  int64_t total_q;
+  int64_t num_m;
 };
 
 // Position of an iteration in the flattened (query tile, doc tile, k chunk) sequence.
@@ -74,18 +85,14 @@ __device__ __forceinline__ void keep_best(float& v, int& a, float v2, int a2) {
 // acc[mt][nt][h * 2 + e] += <q row (mt * 16 + h * 8 + g), d row (warp * 16 + nt * 8 + 2t + e)> over kBK.
 template <typename T, typename C>
 __device__ __forceinline__ void tile_products(const T* sq, const T* sd, int warp, int lane,
-                                              float (&acc)[2][2][4]) {
+                                              float (&acc)[C::kMT][2][4]) {
   const int g = lane >> 2, t = lane & 3;
   if constexpr (sizeof(T) == 2) {
 #pragma unroll
     for (int k = 0; k < C::kBK; k += 16) {
-      uint32_t a[2][4], b[2][2];
+      uint32_t b[2][2];
       if constexpr (C::kShape.ldmatrix) {
-        // A: matrices (rows 0-7, k 0-7), (8-15, 0-7), (0-7, 8-15), (8-15, 8-15) of each 16-row query tile;
         // B: (doc rows 0-7, k 0-7), (0-7, 8-15), (8-15, 0-7), (8-15, 8-15) of the warp's 16 columns.
-#pragma unroll
-        for (int mt = 0; mt < 2; ++mt)
-          cuda::ldmatrix_x4(a[mt], sq + (mt * 16 + (lane & 15)) * C::kLds + k + (lane >> 4) * 8);
         uint32_t bb[4];
         cuda::ldmatrix_x4(
             bb, sd + (warp * C::kWarpCols + (lane >> 4) * 8 + (lane & 7)) * C::kLds + k + ((lane >> 3) & 1) * 8);
@@ -95,15 +102,6 @@ __device__ __forceinline__ void tile_products(const T* sq, const T* sd, int warp
         b[1][1] = bb[3];
       } else {
 #pragma unroll
-        for (int mt = 0; mt < 2; ++mt) {
-          const T* r0 = sq + (mt * 16 + g) * C::kLds + k + 2 * t;
-          const T* r1 = r0 + 8 * C::kLds;
-          a[mt][0] = ld_u32(r0);
-          a[mt][1] = ld_u32(r1);
-          a[mt][2] = ld_u32(r0 + 8);
-          a[mt][3] = ld_u32(r1 + 8);
-        }
-#pragma unroll
         for (int nt = 0; nt < 2; ++nt) {
           const T* c0 = sd + (warp * C::kWarpCols + nt * 8 + g) * C::kLds + k + 2 * t;
           b[nt][0] = ld_u32(c0);
@@ -111,19 +109,27 @@ __device__ __forceinline__ void tile_products(const T* sq, const T* sd, int warp
         }
       }
 #pragma unroll
-      for (int mt = 0; mt < 2; ++mt)
+      for (int mt = 0; mt < C::kMT; ++mt) {
+        uint32_t a[4];
+        if constexpr (C::kShape.ldmatrix) {
+          // A: matrices (rows 0-7, k 0-7), (8-15, 0-7), (0-7, 8-15), (8-15, 8-15) of the 16-row query tile mt.
+          cuda::ldmatrix_x4(a, sq + (mt * 16 + (lane & 15)) * C::kLds + k + (lane >> 4) * 8);
+        } else {
+          const T* r0 = sq + (mt * 16 + g) * C::kLds + k + 2 * t;
+          const T* r1 = r0 + 8 * C::kLds;
+          a[0] = ld_u32(r0);
+          a[1] = ld_u32(r1);
+          a[2] = ld_u32(r0 + 8);
+          a[3] = ld_u32(r1 + 8);
+        }
 #pragma unroll
-        for (int nt = 0; nt < 2; ++nt) cuda::mma_16816<T>(acc[mt][nt], a[mt], b[nt]);
+        for (int nt = 0; nt < 2; ++nt) cuda::mma_16816<T>(acc[mt][nt], a, b[nt]);
+      }
     }
   } else {
 #pragma unroll 2
     for (int k = 0; k < C::kBK; k += 4) {
-      float4 qv[2][2], dv[2][2];
-#pragma unroll
-      for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-        for (int h = 0; h < 2; ++h)
-          qv[mt][h] = *reinterpret_cast<const float4*>(sq + (mt * 16 + h * 8 + g) * C::kLds + k);
+      float4 dv[2][2];
 #pragma unroll
       for (int nt = 0; nt < 2; ++nt)
 #pragma unroll
@@ -131,7 +137,11 @@ __device__ __forceinline__ void tile_products(const T* sq, const T* sd, int warp
           dv[nt][e] =
               *reinterpret_cast<const float4*>(sd + (warp * C::kWarpCols + nt * 8 + 2 * t + e) * C::kLds + k);
 #pragma unroll
-      for (int mt = 0; mt < 2; ++mt)
+      for (int mt = 0; mt < C::kMT; ++mt) {
+        float4 qv[2];
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+          qv[h] = *reinterpret_cast<const float4*>(sq + (mt * 16 + h * 8 + g) * C::kLds + k);
 #pragma unroll
         for (int nt = 0; nt < 2; ++nt)
 #pragma unroll
@@ -139,12 +149,13 @@ __device__ __forceinline__ void tile_products(const T* sq, const T* sd, int warp
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
               float& c = acc[mt][nt][h * 2 + e];
-              const float4 x = qv[mt][h], y = dv[nt][e];
+              const float4 x = qv[h], y = dv[nt][e];
               c = fmaf(x.x, y.x, c);
               c = fmaf(x.y, y.y, c);
               c = fmaf(x.z, y.z, c);
               c = fmaf(x.w, y.w, c);
             }
+      }
     }
   }
 }
@@ -160,18 +171,32 @@ __global__ void __launch_bounds__(C::kThreads) maxsim_fwd_kernel(FwdArgs args) {
 
   const T* q = static_cast<const T*>(args.p.q);
   const T* d = static_cast<const T*>(args.p.d);
-  const int64_t H = args.p.hidden;
-  const int64_t pair = blockIdx.x;
-  // All pairs: consecutive blocks share a doc (reused from L2 by the queries).
-  const int64_t i = args.p.pairwise ? pair : pair % args.p.nq;
-  const int64_t j = args.p.pairwise ? pair : pair / args.p.nq;
-  const int64_t q0 = args.p.q_off[i], d0 = args.p.d_off[j];
-  const int lq = args.p.q_len[i], ld = args.p.d_len[j];
+  const int64_t H = args.p.hidden, nd = args.p.nd;
+  const int64_t block = blockIdx.x;
+  const bool rows = args.rowmax != nullptr;
+  // Per pair, all pairs: consecutive blocks share a doc (reused from L2 by the queries); so do row blocks.
+  int64_t i = 0, j, q0;
+  int lq;
+  if (rows) {
+    j = block / args.num_m;
+    q0 = block % args.num_m * C::kBM;
+    lq = static_cast<int>(min(int64_t(C::kBM), args.total_q - q0));
+  } else {
+    i = args.p.pairwise ? block : block % args.p.nq;
+    j = args.p.pairwise ? block : block / args.p.nq;
+    q0 = args.p.q_off[i];
+    lq = args.p.q_len[i];
+  }
+  const int64_t d0 = args.p.d_off[j];
+  const int ld = args.p.d_len[j];
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
   const int nk = static_cast<int>(ceil_div(H, C::kBK));
   const int nnt = static_cast<int>(ceil_div(ld, C::kBN));
   const int nmt = static_cast<int>(ceil_div(lq, C::kBM));
   const int64_t total = int64_t(nmt) * nnt * nk;
+  // The argmax / rowmax slot of row `row` of this block's query rows (pairwise: one doc per query row).
+  auto out_at = [&](int row) { return args.p.pairwise ? q0 + row : (q0 + row) * nd + j; };
+  auto in_query = [&](int row) { return !rows || args.q_seg[q0 + row] >= 0; };
 
   // Stage `slot` <- q rows [mt * kBM, +kBM) and d rows [nt * kBN, +kBN), hidden [kc * kBK, +kBK); rows past
   // the item and columns past H are zero-filled (H * sizeof(T) is a multiple of 16: a chunk is all in or out).
@@ -192,17 +217,17 @@ __global__ void __launch_bounds__(C::kThreads) maxsim_fwd_kernel(FwdArgs args) {
     }
   };
 
-  float acc[2][2][4];
-  float best[2][2];
-  int arg[2][2];
+  float acc[C::kMT][2][4];
+  float best[C::kMT][2];
+  int arg[C::kMT][2];
 #pragma unroll
-  for (int a = 0; a < 16; ++a) (&acc[0][0][0])[a] = 0.f;
+  for (int a = 0; a < C::kMT * 8; ++a) (&acc[0][0][0])[a] = 0.f;
 #pragma unroll
-  for (int a = 0; a < 4; ++a) {
+  for (int a = 0; a < C::kMT * 2; ++a) {
     (&best[0][0])[a] = -INFINITY;
     (&arg[0][0])[a] = -1;
   }
-  float score = 0.f;  // lane 0 of warp 0
+  float score = 0.f;  // per pair: lane 0 of warp 0
 
   Cursor load_at;
 #pragma unroll
@@ -230,7 +255,7 @@ __global__ void __launch_bounds__(C::kThreads) maxsim_fwd_kernel(FwdArgs args) {
     if (at.kc == nk - 1) {  // this doc tile's similarities are complete: fold them into the running max
       const int n0 = at.nt * C::kBN + warp * C::kWarpCols + 2 * t;
 #pragma unroll
-      for (int mt = 0; mt < 2; ++mt)
+      for (int mt = 0; mt < C::kMT; ++mt)
 #pragma unroll
         for (int h = 0; h < 2; ++h)
 #pragma unroll
@@ -245,11 +270,11 @@ __global__ void __launch_bounds__(C::kThreads) maxsim_fwd_kernel(FwdArgs args) {
               }
             }
 #pragma unroll
-      for (int a = 0; a < 16; ++a) (&acc[0][0][0])[a] = 0.f;
+      for (int a = 0; a < C::kMT * 8; ++a) (&acc[0][0][0])[a] = 0.f;
 
       if (at.nt == nnt - 1) {  // the whole doc is seen: reduce this query tile's rows
 #pragma unroll
-        for (int mt = 0; mt < 2; ++mt)
+        for (int mt = 0; mt < C::kMT; ++mt)
 #pragma unroll
           for (int h = 0; h < 2; ++h) {
             float v = best[mt][h];
@@ -265,21 +290,24 @@ __global__ void __launch_bounds__(C::kThreads) maxsim_fwd_kernel(FwdArgs args) {
             arg[mt][h] = -1;
           }
         __syncthreads();
-        if (warp == 0) {
-          float v = red_val[0][lane];
-          int a = red_arg[0][lane];
+        if (tid < C::kBM) {  // thread r: query row r of the tile
+          float v = red_val[0][tid];
+          int a = red_arg[0][tid];
 #pragma unroll
-          for (int w = 1; w < C::kWarps; ++w) keep_best(v, a, red_val[w][lane], red_arg[w][lane]);
-          const int row = at.mt * C::kBM + lane;
-          if (row < lq && args.argmax != nullptr) {
-            // a == -1 when the row's max is -inf (every similarity -inf): no doc token, as on the CPU.
-            const int64_t grow = q0 + row;
-            args.argmax[args.p.pairwise ? grow : grow * args.p.nd + j] = a < 0 ? -1 : static_cast<int32_t>(d0 + a);
+          for (int w = 1; w < C::kWarps; ++w) keep_best(v, a, red_val[w][tid], red_arg[w][tid]);
+          const int row = at.mt * C::kBM + tid;
+          // a == -1 when the row's max is -inf (every similarity -inf): no doc token, as on the CPU.
+          const int32_t doc_row = a < 0 ? -1 : static_cast<int32_t>(d0 + a);
+          const bool mine = row < lq && in_query(row);
+          if (mine && args.argmax != nullptr) args.argmax[out_at(row)] = doc_row;
+          if (rows) {
+            if (mine) args.rowmax[out_at(row)] = v;
+          } else if constexpr (C::kBM == 32) {  // per pair (the launcher takes 32-row tiles only): warp 0
+            float s = row < lq ? v : 0.f;
+#pragma unroll
+            for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+            score += s;
           }
-          float s = row < lq ? v : 0.f;
-#pragma unroll
-          for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
-          score += s;
         }
         // red_* is rewritten only after the next iteration's __syncthreads.
       }
@@ -287,13 +315,35 @@ __global__ void __launch_bounds__(C::kThreads) maxsim_fwd_kernel(FwdArgs args) {
     at.next(nk, nnt);
   }
 
-  if (ld == 0 && args.argmax != nullptr) {
+  if (ld == 0) {  // no doc tokens, no tile walked: every row's max is an empty one (0, no arg-max)
     for (int r = tid; r < lq; r += C::kThreads) {
-      const int64_t grow = q0 + r;
-      args.argmax[args.p.pairwise ? grow : grow * args.p.nd + j] = -1;
+      if (!in_query(r)) continue;
+      if (args.argmax != nullptr) args.argmax[out_at(r)] = -1;
+      if (rows) args.rowmax[out_at(r)] = 0.f;
     }
   }
-  if (tid == 0) args.scores[args.p.pairwise ? i : i * args.p.nd + j] = score;
+  if (!rows && tid == 0) args.scores[args.p.pairwise ? i : i * nd + j] = score;
+}
+
+// seg[off[i] + r] = i for r < len[i] (block i); the other rows keep the caller's -1.
+constexpr int kSegThreads = 256;
+__global__ void __launch_bounds__(kSegThreads) segment_ids_kernel(const int32_t* off, const int32_t* len,
+                                                                   int32_t* seg) {
+  const int64_t i = blockIdx.x;
+  for (int r = threadIdx.x; r < len[i]; r += kSegThreads) seg[off[i] + r] = static_cast<int32_t>(i);
+}
+
+// scores[i, j] = sum of rowmax[t, j] over query i's rows t, in row order (thread (i, j), j fastest).
+constexpr int kSumThreads = 256;
+__global__ void __launch_bounds__(kSumThreads) segment_sum_kernel(const float* rowmax, const int32_t* q_off,
+                                                                   const int32_t* q_len, int64_t pairs, int64_t nd,
+                                                                   float* scores) {
+  const int64_t e = int64_t(blockIdx.x) * kSumThreads + threadIdx.x;
+  if (e >= pairs) return;
+  const int64_t i = e / nd, j = e % nd, start = q_off[i];
+  float acc = 0.f;
+  for (int r = 0; r < q_len[i]; ++r) acc += rowmax[(start + r) * nd + j];
+  scores[e] = acc;
 }
 
 struct BwdArgs {
@@ -422,10 +472,9 @@ std::string check_problem(const char* fn, const MaxSimProblem& p) {
 
 // Launches tile kIndex, or the next index's launcher: the run-time tile picks one of the compiled shapes.
 template <typename T, int kIndex = 0>
-std::string launch_forward(int tile, const MaxSimProblem& p, float* scores, int32_t* argmax, int64_t pairs,
-                           cudaStream_t stream) {
+std::string launch_forward(const char* fn, int tile, const FwdArgs& a, int64_t blocks, cudaStream_t stream) {
   if constexpr (kIndex + 1 < kFwdTiles) {
-    if (tile != kIndex) return launch_forward<T, kIndex + 1>(tile, p, scores, argmax, pairs, stream);
+    if (tile != kIndex) return launch_forward<T, kIndex + 1>(fn, tile, a, blocks, stream);
   }
   using C = FwdTile<T, kIndex>;
   auto kernel = maxsim_fwd_kernel<T, C>;
@@ -433,12 +482,35 @@ std::string launch_forward(int tile, const MaxSimProblem& p, float* scores, int3
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(C::kSmemBytes));
   if (e != cudaSuccess) {
     (void)cudaGetLastError();  // not sticky: clear it so that a later launch_status does not report it
-    return std::string("maxsim_forward_cuda: cudaFuncSetAttribute: ") + cudaGetErrorString(e);
+    return std::string(fn) + ": cudaFuncSetAttribute: " + cudaGetErrorString(e);
   }
-  const FwdArgs a{p, scores, argmax};
-  cuda::launch(kernel, static_cast<unsigned>(pairs), C::kThreads, C::kSmemBytes, stream, a);
-  return cuda::launch_status("maxsim_forward_cuda");
+  cuda::launch(kernel, static_cast<unsigned>(blocks), C::kThreads, C::kSmemBytes, stream, a);
+  return cuda::launch_status(fn);
 }
+
+std::string check_tile(const char* fn, int tile) {
+  if (tile < 0 || tile >= kFwdTiles)
+    return std::string(fn) + ": tile must be in [0, " + std::to_string(kFwdTiles) + "), got " + std::to_string(tile);
+  return {};
+}
+
+// Checks the forward's inputs for dtype T and launches `blocks` blocks of tile `tile`.
+std::string checked_forward(const char* fn, int tile, const FwdArgs& a, int64_t blocks, cudaStream_t stream) {
+  const MaxSimProblem& p = a.p;
+  return cuda::with_dtype(p.d_dtype, [&](auto tag) -> std::string {
+    using T = cuda::Elem<decltype(tag)::value>;
+    if ((p.hidden * int64_t(sizeof(T))) % 16 != 0)
+      return std::string(fn) + ": hidden size " + std::to_string(p.hidden) + " gives rows of " +
+             std::to_string(p.hidden * sizeof(T)) + " bytes; rows must be a multiple of 16 bytes (H % " +
+             std::to_string(16 / sizeof(T)) + " == 0): pad H with zeros";
+    if (!cuda::aligned16(p.q) || !cuda::aligned16(p.d)) return std::string(fn) + ": q and d must be 16-byte aligned";
+    if (blocks > INT_MAX) return std::string(fn) + ": too many blocks for one launch: " + std::to_string(blocks);
+    return launch_forward<T>(fn, tile, a, blocks, stream);
+  });
+}
+
+// Row-block workspace: rowmax [total_q, nd] fp32, then q_seg [total_q] int32.
+constexpr size_t align16(size_t bytes) { return (bytes + 15) / 16 * 16; }
 
 }  // namespace
 
@@ -446,22 +518,52 @@ std::string maxsim_forward_cuda(const MaxSimProblem& p, float* scores, int32_t* 
                                 int tile) {
   constexpr const char* kFn = "maxsim_forward_cuda";
   std::string err = check_problem(kFn, p);
+  if (err.empty()) err = check_tile(kFn, tile);
   if (!err.empty()) return err;
-  if (tile < 0 || tile >= kFwdTiles) return std::string(kFn) + ": tile must be in [0, " + std::to_string(kFwdTiles) +
-                                            "), got " + std::to_string(tile);
+  if (kFwdTileShapes[tile].qrows != 32)
+    return std::string(kFn) + ": tile " + std::to_string(tile) + " has " + std::to_string(kFwdTileShapes[tile].qrows) +
+           " query rows: row blocks only (maxsim_forward_rows_cuda)";
   const int64_t pairs = p.pairwise ? p.nq : p.nq * p.nd;
   if (pairs == 0) return {};
   if (!scores) return std::string(kFn) + ": null scores pointer";
-  return cuda::with_dtype(p.d_dtype, [&](auto tag) -> std::string {
-    using T = cuda::Elem<decltype(tag)::value>;
-    if ((p.hidden * int64_t(sizeof(T))) % 16 != 0)
-      return std::string(kFn) + ": hidden size " + std::to_string(p.hidden) + " gives rows of " +
-             std::to_string(p.hidden * sizeof(T)) + " bytes; rows must be a multiple of 16 bytes (H % " +
-             std::to_string(16 / sizeof(T)) + " == 0): pad H with zeros";
-    if (!cuda::aligned16(p.q) || !cuda::aligned16(p.d))
-      return std::string(kFn) + ": q and d must be 16-byte aligned";
-    return launch_forward<T>(tile, p, scores, argmax, pairs, stream);
-  });
+  return checked_forward(kFn, tile, FwdArgs{p, scores, argmax, nullptr, nullptr, 0, 0}, pairs, stream);
+}
+
+size_t maxsim_forward_rows_cuda_workspace_bytes(int64_t total_q, int64_t nd) {
+  if (total_q <= 0 || nd <= 0) return 0;
+  return align16(size_t(total_q) * size_t(nd) * sizeof(float)) + align16(size_t(total_q) * sizeof(int32_t));
+}
+
+std::string maxsim_forward_rows_cuda(const MaxSimProblem& p, int64_t total_q, float* scores, int32_t* argmax,
+                                     void* workspace, cudaStream_t stream, int tile) {
+  constexpr const char* kFn = "maxsim_forward_rows_cuda";
+  std::string err = check_problem(kFn, p);
+  if (err.empty()) err = check_tile(kFn, tile);
+  if (!err.empty()) return err;
+  if (p.pairwise) return std::string(kFn) + ": row blocks score all pairs; pairwise goes to maxsim_forward_cuda";
+  if (total_q < 0 || total_q > INT_MAX)
+    return std::string(kFn) + ": total_q must be in [0, 2^31), got " + std::to_string(total_q);
+  const int64_t pairs = p.nq * p.nd;
+  if (pairs == 0) return {};
+  if (!scores) return std::string(kFn) + ": null scores pointer";
+  if (total_q == 0) {  // no query rows: every score is an empty sum
+    (void)cudaMemsetAsync(scores, 0, size_t(pairs) * sizeof(float), stream);
+    return cuda::launch_status(kFn);
+  }
+  if (!workspace) return std::string(kFn) + ": null workspace pointer";
+  unsigned char* ws = static_cast<unsigned char*>(workspace);
+  float* rowmax = reinterpret_cast<float*>(ws);
+  int32_t* q_seg = reinterpret_cast<int32_t*>(ws + align16(size_t(total_q) * size_t(p.nd) * sizeof(float)));
+  (void)cudaMemsetAsync(q_seg, 0xff, size_t(total_q) * sizeof(int32_t), stream);  // -1: in no query
+  cuda::launch(segment_ids_kernel, static_cast<unsigned>(p.nq), kSegThreads, 0, stream, p.q_off, p.q_len, q_seg);
+  err = cuda::launch_status("maxsim_forward_rows_cuda (segment ids)");
+  if (!err.empty()) return err;
+  const int64_t num_m = ceil_div(total_q, kFwdTileShapes[tile].qrows);
+  err = checked_forward(kFn, tile, FwdArgs{p, scores, argmax, rowmax, q_seg, total_q, num_m}, num_m * p.nd, stream);
+  if (!err.empty()) return err;
+  cuda::launch(segment_sum_kernel, static_cast<unsigned>(ceil_div(pairs, kSumThreads)), kSumThreads, 0, stream,
+               rowmax, p.q_off, p.q_len, pairs, p.nd, scores);
+  return cuda::launch_status("maxsim_forward_rows_cuda (segment sums)");
 }
 
 std::string maxsim_backward_cuda(const MaxSimProblem& p, const float* grad, const int32_t* argmax, float* dq,

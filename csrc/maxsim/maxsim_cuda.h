@@ -11,6 +11,7 @@
 #pragma once
 #include <cuda_runtime_api.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 
@@ -22,35 +23,50 @@ namespace m3k {
 // Forward: tensor-core MMA (mma.sync m16n8k16) for fp16 / bf16, FMA for fp32; doc tiles stream through
 // shared memory with cp.async. Needs 16-byte aligned q and d and rows of a multiple of 16 bytes
 // (H % 8 == 0 for fp16 / bf16, H % 4 == 0 for fp32); the Python layer pads H with zeros otherwise.
-// tile picks the block shape, an index into kFwdTileShapes; every tile gives the same result, bit for bit.
+// tile picks the block shape, an index into kFwdTileShapes; every tile gives the same row maxima and arg-maxes,
+// bit for bit (each dot product takes the same k steps).
 struct FwdTileShape {
-  int warps;      // doc columns per tile = 16 * warps (the query tile is 32 tokens)
+  int warps;      // doc columns per tile = 16 * warps
   int vecs;       // 16-byte vectors of hidden per row and pipeline stage
   int stages;     // cp.async pipeline depth
   bool ldmatrix;  // fp16 / bf16 fragments by ldmatrix.x4 (3 per 4 MMAs) instead of 32-bit loads (12 per 4 MMAs)
+  int qrows;      // query rows per tile: 32, or 128 for the row-block forward only
 };
 constexpr FwdTileShape kFwdTileShapes[] = {
-    {8, 8, 3, false},   // 0: the default, measured on the H200
-    {4, 16, 3, false},  // 1
-    {8, 16, 3, false},  // 2: 127.5 KiB of shared memory (not on sm_86 / sm_89)
-    {4, 8, 3, false},   // 3
-    {4, 8, 4, false},   // 4: deeper pipeline, four blocks per SM
-    {4, 16, 2, false},  // 5: Triton's footprint at the rerank shape (2 x 24 KiB buffers, four blocks per SM)
-    {8, 8, 4, false},   // 6
-    {8, 8, 3, true},    // 7: tile 0 with ldmatrix
-    {4, 8, 4, true},    // 8: tile 4 with ldmatrix
+    {8, 8, 3, false, 32},   // 0: the default, measured on the H200
+    {4, 16, 3, false, 32},  // 1
+    {8, 16, 3, false, 32},  // 2: 127.5 KiB of shared memory (not on sm_86 / sm_89)
+    {4, 8, 3, false, 32},   // 3
+    {4, 8, 4, false, 32},   // 4: deeper pipeline, four blocks per SM
+    {4, 16, 2, false, 32},  // 5: Triton's footprint at the rerank shape (2 x 24 KiB buffers, four blocks per SM)
+    {8, 8, 4, false, 32},   // 6
+    {8, 8, 3, true, 32},    // 7: tile 0 with ldmatrix
+    {4, 8, 4, true, 32},    // 8: tile 4 with ldmatrix
+    {8, 8, 3, true, 128},   // 9: row blocks, Triton's row-block tile (128 x 128 x 64 fp16, 3 stages)
+    {8, 8, 2, true, 128},   // 10: tile 9 with 2 stages (72 KiB: fits sm_86 / sm_89)
+    {4, 8, 3, true, 128},   // 11: row blocks, 64 doc columns
 };
 constexpr int kFwdTiles = static_cast<int>(sizeof(kFwdTileShapes) / sizeof(kFwdTileShapes[0]));
 // Dynamic shared memory of a tile (the same for every element type: rows of 16 * vecs bytes plus 16 of padding).
 constexpr int64_t fwd_tile_smem_bytes(const FwdTileShape& s) {
-  return int64_t(s.stages) * (32 + 16 * s.warps) * (16 * s.vecs + 16);
+  return int64_t(s.stages) * (s.qrows + 16 * s.warps) * (16 * s.vecs + 16);
 }
-// Static shared memory of a tile: the cross-warp reduction's maxima and arg-maxes (warps x 32 query rows).
+// Static shared memory of a tile: the cross-warp reduction's maxima and arg-maxes (warps x query rows).
 constexpr int64_t fwd_tile_static_smem_bytes(const FwdTileShape& s) {
-  return int64_t(s.warps) * 32 * (sizeof(float) + sizeof(int32_t));
+  return int64_t(s.warps) * s.qrows * (sizeof(float) + sizeof(int32_t));
 }
+// One block per (query, doc) pair, or per query when pairwise (tiles with 32 query rows).
 std::string maxsim_forward_cuda(const MaxSimProblem& p, float* scores, int32_t* argmax, cudaStream_t stream,
                                 int tile = 0);
+
+// All pairs of several queries by row blocks: one block per (qrows consecutive query rows, doc), the rows spanning
+// queries, so a doc is read total_q / qrows times instead of nq times; each row's max goes to a [total_q, nd] fp32
+// buffer in the workspace, summed per query in row order by a second kernel (deterministic; the sum order differs
+// from maxsim_forward_cuda's, so scores may differ in their last bits). total_q = rows of q (every query row lies
+// below it); argmax [total_q, nd] as for all pairs, -1 in rows outside every query. Any tile.
+size_t maxsim_forward_rows_cuda_workspace_bytes(int64_t total_q, int64_t nd);
+std::string maxsim_forward_rows_cuda(const MaxSimProblem& p, int64_t total_q, float* scores, int32_t* argmax,
+                                     void* workspace, cudaStream_t stream, int tile);
 
 // Backward from the saved argmax: grad [nq, nd] or [n] fp32; dq [Tq, H] and dd [Td, H] fp32, zero-filled by
 // the caller. dq_t = sum_j g(i, j) d_argmax(t, j) (a gather: deterministic);

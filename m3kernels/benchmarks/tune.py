@@ -10,8 +10,9 @@ which entry to write into the table:
   Ld=256), with the per-pair kernel on the same shape as one more candidate; the backward tiles (``_BWD_TILES``)
   on that shape, one entry per dD path: atomic, and sorted (deterministic) (its GB/s count the doc rows gathered,
   one per query token and doc).
-- MaxSim forward on the CUDA kernel (``_FWD_TILE`` in m3kernels/maxsim/cuda.py, its block shapes): the rerank
-  shape and the all-pairs training shape (forward with argmax); skipped where m3kernels._C has no CUDA kernels.
+- MaxSim forward on the CUDA kernel (m3kernels/maxsim/cuda.py, indices into its block shapes): ``_FWD_TILE`` (per
+  pair) on the rerank shape, ``_ROWS_TILE`` (row blocks, with the per-pair kernel as one more candidate) on the
+  all-pairs training shape (forward with argmax); skipped where m3kernels._C has no CUDA kernels.
 - Attention forward, 16-bit, head_dim 64 (``CONFIGS[64].fwd`` in m3kernels/attention/triton.py): one 8192-token
   text and 32 texts of U[64,2048] tokens, 16 heads.
 - Sparse token weights (``_POOL_BLOCK_T`` / ``_POOL_MAX_BLOCK_H`` / ``_POOL_WARPS`` in m3kernels/sparse/triton.py):
@@ -172,7 +173,8 @@ class UnavailableError(Exception):
     """A sweep whose kernels this machine cannot run (the CUDA sweep without CUDA kernels)."""
 
 
-def maxsim_cuda_sweep(device: torch.device, small: bool, limit: int | None) -> Sweep:
+def _cuda_kernels(device: torch.device) -> tuple[Any, list[tuple], int]:
+    """The CUDA MaxSim module, its forward tile shapes and the shared memory a block may use here."""
     from m3kernels import _backend
 
     why = _backend.cuda_kernels_unavailable(device)
@@ -181,23 +183,49 @@ def maxsim_cuda_sweep(device: torch.device, small: bool, limit: int | None) -> S
     from m3kernels import _native
     from m3kernels.maxsim import cuda as kernels
 
-    n, d_len, train_hidden, dtype = _training_shape(small)
-    train = _maxsim_inputs([32] * n, [d_len] * n, train_hidden, dtype, device)
-    shapes = _native.C.maxsim_forward_cuda_tile_shapes
-    smem_limit = torch.cuda.get_device_properties(device).shared_memory_per_block_optin
-    names = ", ".join(f"{t} = {w} warps x {b} B x {st} stages{' ldmatrix' * ldm}"
-                      for t, (w, b, st, _, _, ldm) in enumerate(shapes))
+    if _native.cuda_emulated():
+        return kernels, _native.C.maxsim_forward_cuda_tile_shapes, 227 * 1024
+    return kernels, _native.C.maxsim_forward_cuda_tile_shapes, \
+        torch.cuda.get_device_properties(device).shared_memory_per_block_optin
+
+
+def _tile_names(shapes: list[tuple]) -> str:
+    return ", ".join(f"{t} = {w} warps x {b} B x {st} stages x {rows} rows{' ldmatrix' * ldm}"
+                     for t, (w, b, st, _, _, ldm, rows) in enumerate(shapes))
+
+
+def maxsim_cuda_sweep(device: torch.device, small: bool, limit: int | None) -> Sweep:
+    kernels, shapes, smem_limit = _cuda_kernels(device)
+    fits = [t for t, s in enumerate(shapes) if s[3] + s[4] <= smem_limit and s[6] == 32]
     return Sweep(
-        "maxsim forward, CUDA kernel",
-        f"m3kernels/maxsim/cuda.py _FWD_TILE (csrc/maxsim/maxsim_cuda.h kFwdTileShapes: {names})",
-        _candidates((kernels._FWD_TILE,),
-                    ((t,) for t, shape in enumerate(shapes) if shape[3] + shape[4] <= smem_limit), limit),
+        "maxsim forward, CUDA kernel, per pair",
+        f"m3kernels/maxsim/cuda.py _FWD_TILE (csrc/maxsim/maxsim_cuda.h kFwdTileShapes: {_tile_names(shapes)})",
+        _candidates((kernels._FWD_TILE,), ((t,) for t in fits), limit),
         lambda cfg: swap(kernels, "_FWD_TILE", cfg[0]),
-        [_rerank_shape(kernels, small, device),
-         Shape(f"all-pairs Nq=Nd={n} Lq=32 Ld={d_len} H={train_hidden} {str(dtype)[6:]}, with argmax",
+        [_rerank_shape(kernels, small, device)],
+    )
+
+
+def maxsim_cuda_rows_sweep(device: torch.device, small: bool, limit: int | None) -> Sweep:
+    kernels, shapes, smem_limit = _cuda_kernels(device)
+    n, d_len, hidden, dtype = _training_shape(small)
+    train = _maxsim_inputs([32] * n, [d_len] * n, hidden, dtype, device)
+    fits = [t for t, s in enumerate(shapes) if s[3] + s[4] <= smem_limit]
+
+    def apply(cfg: tuple) -> contextlib.AbstractContextManager:
+        if cfg == PER_PAIR:
+            return swap(kernels, "use_row_blocks", lambda *_: False)
+        return swap(kernels, "_ROWS_TILE", cfg[0])
+
+    return Sweep(
+        "maxsim forward, CUDA kernel, several queries (row blocks)",
+        f"m3kernels/maxsim/cuda.py _ROWS_TILE (csrc/maxsim/maxsim_cuda.h kFwdTileShapes: {_tile_names(shapes)})",
+        _candidates((kernels._ROWS_TILE,), ((t,) for t in fits), limit, first=(PER_PAIR,)),
+        apply,
+        [Shape(f"all-pairs Nq=Nd={n} Lq=32 Ld={d_len} H={hidden} {str(dtype)[6:]}, with argmax",
                lambda: kernels.forward(*train, False, True)[0],
                bytes=float(train[3].numel() * train[3].element_size()),
-               flops=2.0 * train[0].shape[0] * train[3].shape[0] * train_hidden)],
+               flops=2.0 * train[0].shape[0] * train[3].shape[0] * hidden)],
     )
 
 
@@ -331,7 +359,7 @@ def maxsim_backward_sorted_sweep(device: torch.device, small: bool, limit: int |
     return _maxsim_backward_sweep(device, small, limit, True)
 
 
-SWEEPS = (maxsim_sweep, maxsim_rows_sweep, maxsim_cuda_sweep, maxsim_backward_atomic_sweep,
+SWEEPS = (maxsim_sweep, maxsim_rows_sweep, maxsim_cuda_sweep, maxsim_cuda_rows_sweep, maxsim_backward_atomic_sweep,
           maxsim_backward_sorted_sweep, attention_sweep, sparse_sweep, sparse_pool_sweep)
 
 

@@ -6,11 +6,15 @@ import torch
 from torch import Tensor
 
 from m3kernels import _native
-from m3kernels.maxsim.ops import define_backend, kernel_args, new_outputs
+from m3kernels.maxsim.ops import ROW_MAX_BUFFER, define_backend, kernel_args, new_outputs, use_row_blocks
 
-# Block shape of the forward kernel, an index into csrc/maxsim/maxsim_cuda.h's kFwdTileShapes (0: 8 warps x 128 B
-# of hidden per stage x 3 stages, the shape measured on the H200; m3kernels/benchmarks/tune.py times the others).
+# Block shapes of the forward kernel, indices into csrc/maxsim/maxsim_cuda.h's kFwdTileShapes. Per pair: 0 (8 warps
+# x 128 B of hidden per stage x 3 stages, 32 query rows; the shape measured on the H200). Row blocks (several
+# queries, all pairs): 9 (128 query rows x 128 doc rows x 128 B, 3 stages: the Triton row-block entry's shape; not
+# yet timed on a GPU). m3kernels/benchmarks/tune.py times the others.
 _FWD_TILE = 0
+_ROWS_TILE = 9
+_ROW_MAX_BUFFER = ROW_MAX_BUFFER  # see ops.use_row_blocks (0: always the per-pair kernel unless training)
 
 
 def _forward_rows(x: Tensor) -> Tensor:
@@ -29,20 +33,23 @@ def _int32(t: Tensor) -> Tensor:
 
 def forward(q, q_off, q_len, d, d_off, d_len, pairwise, need_argmax):
     """q [Tq, H], d [Td, H] (same dtype: fp32 / fp16 / bf16) -> (scores fp32 [Nq, Nd] or [N], argmax int32
-    [Tq, Nd] / [Tq] or [0]); score = sum_t max_u <q_t, d_u> with fp32 accumulation (see ops.py)."""
+    [Tq, Nd] / [Tq] or [0]); score = sum_t max_u <q_t, d_u> with fp32 accumulation (see ops.py). Several queries
+    against all docs go by row blocks (ops.use_row_blocks), the rest per (query, doc) pair."""
     q_off, q_len, d_off, d_len = map(_int32, (q_off, q_len, d_off, d_len))
     qk, dk = _forward_rows(q), _forward_rows(d)
     nq, nd = q_off.shape[0], d_off.shape[0]
     scores, argmax = new_outputs(q, nq, nd, pairwise, need_argmax)
     argmax.fill_(-1)  # rows of tokens outside every item stay -1
+    args = kernel_args(qk, q_off, q_len, dk, d_off, d_len, pairwise)
+    arg_addr = _native.addr(argmax) if need_argmax else 0
     with _native.cuda_launch(q.device) as stream:
-        _native.C.maxsim_forward_cuda(
-            *kernel_args(qk, q_off, q_len, dk, d_off, d_len, pairwise),
-            _native.addr(scores),
-            _native.addr(argmax) if need_argmax else 0,
-            stream,
-            _FWD_TILE,
-        )
+        if use_row_blocks(nq, q.shape[0], nd, pairwise, need_argmax, _ROW_MAX_BUFFER):
+            workspace = torch.empty(_native.C.maxsim_forward_rows_cuda_workspace_bytes(q.shape[0], nd),
+                                    dtype=torch.uint8, device=q.device)
+            _native.C.maxsim_forward_rows_cuda(*args[:-1], q.shape[0], _native.addr(scores), arg_addr,
+                                               _native.addr(workspace), stream, _ROWS_TILE)
+        else:
+            _native.C.maxsim_forward_cuda(*args, _native.addr(scores), arg_addr, stream, _FWD_TILE)
     return scores, argmax
 
 

@@ -30,6 +30,17 @@ def new_outputs(q: Tensor, nq: int, nd: int, pairwise: bool, need_argmax: bool) 
     return scores, torch.empty(arg_shape, dtype=torch.int32, device=q.device)
 
 
+ROW_MAX_BUFFER = 1 << 26  # [Tq, Nd] row-max entries (256 MiB) above which inference takes the per-pair kernel
+
+
+def use_row_blocks(nq: int, total_q: int, nd: int, pairwise: bool, need_argmax: bool, max_buffer: int) -> bool:
+    """Whether a GPU forward scores several queries against all docs by row blocks (one program per block of
+    query rows and doc, the rows' maxima summed per query by a second kernel through a [Tq, Nd] fp32 buffer)
+    instead of per (query, doc) pair: all pairs of several queries, unless the buffer would exceed max_buffer
+    entries without an argmax of that size being kept anyway."""
+    return not pairwise and nq > 1 and (need_argmax or total_q * nd <= max_buffer)
+
+
 def kernel_args(q: Tensor, q_off: Tensor, q_len: Tensor, d: Tensor, d_off: Tensor, d_len: Tensor, pairwise: bool):
     """The MaxSimProblem argument list of the compiled bindings (python/bindings.h) for contiguous tensors."""
     from m3kernels import _native

@@ -36,7 +36,7 @@ import triton.language as tl
 from torch import Tensor
 
 from m3kernels import _triton_compat
-from m3kernels.maxsim.ops import define_backend, new_outputs
+from m3kernels.maxsim.ops import ROW_MAX_BUFFER, define_backend, new_outputs, use_row_blocks
 
 # (hidden-size bucket upper bound, element size in bytes) -> BLOCK_D, BLOCK_H, num_warps, num_stages.
 # Fixed per architecture family instead of autotuning at serve time (keeps calls graph-capturable). A BLOCK_H that
@@ -52,7 +52,7 @@ _ROWS_CONFIGS = {
     (1 << 30, 2): (128, 128, 64, 8, 3),
     (1 << 30, 4): (64, 32, 32, 4, 2),
 }
-_ROW_MAX_BUFFER = 1 << 26  # [Tq, Nd] row-max entries (256 MiB) above which inference takes the per-pair kernel
+_ROW_MAX_BUFFER = ROW_MAX_BUFFER  # see ops.use_row_blocks (0: always the per-pair kernel unless training)
 _SUM_BLOCK_N = 128
 _BWD_BLOCK_E = 16
 
@@ -258,11 +258,6 @@ def _segment_sum_kernel(rowmax_ptr, q_off_ptr, q_len_ptr, scores_ptr, nd, num_n_
     tl.store(scores_ptr + i * nd + cols, acc, mask=ok)
 
 
-def _use_row_blocks(nq: int, total_q: int, nd: int, pairwise: bool, need_argmax: bool) -> bool:
-    """The row-block forward for several queries against all docs, unless its row-max buffer would be large."""
-    return not pairwise and nq > 1 and (need_argmax or total_q * nd <= _ROW_MAX_BUFFER)
-
-
 def _forward_rows(q, q_off, q_len, d, d_off, d_len, scores, argmax, need_argmax) -> None:
     """All-pairs forward of several queries: fills scores [nq, nd] (and argmax [Tq, nd]) via the row-max buffer."""
     tq, h = q.shape
@@ -303,7 +298,7 @@ def forward(
     h = q.shape[1]
     scores, argmax = new_outputs(q, nq, nd, pairwise, need_argmax)
     argmax.fill_(-1)  # rows of tokens outside every item stay -1
-    if _use_row_blocks(nq, q.shape[0], nd, pairwise, need_argmax):
+    if use_row_blocks(nq, q.shape[0], nd, pairwise, need_argmax, _ROW_MAX_BUFFER):
         with _triton_compat.device_context(q):
             _forward_rows(q, q_off, q_len, d, d_off, d_len, scores, argmax, need_argmax)
         return scores, argmax
