@@ -146,8 +146,8 @@ def test_maxsim_misaligned_storage():
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("pairwise", [False, True])
 @pytest.mark.parametrize("deterministic", [False, True])
-def test_maxsim_backward_matches_reference(dtype, pairwise, deterministic):
-    hidden = 40
+@pytest.mark.parametrize("hidden", [40, 7])  # 16-byte rows (vector loads and atomics) and not
+def test_maxsim_backward_matches_reference(dtype, pairwise, deterministic, hidden):
     d_lens = D_LENS[: len(Q_LENS)] if pairwise else D_LENS
     q, cu_q = packed(Q_LENS, hidden, dtype)
     d, cu_d = packed(d_lens, hidden, dtype)

@@ -1,6 +1,7 @@
 // Device and launch helpers shared by the CUDA kernels (nvcc only; no torch headers).
 //   * Elem<DType>      : the CUDA element type of a dtype code (float, __half, __nv_bfloat16).
-//   * load_float       : one element as fp32.
+//   * load_float       : one element as fp32; load_floats: V consecutive elements with one load.
+//   * atomic_add_floats: V consecutive float atomics (one vector atomic on sm_90+).
 //   * cp_async_16 & co : sm_80 asynchronous global -> shared copies (cp.async.cg, zero-fill).
 //   * ldmatrix_x4      : four 8x8 16-bit matrices shared -> registers (the MMA fragment layout).
 //   * mma_16816        : one m16n8k16 tensor-core MMA (fp16 / bf16 inputs, fp32 accumulators).
@@ -40,6 +41,41 @@ template <DType D> using Elem = typename ElemOf<D>::type;
 __device__ __forceinline__ float load_float(const float* p) { return *p; }
 __device__ __forceinline__ float load_float(const __half* p) { return __half2float(*p); }
 __device__ __forceinline__ float load_float(const __nv_bfloat16* p) { return __bfloat162float(*p); }
+
+// The unsigned word of 2, 4, 8 or 16 bytes: one load instruction.
+template <int kBytes> struct WordOf;
+template <> struct WordOf<2> { using type = unsigned short; };
+template <> struct WordOf<4> { using type = unsigned; };
+template <> struct WordOf<8> { using type = uint2; };
+template <> struct WordOf<16> { using type = uint4; };
+
+// V consecutive elements from p (aligned to V * sizeof(T) bytes) as fp32, read with one load.
+template <int V, typename T>
+__device__ __forceinline__ void load_floats(const T* p, float (&out)[V]) {
+  using W = typename WordOf<V * static_cast<int>(sizeof(T))>::type;
+  const W raw = *reinterpret_cast<const W*>(p);
+  const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+  for (int i = 0; i < V; ++i) out[i] = load_float(e + i);
+}
+
+// p[i] += v[i] for i < V with float atomics: on sm_90+ one vector atomic for V = 2 or 4 (p aligned to 4 V bytes).
+template <int V>
+__device__ __forceinline__ void atomic_add_floats(float* p, const float (&v)[V]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if constexpr (V == 4) {
+    atomicAdd(reinterpret_cast<float4*>(p), make_float4(v[0], v[1], v[2], v[3]));
+    return;
+  } else if constexpr (V == 2) {
+    atomicAdd(reinterpret_cast<float2*>(p), make_float2(v[0], v[1]));
+    return;
+  } else
+#endif
+  {
+#pragma unroll
+    for (int i = 0; i < V; ++i) atomicAdd(p + i, v[i]);
+  }
+}
 
 // 16 bytes global -> shared, bypassing L1; with valid == false the 16 shared bytes are zero-filled and
 // nothing is read (src must still be a valid address).

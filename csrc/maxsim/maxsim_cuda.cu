@@ -355,7 +355,8 @@ struct BwdArgs {
 };
 
 constexpr int kBwdThreads = 128;
-constexpr int kTokenSplit = 8;  // blocks per item along its tokens (gridDim.y)
+constexpr int kDqTokenSplit = 32;  // blocks per query along its tokens (gridDim.y): one token each at Lq <= 32
+constexpr int kDdTokenSplit = 8;   // blocks per pair along the query's tokens for the atomic dd
 
 __device__ __forceinline__ int64_t arg_index(const BwdArgs& a, int64_t row, int64_t j) {
   return a.p.pairwise ? row : row * a.p.nd + j;
@@ -365,31 +366,42 @@ __device__ __forceinline__ float grad_at(const BwdArgs& a, int64_t i, int64_t j)
   return a.grad[a.p.pairwise ? i : i * a.p.nd + j];
 }
 
-// dq[row] = sum_j g(i, j) d[argmax(row, j)]: block (i, y) owns query i's tokens y, y + kTokenSplit, ...
-template <typename T>
+// dq[row] = sum_j g(i, j) d[argmax(row, j)], j ascending: block (i, y) owns query i's tokens y, y + gridDim.y, ...;
+// a thread owns V consecutive hidden elements per step and reads them with one load per doc (V > 1 needs rows
+// of a multiple of 16 bytes, 16-byte aligned d and dq).
+template <typename T, int V>
 __global__ void __launch_bounds__(kBwdThreads) maxsim_dq_kernel(BwdArgs a) {
   const T* d = static_cast<const T*>(a.p.d);
-  const int64_t i = blockIdx.x;
+  const int64_t i = blockIdx.x, H = a.p.hidden;
   const int64_t j0 = a.p.pairwise ? i : 0, j1 = a.p.pairwise ? i + 1 : a.p.nd;
   const int lq = a.p.q_len[i];
   for (int tok = blockIdx.y; tok < lq; tok += gridDim.y) {
     const int64_t row = a.p.q_off[i] + tok;
-    for (int64_t k = threadIdx.x; k < a.p.hidden; k += kBwdThreads) {
-      float acc = 0.f;
+    for (int64_t k = int64_t(threadIdx.x) * V; k < H; k += int64_t(kBwdThreads) * V) {
+      float acc[V] = {};
+#pragma unroll 4
       for (int64_t j = j0; j < j1; ++j) {
         const int32_t u = a.argmax[arg_index(a, row, j)];
-        if (u >= 0) acc = fmaf(grad_at(a, i, j), cuda::load_float(d + int64_t(u) * a.p.hidden + k), acc);
+        if (u < 0) continue;
+        const float g = grad_at(a, i, j);
+        float x[V];
+        cuda::load_floats<V>(d + int64_t(u) * H + k, x);
+#pragma unroll
+        for (int e = 0; e < V; ++e) acc[e] = fmaf(g, x[e], acc[e]);
       }
-      a.dq[row * a.p.hidden + k] = acc;
+#pragma unroll
+      for (int e = 0; e < V; ++e) a.dq[row * H + k + e] = acc[e];
     }
   }
 }
 
-// dd[argmax(row, j)] += g(i, j) q[row] with float atomics: block (pair, y) owns the pair's tokens y, y + ...
-template <typename T>
+// dd[argmax(row, j)] += g(i, j) q[row] with float atomics: block (pair, y) owns the pair's tokens y, y + ...; a
+// thread adds V consecutive hidden elements per step (V = 4: one vector atomic on sm_90+; needs H % 4 == 0, q and
+// dd aligned to 4 elements).
+template <typename T, int V>
 __global__ void __launch_bounds__(kBwdThreads) maxsim_dd_atomic_kernel(BwdArgs a) {
   const T* q = static_cast<const T*>(a.p.q);
-  const int64_t pair = blockIdx.x;
+  const int64_t pair = blockIdx.x, H = a.p.hidden;
   const int64_t i = a.p.pairwise ? pair : pair % a.p.nq;
   const int64_t j = a.p.pairwise ? pair : pair / a.p.nq;
   const float gij = grad_at(a, i, j);
@@ -398,8 +410,13 @@ __global__ void __launch_bounds__(kBwdThreads) maxsim_dd_atomic_kernel(BwdArgs a
     const int64_t row = a.p.q_off[i] + tok;
     const int32_t u = a.argmax[arg_index(a, row, j)];
     if (u < 0) continue;
-    for (int64_t k = threadIdx.x; k < a.p.hidden; k += kBwdThreads)
-      atomicAdd(a.dd + int64_t(u) * a.p.hidden + k, gij * cuda::load_float(q + row * a.p.hidden + k));
+    for (int64_t k = int64_t(threadIdx.x) * V; k < H; k += int64_t(kBwdThreads) * V) {
+      float x[V];
+      cuda::load_floats<V>(q + row * H + k, x);
+#pragma unroll
+      for (int e = 0; e < V; ++e) x[e] *= gij;
+      cuda::atomic_add_floats<V>(a.dd + int64_t(u) * H + k, x);
+    }
   }
 }
 
@@ -579,15 +596,28 @@ std::string maxsim_backward_cuda(const MaxSimProblem& p, const float* grad, cons
   return cuda::with_dtype(p.d_dtype, [&](auto tag) -> std::string {
     using T = cuda::Elem<decltype(tag)::value>;
     const BwdArgs a{p, grad, argmax, dq, dd};
-    cuda::launch(maxsim_dq_kernel<T>, dim3(static_cast<unsigned>(p.nq), kTokenSplit), kBwdThreads, 0, stream, a);
+    // Vector steps on rows of a multiple of 16 bytes (the forward's layout; fp32 dq / dd rows then too).
+    const bool vector = (p.hidden * int64_t(sizeof(T))) % 16 == 0 && cuda::aligned16(p.q) && cuda::aligned16(p.d) &&
+                        cuda::aligned16(dq) && cuda::aligned16(dd);
+    constexpr int kVec = 16 / sizeof(T);
+    const dim3 dq_grid(static_cast<unsigned>(p.nq), kDqTokenSplit);
+    if (vector) {
+      cuda::launch(maxsim_dq_kernel<T, kVec>, dq_grid, kBwdThreads, 0, stream, a);
+    } else {
+      cuda::launch(maxsim_dq_kernel<T, 1>, dq_grid, kBwdThreads, 0, stream, a);
+    }
     std::string e = cuda::launch_status("maxsim_backward_cuda (dq)");
     if (!e.empty()) return e;
     if (deterministic) {
       const dim3 grid(static_cast<unsigned>(p.nd), static_cast<unsigned>(col_blocks));
       cuda::launch(maxsim_dd_ordered_kernel<T>, grid, kBwdThreads, 0, stream, a);
     } else {
-      cuda::launch(maxsim_dd_atomic_kernel<T>, dim3(static_cast<unsigned>(pairs), kTokenSplit), kBwdThreads, 0,
-                   stream, a);
+      const dim3 grid(static_cast<unsigned>(pairs), kDdTokenSplit);
+      if (vector) {
+        cuda::launch(maxsim_dd_atomic_kernel<T, 4>, grid, kBwdThreads, 0, stream, a);
+      } else {
+        cuda::launch(maxsim_dd_atomic_kernel<T, 1>, grid, kBwdThreads, 0, stream, a);
+      }
     }
     return cuda::launch_status("maxsim_backward_cuda (dd)");
   });

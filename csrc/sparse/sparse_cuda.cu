@@ -18,15 +18,6 @@ using cuda::ceil_div;
 
 constexpr int kWeightThreads = 256;
 
-// V consecutive elements (16 bytes, aligned) as fp32.
-template <typename T>
-__device__ __forceinline__ void load16(const T* p, float (&out)[16 / sizeof(T)]) {
-  const uint4 raw = *reinterpret_cast<const uint4*>(p);
-  const T* e = reinterpret_cast<const T*>(&raw);
-#pragma unroll
-  for (int i = 0; i < int(16 / sizeof(T)); ++i) out[i] = cuda::load_float(e + i);
-}
-
 // kVector: 16-byte loads (hidden 16-byte aligned and H * sizeof(T) % 16 == 0), else one element per lane.
 template <typename T, bool kVector>
 __global__ void __launch_bounds__(kWeightThreads)
@@ -43,7 +34,7 @@ __global__ void __launch_bounds__(kWeightThreads)
       constexpr int V = 16 / sizeof(T);
       for (int64_t k = int64_t(lane) * V; k < H; k += 32 * V) {
         float v[V];
-        load16(x + k, v);
+        cuda::load_floats<V>(x + k, v);
 #pragma unroll
         for (int e = 0; e < V; ++e) acc = fmaf(v[e], weight[k + e], acc);
       }
