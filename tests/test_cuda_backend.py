@@ -65,7 +65,7 @@ def forward_with(monkeypatch, tile: int, rows: bool, *args):
     return cuda_maxsim.forward(*args)
 
 
-N_TILES = 12
+N_TILES = 13
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -45,6 +45,7 @@ constexpr FwdTileShape kFwdTileShapes[] = {
     {8, 8, 3, true, 128},   // 9: row blocks, Triton's row-block tile (128 x 128 x 64 fp16, 3 stages)
     {8, 8, 2, true, 128},   // 10: tile 9 with 2 stages (72 KiB: fits sm_86 / sm_89)
     {4, 8, 3, true, 128},   // 11: row blocks, 64 doc columns
+    {4, 32, 2, true, 32},   // 12: 512 B of each doc row per stage (DRAM pages read in longer runs; 99 KiB)
 };
 constexpr int kFwdTiles = static_cast<int>(sizeof(kFwdTileShapes) / sizeof(kFwdTileShapes[0]));
 // Dynamic shared memory of a tile (the same for every element type: rows of 16 * vecs bytes plus 16 of padding).
