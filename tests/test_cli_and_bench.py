@@ -95,6 +95,8 @@ def test_gpu_targets_summary(tmp_path, capsys):
          "status": "error", "note": "RuntimeError: boom"},
         {"op": "maxsim", "shape": rerank, "provider": "m3k:triton, CUDA graph replay", "status": "ok",
          "median_ms": 1.4, "pct_of_ceiling": 102.0, "achieved": 4100.0, "achieved_unit": "GB/s"},
+        {"op": "maxsim", "shape": rerank, "provider": "m3k:triton, data checks off (trusted_inputs)", "status": "ok",
+         "median_ms": 1.6, "pct_of_ceiling": 90.0, "achieved": 3600.0, "achieved_unit": "GB/s"},
     ]
     results = tmp_path / "results.json"
     results.write_text(json.dumps({"machine": {"gpu": "Test GPU"}, "rows": rows}))
@@ -109,9 +111,10 @@ def test_gpu_targets_summary(tmp_path, capsys):
     assert "error: RuntimeError" in line["sparse weights B=64 >= 70% copy bandwidth (triton, end to end)"]
     assert line["attention 8192 tokens >= SDPA flash TFLOP/s"].startswith("-")
     assert line["encode fp16 real size >= 2x FlagEmbedding"].startswith("MET")
-    assert line["MaxSim rerank, CUDA graph replay"].endswith("replay: 1.400 ms, 4100 GB/s (102% of ceiling)")
-    assert line["MaxSim rerank, CUDA graph replay"].startswith("info ")
-    assert "attention 8192 tokens, CUDA graph replay" not in line  # no row: nothing printed
+    graph = line["MaxSim rerank, triton, CUDA graph replay"]
+    assert graph.startswith("info ") and graph.endswith("replay: 1.400 ms, 4100 GB/s (102% of ceiling)")
+    assert line["MaxSim rerank, triton, data checks off"].endswith("off: 1.600 ms, 3600 GB/s (90% of ceiling)")
+    assert "attention 8192 tokens, triton, CUDA graph replay" not in line  # no row: nothing printed
     assert out[0] == "targets (Test GPU):"
 
 

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import m3kernels
-from m3kernels.benchmarks.common import GRAPH_ROW, graph_replay, import_peer, our_backends
+from m3kernels.benchmarks.common import GRAPH_ROW, TRUSTED_SUFFIX, graph_replay, import_peer, our_backends, trusted
 from m3kernels.benchmarks.harness import Case, Provider
 
 HEADS, HEAD_DIM = 16, 64
@@ -55,6 +55,10 @@ def case(device: torch.device, lengths: list[int], dtype: torch.dtype, label: st
     if "triton" in our_backends("attention_varlen", device):
         providers.append(Provider(GRAPH_ROW, graph_replay(
             lambda: m3kernels.attention_varlen(q, k, v, cu, max(lengths), backend="triton"))))
+    if device.type == "cuda":
+        providers += [Provider(f"m3k:{b}{TRUSTED_SUFFIX}", trusted(
+            lambda b=b: m3kernels.attention_varlen(q, k, v, cu, max(lengths), backend=b)))
+            for b in our_backends("attention_varlen", device)]
     providers.append(Provider("SDPA padded batch + key padding mask", lambda: padded_sdpa(q, k, v, lengths),
                               is_reference=True))
     providers.append(Provider("SDPA per text, unpadded", lambda: unpadded_sdpa(q, k, v, lengths)))

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 import m3kernels
-from m3kernels.benchmarks.common import GRAPH_ROW, graph_replay, import_peer, our_backends
+from m3kernels.benchmarks.common import GRAPH_ROW, TRUSTED_SUFFIX, graph_replay, import_peer, our_backends, trusted
 from m3kernels.benchmarks.harness import Case, Provider
 from m3kernels.maxsim import reference
 
@@ -54,6 +54,9 @@ def rerank_case(device: torch.device, hidden: int, n_docs: int, len_range: tuple
     if "triton" in our_backends("maxsim", device):
         providers.append(Provider(GRAPH_ROW, graph_replay(
             lambda: m3kernels.maxsim_varlen(q, cu_q, d, cu_d, backend="triton"))))
+    if device.type == "cuda":
+        providers += [Provider(f"m3k:{b}{TRUSTED_SUFFIX}", trusted(
+            lambda b=b: m3kernels.maxsim_varlen(q, cu_q, d, cu_d, backend=b))) for b in our_backends("maxsim", device)]
     providers.append(Provider("padded einsum+max (FlagEmbedding/PyLate)", lambda: reference.maxsim_padded(
         q_pad, d_pad, torch.ones(1, q_len, dtype=torch.bool, device=device), d_mask), is_reference=True))
     providers += _cpu_peers(q, d, cu_d, hidden) if device.type == "cpu" else _gpu_peers(q, cu_q, d, cu_d)
