@@ -25,7 +25,7 @@ def _sources() -> list[Path]:
     return sorted([*ROOT.glob("python/*.cpp"), *ROOT.glob("csrc/*/*_cpu.cpp"), *ROOT.glob("csrc/*/*_cuda.cu")])
 
 
-def _flags() -> list[str]:
+def _flags(asan: bool) -> list[str]:
     import pybind11
 
     # -fno-strict-aliasing: CUDA code reads registers and shared memory through other types, as nvcc allows.
@@ -34,13 +34,14 @@ def _flags() -> list[str]:
         "-Wall", "-Wextra", "-Werror", "-Wno-unknown-pragmas",
         f"-I{ROOT / 'csrc/emu/include'}", f"-I{ROOT / 'csrc'}", f"-I{ROOT / 'python'}",
         f"-I{pybind11.get_include()}", f"-I{sysconfig.get_paths()['include']}",
-    ]
+    ] + (["-fsanitize=address", "-fno-omit-frame-pointer", "-g", "-w"] if asan else [])  # -w: pybind11
 
 
-def build() -> Path:
-    """The emulated module's path, compiled if its sources or flags changed."""
+def build(asan: bool = False) -> Path:
+    """The emulated module's path, compiled if its sources or flags changed; asan: with AddressSanitizer, which
+    then has to be preloaded (LD_PRELOAD="$(g++ -print-file-name=libasan.so)")."""
     cxx = os.environ.get("CXX", "g++")
-    flags = _flags()
+    flags = _flags(asan)
     digest = hashlib.sha256(" ".join([cxx, *flags]).encode())
     headers = sorted([*ROOT.glob("csrc/**/*.h"), *ROOT.glob("csrc/**/*.cuh"), *ROOT.glob("python/*.h")])
     for path in [*_sources(), *headers]:
@@ -60,13 +61,14 @@ def build() -> Path:
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         objects = list(pool.map(compile_one, _sources()))
     tmp = module.with_suffix(".tmp")
-    subprocess.run([cxx, "-shared", "-fopenmp", *map(str, objects), "-o", str(tmp)], check=True)
+    link = ["-fsanitize=address"] if asan else []
+    subprocess.run([cxx, "-shared", "-fopenmp", *link, *map(str, objects), "-o", str(tmp)], check=True)
     tmp.rename(module)
     return module
 
 
 if __name__ == "__main__":
     try:
-        print(build())
+        print(build(asan="--asan" in sys.argv[1:]))
     except subprocess.CalledProcessError as exc:
         sys.exit(f"cuda_emu: build failed: {exc}")

@@ -16,7 +16,8 @@
 //   * a launch needs a valid configuration, and its dynamic shared memory must not exceed the kernel's
 //     cudaFuncAttributeMaxDynamicSharedMemorySize (48 KiB unless raised; at most 227 KiB, sm_90's limit);
 //   * a barrier that some thread of the block (or warp) never reaches ends the launch with an error instead of
-//     hanging, as does a warp-wide operation in a partial warp or with a partial mask.
+//     hanging, as does a warp-wide operation in a partial warp, with a partial mask, or with lanes at different
+//     warp-wide operations.
 // Not emulated: timing; the tensor cores' internal rounding (the emulated mma sums exact products in fp32 in k
 // order); other races between threads that a barrier would have to order (fibers run in a fixed order); static
 // __shared__ variables start as zeros and keep their values from block to block (a GPU leaves them undefined);
@@ -42,6 +43,15 @@
 #include <vector>
 
 #include "common/dtype.h"
+
+#if defined(__SANITIZE_ADDRESS__)  // tests/cuda_emu.py --asan: tell AddressSanitizer about every stack switch
+#include <sanitizer/common_interface_defs.h>
+#define M3K_EMU_START_SWITCH(bottom, size) __sanitizer_start_switch_fiber(nullptr, bottom, size)
+#define M3K_EMU_FINISH_SWITCH(bottom, size) __sanitizer_finish_switch_fiber(nullptr, bottom, size)
+#else
+#define M3K_EMU_START_SWITCH(bottom, size) ((void)(bottom), (void)(size))
+#define M3K_EMU_FINISH_SWITCH(bottom, size) ((void)(bottom), (void)(size))
+#endif
 
 #define __global__
 #define __device__
@@ -115,10 +125,13 @@ struct Fiber {
   std::deque<std::vector<Copy>> groups;  // committed groups not yet waited for
 };
 
+enum class WarpOp { kShuffle, kLdmatrix, kMma };
+
 struct Warp {
   int lanes = 0;
   Barrier bar;
-  alignas(16) unsigned char slot[kWarpSize][64];  // each lane's operands of the running warp-wide operation
+  WarpOp op[kWarpSize];                            // the warp-wide operation each lane is at
+  alignas(16) unsigned char slot[kWarpSize][64];  // each lane's operands of that operation
 };
 
 struct Launch {
@@ -131,6 +144,8 @@ struct Launch {
   std::unique_ptr<unsigned char[]> smem;
   std::unique_ptr<char[]> stacks;
   ucontext_t scheduler;
+  const void* scheduler_stack = nullptr;  // for AddressSanitizer's stack switches
+  size_t scheduler_stack_size = 0;
   size_t current = 0;
   uint64_t progress = 0;  // barrier arrivals and finished threads: a pass without any is a deadlock
   std::string failure;
@@ -165,11 +180,17 @@ inline dim3 thread_index() { return self().tid; }
                  std::to_string(l->bid.z) + ", thread " + std::to_string(f.tid.x) + "," + std::to_string(f.tid.y) +
                  "," + std::to_string(f.tid.z) + ")";
   self().done = true;
+  M3K_EMU_START_SWITCH(l->scheduler_stack, l->scheduler_stack_size);
   setcontext(&l->scheduler);
   std::abort();
 }
 
-inline void yield() { swapcontext(&self().ctx, &running()->scheduler); }
+inline void yield() {
+  Launch* l = running();
+  M3K_EMU_START_SWITCH(l->scheduler_stack, l->scheduler_stack_size);
+  swapcontext(&self().ctx, &l->scheduler);
+  M3K_EMU_FINISH_SWITCH(&l->scheduler_stack, &l->scheduler_stack_size);
+}
 
 inline void arrive_and_wait(Barrier& b, int participants) {
   ++running()->progress;
@@ -187,11 +208,14 @@ inline void sync_block() { arrive_and_wait(running()->block_bar, static_cast<int
 // The warp-wide exchange: every lane publishes `bytes` of operands, then `read` runs once all lanes have, with
 // the warp's slots; a second barrier keeps the slots until every lane has read them.
 template <typename Read>
-void warp_exchange(const void* mine, size_t bytes, unsigned mask, Read&& read) {
+void warp_exchange(WarpOp op, const void* mine, size_t bytes, unsigned mask, Read&& read) {
   Warp& w = running()->warps[self().warp];
   if (w.lanes != kWarpSize || mask != 0xffffffffu) fail("warp-wide operation without a full warp and mask");
+  w.op[self().lane] = op;
   std::memcpy(w.slot[self().lane], mine, bytes);
   arrive_and_wait(w.bar, w.lanes);
+  for (int l = 0; l < kWarpSize; ++l)
+    if (w.op[l] != op) fail("lanes of a warp at different warp-wide operations (divergent warp)");
   read(static_cast<const Warp&>(w));
   arrive_and_wait(w.bar, w.lanes);
 }
@@ -202,7 +226,7 @@ T shfl_xor(unsigned mask, T value, int lane_mask, int width) {
   if (width != kWarpSize || lane_mask < 0 || lane_mask >= kWarpSize) fail("__shfl_xor_sync: unsupported lane mask");
   T out;
   const int lane = self().lane;
-  warp_exchange(&value, sizeof value, mask, [&](const Warp& w) { std::memcpy(&out, w.slot[lane ^ lane_mask], sizeof out); });
+  warp_exchange(WarpOp::kShuffle, &value, sizeof value, mask, [&](const Warp& w) { std::memcpy(&out, w.slot[lane ^ lane_mask], sizeof out); });
   return out;
 }
 
@@ -217,6 +241,10 @@ inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 1
 inline void cp_async_16(void* dst, const void* src, bool valid) {
   if (!aligned16(dst) || !aligned16(src)) fail("cp.async: address not 16-byte aligned");
   if (!in_dynamic_smem(dst, 16)) fail("cp.async: destination outside the dynamic shared memory");
+  if (valid) {  // the source must be readable now (AddressSanitizer, if on, reports the kernel's line here)
+    unsigned char probe[16];
+    std::memcpy(probe, src, 16);
+  }
   std::memset(dst, 0xA5, 16);  // in flight: a thread still reading the old contents there sees garbage
   self().open.push_back({dst, src, valid});
 }
@@ -246,7 +274,7 @@ inline void cp_async_wait(int pending) {
 inline void ldmatrix_x4(uint32_t (&r)[4], const void* row) {
   if (!aligned16(row) || !in_dynamic_smem(row, 16)) fail("ldmatrix: row not 16-byte aligned in shared memory");
   const int lane = self().lane;
-  warp_exchange(&row, sizeof row, 0xffffffffu, [&](const Warp& w) {
+  warp_exchange(WarpOp::kLdmatrix, &row, sizeof row, 0xffffffffu, [&](const Warp& w) {
     for (int i = 0; i < 4; ++i) {
       const unsigned char* src;
       std::memcpy(&src, w.slot[8 * i + lane / 4], sizeof src);
@@ -273,7 +301,7 @@ void mma_16816(float (&acc)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) 
   };
   const Fragments mine{{a[0], a[1], a[2], a[3]}, {b[0], b[1]}};
   const int lane = self().lane, g = lane / 4, t = lane % 4;
-  warp_exchange(&mine, sizeof mine, 0xffffffffu, [&](const Warp& w) {
+  warp_exchange(WarpOp::kMma, &mine, sizeof mine, 0xffffffffu, [&](const Warp& w) {
     auto of = [&](int l) {
       Fragments f;
       std::memcpy(&f, w.slot[l], sizeof f);
@@ -294,10 +322,19 @@ void mma_16816(float (&acc)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) 
 
 inline void fiber_main() {
   Launch* l = running();
+  M3K_EMU_FINISH_SWITCH(&l->scheduler_stack, &l->scheduler_stack_size);
   l->body();
   self().done = true;
   ++l->progress;
+  M3K_EMU_START_SWITCH(l->scheduler_stack, l->scheduler_stack_size);
 }  // returning resumes uc_link: the scheduler
+
+// Runs thread i of the block until it waits or ends (kept out of line: swapcontext returns twice).
+[[gnu::noinline]] inline void resume(Launch& l, size_t i) {
+  M3K_EMU_START_SWITCH(l.stacks.get() + i * kStackBytes, kStackBytes);
+  swapcontext(&l.scheduler, &l.fibers[i].ctx);
+  M3K_EMU_FINISH_SWITCH(nullptr, nullptr);
+}
 
 inline void run_block(Launch& l) {
   std::memset(l.smem.get(), 0xA5, l.smem_bytes);
@@ -321,7 +358,7 @@ inline void run_block(Launch& l) {
       if (l.fibers[i].done) continue;
       live = true;
       l.current = i;
-      swapcontext(&l.scheduler, &l.fibers[i].ctx);
+      resume(l, i);
       if (!l.failure.empty()) return;
     }
     if (!live) return;
@@ -337,7 +374,7 @@ template <typename... P, typename... A>
 void launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, A&&... args) {
   const uint64_t threads = uint64_t(block.x) * block.y * block.z;
   if (grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.x > INT_MAX || grid.y > 65535 || grid.z > 65535 ||
-      threads == 0 || threads > 1024) {
+      threads == 0 || threads > 1024 || block.x > 1024 || block.y > 1024 || block.z > 64) {
     last_error() = cudaErrorInvalidConfiguration;
     return;
   }

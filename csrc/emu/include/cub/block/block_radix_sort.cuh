@@ -17,7 +17,10 @@ class BlockRadixSort {
     Key keys[kThreads * kItems];
     Value values[kThreads * kItems];
   };
-  explicit BlockRadixSort(TempStorage& storage) : storage_(storage) {}
+  explicit BlockRadixSort(TempStorage& storage) : storage_(storage) {
+    if (blockDim.x * blockDim.y * blockDim.z != kThreads)
+      m3k::emu::fail("cub::BlockRadixSort: launched with another block size");
+  }
 
   void Sort(Key (&keys)[kItems], Value (&values)[kItems], int begin_bit = 0, int end_bit = int(sizeof(Key) * 8)) {
     const int base = static_cast<int>(threadIdx.x) * kItems;

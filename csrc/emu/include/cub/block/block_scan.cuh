@@ -12,7 +12,10 @@ class BlockScan {
   struct TempStorage {
     T values[kThreads];
   };
-  explicit BlockScan(TempStorage& storage) : storage_(storage) {}
+  explicit BlockScan(TempStorage& storage) : storage_(storage) {
+    if (blockDim.x * blockDim.y * blockDim.z != kThreads)
+      m3k::emu::fail("cub::BlockScan: launched with another block size");
+  }
 
   // output = sum of the inputs of the threads before this one; aggregate = sum over the block.
   void ExclusiveSum(T input, T& output, T& aggregate) {
