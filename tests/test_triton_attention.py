@@ -162,6 +162,15 @@ def test_strided_cu_seqlens():
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("cu", [[0, -5, 20], [0, 30, 20], [3, 10, 20], [0, 12, 7, 20], [0, 10, 99]])
+def test_bad_offsets_raise_after_a_clamped_launch(cu):
+    # The values of cu_seqlens are read after the launch: the kernels clamp the offsets they read (negative, past
+    # the end, decreasing), so bad ones end in a ValueError naming cu_seqlens, never an out-of-bounds access.
+    x = torch.randn(20, 2, 32, device=DEVICE)
+    with pytest.raises(ValueError, match=r"cu_seqlens\[|cu_seqlens must be non-decreasing"):
+        m3kernels.attention_varlen(x, x, x, torch.tensor(cu, dtype=torch.int32, device=DEVICE), 99, backend="triton")
+
+
 def test_no_tokens():
     q = torch.randn(0, 2, 64, device=DEVICE, requires_grad=True)
     out = m3kernels.attention_varlen(q, q, q, cu_from_lengths([0, 0]), 0, backend="triton")

@@ -52,19 +52,19 @@ def attention_varlen(
     name = _backend.resolve("attention_varlen", backend, device, q.dtype)
     _checks.kernel_dtype(name, "q", q)
     checks = _checks.data_checks_enabled()
-    # With fewer than 2^31 elements per tensor every in-sequence offset fits the kernels' int32 arithmetic
-    # whatever max_seqlen says, so the kernel may run on clamped offsets first and the values be read after
-    # it (one sync, overlapping the kernel); larger inputs are read before the launch.
-    deferred = checks and q.numel() < _DEFER_BELOW_ELEMENTS
+    # The Triton kernels clamp the offsets they read, and with fewer than 2^31 elements per tensor every
+    # in-sequence offset fits their int32 arithmetic whatever max_seqlen says: they may run first and the values
+    # be read after the launch (one sync, overlapping the kernel). The other backends (host code on CPU tensors,
+    # the reference) and larger inputs get them read before.
+    deferred = checks and name == "triton" and q.numel() < _DEFER_BELOW_ELEMENTS
     if checks and not deferred:
         _check_values(cu_seqlens, q, k, v, max_seqlen)
-    launch_cu = _checks.launch_offsets(cu_seqlens, q.shape[0]) if deferred else cu
     if name == "reference":
-        out = reference.attention_varlen(q, k, v, launch_cu, scale)
+        out = reference.attention_varlen(q, k, v, cu, scale)
     else:
         module = _backend.kernel_module("attention_varlen", name)
         run = module.forward if _backend.skips_op_layer(q, k, v) else module.op
-        out, _lse = run(q.contiguous(), k.contiguous(), v.contiguous(), launch_cu, max_seqlen, scale)
+        out, _lse = run(q.contiguous(), k.contiguous(), v.contiguous(), cu, max_seqlen, scale)
     if deferred:
         _check_values(cu_seqlens, q, k, v, max_seqlen)
     return out

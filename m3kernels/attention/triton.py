@@ -85,16 +85,18 @@ def _tiles(kind: str, block_d: int, dtype: torch.dtype, device: torch.device) ->
 
 
 @triton.jit
-def _locate(CU, num_blocks, H):
+def _locate(CU, num_blocks, H, T):
     """Program id -> (block index inside the sequence, head (int64), first token (int64), sequence length).
-    head and start are int64 so that h * T (lse / delta rows) and start * stride_t never wrap in int32."""
+    head and start are int64 so that h * T (lse / delta rows) and start * stride_t never wrap in int32. The
+    offsets are clamped to 0 <= start <= end <= T, so that unchecked cu_seqlens (the public op reads their values
+    after the launch) keep every access in bounds; valid offsets are unchanged."""
     pid = tl.program_id(0)
     blk = pid % num_blocks
     bh = pid // num_blocks
     b = bh // H
-    start = tl.load(CU + b)
-    n = tl.load(CU + b + 1) - start
-    return blk, (bh % H).to(tl.int64), start.to(tl.int64), n
+    start = tl.minimum(tl.maximum(tl.load(CU + b), 0), T)
+    end = tl.minimum(tl.maximum(tl.load(CU + b + 1), start), T)
+    return blk, (bh % H).to(tl.int64), start.to(tl.int64), end - start
 
 
 @triton.jit
@@ -165,7 +167,7 @@ def _fwd_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    blk, h, start, n = _locate(CU, num_blocks, H)
+    blk, h, start, n = _locate(CU, num_blocks, H, T)
     if blk * BLOCK_M >= n:
         return
     EVEN_D: tl.constexpr = D == BLOCK_D
@@ -288,7 +290,7 @@ def _dkdv_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    blk, h, start, n = _locate(CU, num_blocks, H)
+    blk, h, start, n = _locate(CU, num_blocks, H, T)
     if blk * BLOCK_N >= n:
         return
     EVEN_D: tl.constexpr = D == BLOCK_D
@@ -396,7 +398,7 @@ def _dq_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    blk, h, start, n = _locate(CU, num_blocks, H)
+    blk, h, start, n = _locate(CU, num_blocks, H, T)
     if blk * BLOCK_M >= n:
         return
     EVEN_D: tl.constexpr = D == BLOCK_D
