@@ -8,6 +8,7 @@ import torch
 import m3kernels
 from m3kernels import _checks
 from m3kernels._segments import uniform_segments
+from tests.helpers import backends
 
 
 def test_read_bytes_round_trips_mixed_dtypes_and_shapes():
@@ -93,29 +94,43 @@ def test_int64_offsets_beyond_int32_are_refused_not_wrapped(op):
             m3kernels.lexical_weights(x[:, 0], torch.arange(10), torch.randn(8), 0.0, cu_seqlens=cu, backend="cpu")
 
 
-def test_deferred_checks_run_the_kernel_on_clamped_offsets_then_raise(monkeypatch):
-    """Bad offsets: the kernel sees offsets clamped into bounds, then the op raises. Above the int32 element
-    limit the attention values are read before the launch instead (the kernel is never called)."""
+def test_attention_reads_offsets_before_host_backends_and_after_triton_launches(monkeypatch):
+    """Bad offsets never reach the CPU backend: their values are read before it runs. The Triton kernels, which
+    clamp the offsets they read (test_triton_attention), launch on them as passed and the op raises after; above
+    the int32 element limit their values are read before the launch too (the kernel is never called)."""
     from m3kernels.attention import api as attention_api
     from m3kernels.attention import cpu as attention_cpu
 
     seen = []
-    real_forward = attention_cpu.forward
 
-    def recording(q, k, v, cu, max_seqlen, scale):
-        seen.append(cu.tolist())
-        return real_forward(q, k, v, cu, max_seqlen, scale)
+    def recording(module):
+        real = module.forward
 
-    monkeypatch.setattr(attention_cpu, "forward", recording)
+        def forward(q, k, v, cu, max_seqlen, scale):
+            seen.append(cu.tolist())
+            return real(q, k, v, cu, max_seqlen, scale)
+
+        monkeypatch.setattr(module, "forward", forward)
+
+    recording(attention_cpu)
     x = torch.randn(10, 2, 8)
+    bad = torch.tensor([0, 7, -4, 25, 10], dtype=torch.int32)
     with pytest.raises(ValueError, match="non-decreasing"):
-        m3kernels.attention_varlen(x, x, x, torch.tensor([0, 7, -4, 25, 10]), 10, backend="cpu")
-    assert seen == [[0, 7, 7, 10, 10]]
-    monkeypatch.setattr(attention_api, "_DEFER_BELOW_ELEMENTS", x.numel())
-    with pytest.raises(ValueError, match="non-decreasing"):
-        m3kernels.attention_varlen(x, x, x, torch.tensor([0, 7, -4, 25, 10]), 10, backend="cpu")
+        m3kernels.attention_varlen(x, x, x, bad, 10, backend="cpu")
     with pytest.raises(ValueError, match="max_seqlen"):
         m3kernels.attention_varlen(x, x, x, torch.tensor([0, 3, 10]), 5, backend="cpu")
+    assert seen == []
+    if "triton" not in backends("attention_varlen"):
+        return
+    from m3kernels.attention import triton as attention_triton
+
+    recording(attention_triton)
+    with pytest.raises(ValueError, match="non-decreasing"):
+        m3kernels.attention_varlen(x, x, x, bad, 10, backend="triton")
+    assert seen == [bad.tolist()]
+    monkeypatch.setattr(attention_api, "_DEFER_BELOW_ELEMENTS", x.numel())
+    with pytest.raises(ValueError, match="non-decreasing"):
+        m3kernels.attention_varlen(x, x, x, bad, 10, backend="triton")
     assert len(seen) == 1
 
 
