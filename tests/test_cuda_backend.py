@@ -30,13 +30,6 @@ def ref_scores(q, cu_q, d, cu_d, pairwise):
     return m3kernels.maxsim_varlen(q.double(), cu_q, d.double(), cu_d, pairwise=pairwise, backend="reference")
 
 
-def shared_memory_per_block() -> int:
-    """The shared memory one block may opt into: the card's, or sm_90's 227 KiB under the host emulation."""
-    if _native.cuda_emulated():
-        return 227 * 1024
-    return torch.cuda.get_device_properties(DEVICE).shared_memory_per_block_optin
-
-
 def scale_tol(dtype: torch.dtype, hidden: int) -> dict[str, float]:
     """tol() for sums of hidden products of unit normals (errors grow with sqrt(hidden))."""
     t = tol(dtype)
@@ -79,7 +72,7 @@ def test_every_forward_tile_matches_reference(monkeypatch, dtype, tile):
     assert _native.C.maxsim_forward_cuda_tiles == N_TILES
     warps, chunk_bytes, stages, dynamic, static, _, qrows = _native.C.maxsim_forward_cuda_tile_shapes[tile]
     assert dynamic == stages * (qrows + 16 * warps) * (chunk_bytes + 16)
-    if dynamic + static > shared_memory_per_block():
+    if dynamic + static > cuda_maxsim.shared_memory_per_block(DEVICE):
         pytest.skip(f"tile {tile} needs {dynamic + static} bytes of shared memory per block")
     # H=200: the last hidden chunk is partial for every chunk size (400 or 800 bytes per row).
     q, cu_q = packed(Q_LENS, 200, dtype)
@@ -99,6 +92,16 @@ def test_every_forward_tile_matches_reference(monkeypatch, dtype, tile):
             forward_with(monkeypatch, tile, False, *args)
     with pytest.raises(RuntimeError, match="tile must be in"):
         forward_with(monkeypatch, N_TILES, True, *args)
+
+
+def test_row_blocks_fall_back_to_a_tile_that_fits_the_card(monkeypatch):
+    """Cards with 99 KiB of shared memory per block (sm_86 / sm_89) get the row-block tile that fits them."""
+    assert cuda_maxsim.tile_smem(cuda_maxsim._ROWS_TILE) > 99 * 1024 >= cuda_maxsim.tile_smem(
+        cuda_maxsim._ROWS_TILE_SMALL_SMEM)
+    monkeypatch.setattr(cuda_maxsim, "shared_memory_per_block", lambda device: 227 * 1024)  # sm_90
+    assert cuda_maxsim._rows_tile(DEVICE) == cuda_maxsim._ROWS_TILE
+    monkeypatch.setattr(cuda_maxsim, "shared_memory_per_block", lambda device: 99 * 1024)
+    assert cuda_maxsim._rows_tile(DEVICE) == cuda_maxsim._ROWS_TILE_SMALL_SMEM
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -233,6 +236,16 @@ def test_maxsim_launcher_errors_reach_python():
         _native.C.maxsim_forward_cuda(0, code, 0, code, 8, *rows, 1, *rows, 1, False, _native.addr(out), 0, stream)
     with pytest.raises(RuntimeError, match="unsupported dtype"):
         _native.C.maxsim_forward_cuda(a[0], 7, a[2], 7, 8, *rows, 1, *rows, 1, False, _native.addr(out), 0, stream)
+    # Row blocks: ... nd, total_q, scores, argmax, workspace, stream, tile.
+    rows_launch = _native.C.maxsim_forward_rows_cuda
+    with pytest.raises(RuntimeError, match="null workspace"):
+        rows_launch(*a, 8, *rows, 1, *rows, 1, 4, _native.addr(out), 0, 0, stream, 9)
+    with pytest.raises(RuntimeError, match=r"total_q must be in \[0, 2\^31\)"):
+        rows_launch(*a, 8, *rows, 1, *rows, 1, -1, _native.addr(out), 0, 0, stream, 9)
+    with pytest.raises(RuntimeError, match="tile must be in"):
+        rows_launch(*a, 8, *rows, 1, *rows, 1, 4, _native.addr(out), 0, 0, stream, N_TILES)
+    with pytest.raises(RuntimeError, match="row blocks only"):
+        _native.C.maxsim_forward_cuda(*a, 8, *rows, 1, *rows, 1, False, _native.addr(out), 0, stream, 9)
 
 
 def sparse_inputs(lens: list[int], hidden: int, dtype: torch.dtype, vocab: int):

@@ -45,7 +45,7 @@ constexpr FwdTileShape kFwdTileShapes[] = {
     {8, 8, 3, true, 128},   // 9: row blocks, Triton's row-block tile (128 x 128 x 64 fp16, 3 stages)
     {8, 8, 2, true, 128},   // 10: tile 9 with 2 stages (72 KiB: fits sm_86 / sm_89)
     {4, 8, 3, true, 128},   // 11: row blocks, 64 doc columns
-    {4, 32, 2, true, 32},   // 12: 512 B of each doc row per stage (DRAM pages read in longer runs; 99 KiB)
+    {4, 32, 2, true, 32},   // 12: 512 B of each doc row per stage (longer DRAM runs; 100 KiB: not sm_86 / 89)
 };
 constexpr int kFwdTiles = static_cast<int>(sizeof(kFwdTileShapes) / sizeof(kFwdTileShapes[0]));
 // Dynamic shared memory of a tile (the same for every element type: rows of 16 * vecs bytes plus 16 of padding).
@@ -64,7 +64,8 @@ std::string maxsim_forward_cuda(const MaxSimProblem& p, float* scores, int32_t* 
 // queries, so a doc is read total_q / qrows times instead of nq times; each row's max goes to a [total_q, nd] fp32
 // buffer in the workspace, summed per query in row order by a second kernel (deterministic; the sum order differs
 // from maxsim_forward_cuda's, so scores may differ in their last bits). total_q = rows of q (every query row lies
-// below it); argmax [total_q, nd] as for all pairs, -1 in rows outside every query. Any tile.
+// below it); argmax [total_q, nd] as for all pairs, its rows outside every query left as they are (the caller
+// fills -1). Any tile.
 size_t maxsim_forward_rows_cuda_workspace_bytes(int64_t total_q, int64_t nd);
 std::string maxsim_forward_rows_cuda(const MaxSimProblem& p, int64_t total_q, float* scores, int32_t* argmax,
                                      void* workspace, cudaStream_t stream, int tile);

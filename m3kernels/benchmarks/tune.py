@@ -183,10 +183,7 @@ def _cuda_kernels(device: torch.device) -> tuple[Any, list[tuple], int]:
     from m3kernels import _native
     from m3kernels.maxsim import cuda as kernels
 
-    if _native.cuda_emulated():
-        return kernels, _native.C.maxsim_forward_cuda_tile_shapes, 227 * 1024
-    return kernels, _native.C.maxsim_forward_cuda_tile_shapes, \
-        torch.cuda.get_device_properties(device).shared_memory_per_block_optin
+    return kernels, _native.C.maxsim_forward_cuda_tile_shapes, kernels.shared_memory_per_block(device)
 
 
 def _tile_names(shapes: list[tuple]) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
@@ -11,10 +13,35 @@ from m3kernels.maxsim.ops import ROW_MAX_BUFFER, define_backend, kernel_args, ne
 # Block shapes of the forward kernel, indices into csrc/maxsim/maxsim_cuda.h's kFwdTileShapes. Per pair: 0 (8 warps
 # x 128 B of hidden per stage x 3 stages, 32 query rows; the shape measured on the H200). Row blocks (several
 # queries, all pairs): 9 (128 query rows x 128 doc rows x 128 B, 3 stages: the Triton row-block entry's shape; not
-# yet timed on a GPU). m3kernels/benchmarks/tune.py times the others.
+# yet timed on a GPU), or on cards with less shared memory per block than it needs (116 KiB; sm_86 / sm_89 have
+# 99 KiB) 10, its two-stage twin (80 KiB). m3kernels/benchmarks/tune.py times the others.
 _FWD_TILE = 0
 _ROWS_TILE = 9
+_ROWS_TILE_SMALL_SMEM = 10
 _ROW_MAX_BUFFER = ROW_MAX_BUFFER  # see ops.use_row_blocks (0: always the per-pair kernel unless training)
+_EMULATED_SMEM = 227 * 1024  # csrc/emu/cuda_emu.h's limit (sm_90's)
+
+
+@functools.cache
+def _card_smem(index: int) -> int:
+    return torch.cuda.get_device_properties(index).shared_memory_per_block_optin
+
+
+def shared_memory_per_block(device: torch.device) -> int:
+    """Bytes of shared memory one block may opt into on device (sm_90's 227 KiB under the host emulation)."""
+    if _native.cuda_emulated():
+        return _EMULATED_SMEM
+    return _card_smem(device.index if device.index is not None else torch.cuda.current_device())
+
+
+def tile_smem(tile: int) -> int:
+    """Shared memory (dynamic + static) of forward tile `tile`."""
+    shape = _native.C.maxsim_forward_cuda_tile_shapes[tile]
+    return shape[3] + shape[4]
+
+
+def _rows_tile(device: torch.device) -> int:
+    return _ROWS_TILE if tile_smem(_ROWS_TILE) <= shared_memory_per_block(device) else _ROWS_TILE_SMALL_SMEM
 
 
 def _forward_rows(x: Tensor) -> Tensor:
@@ -47,7 +74,7 @@ def forward(q, q_off, q_len, d, d_off, d_len, pairwise, need_argmax):
             workspace = torch.empty(_native.C.maxsim_forward_rows_cuda_workspace_bytes(q.shape[0], nd),
                                     dtype=torch.uint8, device=q.device)
             _native.C.maxsim_forward_rows_cuda(*args[:-1], q.shape[0], _native.addr(scores), arg_addr,
-                                               _native.addr(workspace), stream, _ROWS_TILE)
+                                               _native.addr(workspace), stream, _rows_tile(q.device))
         else:
             _native.C.maxsim_forward_cuda(*args, _native.addr(scores), arg_addr, stream, _FWD_TILE)
     return scores, argmax
