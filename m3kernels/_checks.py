@@ -184,12 +184,19 @@ def cu_seqlens(name: str, cu: object, total: int) -> torch.Tensor:
     return cu.to(torch.int32).contiguous()  # the kernels index it with stride 1
 
 
-def launch_offsets(cu: torch.Tensor, total: int) -> torch.Tensor:
-    """int32 offsets a kernel may run on before cu's values are read: cu clamped to [0, total] and made
-    non-decreasing (a running max), so that bad offsets keep every row in bounds; equal to cu when cu is valid.
-    The caller reads cu with its other checks after the launch (one sync, which then also waits for the kernel)
-    and raises on bad values, discarding the output."""
-    return torch.cummax(cu.detach().clamp(0, total).to(torch.int32), 0).values
+def launch_segments(cu: torch.Tensor, total: int, disjoint: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The kernels' (offsets, lengths), int32 [N] each, from cu_seqlens whose values have not been read yet: every
+    item stays inside rows [0, total] whatever cu holds, and they equal segments(cu) when cu is valid. The caller
+    reads cu with its other checks after the launch (one sync, which then also waits for the kernel) and raises on
+    bad values, discarding the output. CPU tensors: cu clamped and made non-decreasing (a running max), so that
+    items never overlap and no two CPU threads write one output slot. CUDA tensors: offsets clamped to [0, total]
+    and lengths to [0, total - offset] with elementwise ops only, since a running max is a slow single-block scan
+    on the GPU (10,001 offsets in a 10,000-doc rerank); bad items may overlap there, which the GPU kernels
+    tolerate (their output is discarded). disjoint: the CPU way (True) or the CUDA way (False); None: by device."""
+    c = cu.detach().clamp(0, total).to(torch.int32)
+    if c.device.type == "cpu" if disjoint is None else disjoint:
+        return segments(torch.cummax(c, 0).values)
+    return c[:-1].contiguous(), (c[1:] - c[:-1]).clamp_(min=0)
 
 
 def cu_seqlens_values(name: str, host: np.ndarray, total: int) -> np.ndarray:

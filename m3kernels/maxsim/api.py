@@ -180,10 +180,11 @@ def maxsim_varlen(
     cu_d = _checks.cu_seqlens("cu_seqlens_d", cu_seqlens_d, d.shape[0])
     _checks.same_device(q=q, cu_seqlens_q=cu_q, cu_seqlens_d=cu_d)
     offsets = ()
-    if _checks.data_checks_enabled():  # the kernel runs on clamped offsets; _run reads the values after it
+    if _checks.data_checks_enabled():  # the kernel runs on offsets kept in bounds; _run reads the values after it
         offsets = (("cu_seqlens_q", cu_seqlens_q, q.shape[0]), ("cu_seqlens_d", cu_seqlens_d, d.shape[0]))
-        cu_q, cu_d = (_checks.launch_offsets(cu, total) for _, cu, total in offsets)
-    (q_off, q_len), (d_off, d_len) = _checks.segments(cu_q), _checks.segments(cu_d)
+        (q_off, q_len), (d_off, d_len) = (_checks.launch_segments(cu, total) for _, cu, total in offsets)
+    else:
+        (q_off, q_len), (d_off, d_len) = _checks.segments(cu_q), _checks.segments(cu_d)
     return _run(
         q,
         q_off,
