@@ -41,7 +41,12 @@ def tile_smem(tile: int) -> int:
 
 
 def _rows_tile(device: torch.device) -> int:
-    return _ROWS_TILE if tile_smem(_ROWS_TILE) <= shared_memory_per_block(device) else _ROWS_TILE_SMALL_SMEM
+    """_ROWS_TILE, or _ROWS_TILE_SMALL_SMEM where the card cannot hold it (an index out of range goes on to the
+    launcher, whose error names it)."""
+    in_table = 0 <= _ROWS_TILE < len(_native.C.maxsim_forward_cuda_tile_shapes)
+    if in_table and tile_smem(_ROWS_TILE) > shared_memory_per_block(device):
+        return _ROWS_TILE_SMALL_SMEM
+    return _ROWS_TILE
 
 
 def _forward_rows(x: Tensor) -> Tensor:
