@@ -173,6 +173,9 @@ inline std::string launch_status(const char* what) {
 
 inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
+// bytes rounded up to a multiple of 16 (workspace carving: every part 16-byte aligned).
+constexpr size_t round_up16(size_t bytes) { return (bytes + 15) / 16 * 16; }
+
 // Calls fn(std::integral_constant<DType, D>{}) for the dtype code; "" on success, else the error.
 template <typename Fn>
 std::string with_dtype(DType dt, Fn&& fn) {

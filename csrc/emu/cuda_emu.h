@@ -226,7 +226,8 @@ T shfl_xor(unsigned mask, T value, int lane_mask, int width) {
   if (width != kWarpSize || lane_mask < 0 || lane_mask >= kWarpSize) fail("__shfl_xor_sync: unsupported lane mask");
   T out;
   const int lane = self().lane;
-  warp_exchange(WarpOp::kShuffle, &value, sizeof value, mask, [&](const Warp& w) { std::memcpy(&out, w.slot[lane ^ lane_mask], sizeof out); });
+  warp_exchange(WarpOp::kShuffle, &value, sizeof value, mask,
+                [&](const Warp& w) { std::memcpy(&out, w.slot[lane ^ lane_mask], sizeof out); });
   return out;
 }
 

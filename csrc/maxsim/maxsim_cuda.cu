@@ -16,6 +16,7 @@ namespace m3k {
 namespace {
 
 using cuda::ceil_div;
+using cuda::round_up16;
 
 // Tile shape kFwdTileShapes[kIndex] (maxsim_cuda.h): kWarps warps of 16 doc columns each (kBN = 16 * kWarps doc
 // tokens per tile), kBM query rows (kMT MMA row tiles of 16), kBKVecs 16-byte vectors of hidden per row and stage,
@@ -526,8 +527,6 @@ std::string checked_forward(const char* fn, int tile, const FwdArgs& a, int64_t 
   });
 }
 
-// Row-block workspace: rowmax [total_q, nd] fp32, then q_seg [total_q] int32.
-constexpr size_t align16(size_t bytes) { return (bytes + 15) / 16 * 16; }
 
 }  // namespace
 
@@ -546,9 +545,10 @@ std::string maxsim_forward_cuda(const MaxSimProblem& p, float* scores, int32_t* 
   return checked_forward(kFn, tile, FwdArgs{p, scores, argmax, nullptr, nullptr, 0, 0}, pairs, stream);
 }
 
+// Row-block workspace: rowmax [total_q, nd] fp32, then q_seg [total_q] int32.
 size_t maxsim_forward_rows_cuda_workspace_bytes(int64_t total_q, int64_t nd) {
   if (total_q <= 0 || nd <= 0) return 0;
-  return align16(size_t(total_q) * size_t(nd) * sizeof(float)) + align16(size_t(total_q) * sizeof(int32_t));
+  return round_up16(size_t(total_q) * size_t(nd) * sizeof(float)) + round_up16(size_t(total_q) * sizeof(int32_t));
 }
 
 std::string maxsim_forward_rows_cuda(const MaxSimProblem& p, int64_t total_q, float* scores, int32_t* argmax,
@@ -570,7 +570,7 @@ std::string maxsim_forward_rows_cuda(const MaxSimProblem& p, int64_t total_q, fl
   if (!workspace) return std::string(kFn) + ": null workspace pointer";
   unsigned char* ws = static_cast<unsigned char*>(workspace);
   float* rowmax = reinterpret_cast<float*>(ws);
-  int32_t* q_seg = reinterpret_cast<int32_t*>(ws + align16(size_t(total_q) * size_t(p.nd) * sizeof(float)));
+  int32_t* q_seg = reinterpret_cast<int32_t*>(ws + round_up16(size_t(total_q) * size_t(p.nd) * sizeof(float)));
   (void)cudaMemsetAsync(q_seg, 0xff, size_t(total_q) * sizeof(int32_t), stream);  // -1: in no query
   cuda::launch(segment_ids_kernel, static_cast<unsigned>(p.nq), kSegThreads, 0, stream, p.q_off, p.q_len, q_seg);
   err = cuda::launch_status("maxsim_forward_rows_cuda (segment ids)");

@@ -13,6 +13,7 @@ namespace m3k {
 namespace {
 
 using cuda::ceil_div;
+using cuda::round_up16;
 
 // ---------------------------------------------------------------- token weights: w[r] = relu(h[r] . w + b)
 
@@ -61,8 +62,6 @@ constexpr size_t cmax(size_t a, size_t b) { return a > b ? a : b; }
 constexpr size_t kPoolSmem = cmax(sizeof(Scan::TempStorage), cmax(sizeof(typename Sort<kSmallItems>::TempStorage),
                                                                   sizeof(typename Sort<kLargeItems>::TempStorage)));
 
-constexpr size_t align16(size_t bytes) { return (bytes + 15) / 16 * 16; }
-
 // Workspace: w [rows] fp32, keys [rows] int64 (token ids), local rows [rows] int32; text b uses entries
 // off[b] .. off[b] + len[b] of keys / local rows.
 struct PoolWorkspace {
@@ -73,7 +72,7 @@ struct PoolWorkspace {
 
 PoolWorkspace carve(void* base, int64_t rows) {
   unsigned char* p = static_cast<unsigned char*>(base);
-  const size_t wb = align16(size_t(rows) * sizeof(float)), kb = align16(size_t(rows) * sizeof(int64_t));
+  const size_t wb = round_up16(size_t(rows) * sizeof(float)), kb = round_up16(size_t(rows) * sizeof(int64_t));
   return {reinterpret_cast<float*>(p), reinterpret_cast<int64_t*>(p + wb), reinterpret_cast<int32_t*>(p + wb + kb)};
 }
 
@@ -289,8 +288,8 @@ unsigned grid_for(int64_t items, int per_block) {
 
 size_t lexical_pool_cuda_workspace_bytes(int64_t rows) {
   if (rows <= 0) return 0;
-  return align16(size_t(rows) * sizeof(float)) + align16(size_t(rows) * sizeof(int64_t)) +
-         align16(size_t(rows) * sizeof(int32_t));
+  return round_up16(size_t(rows) * sizeof(float)) + round_up16(size_t(rows) * sizeof(int64_t)) +
+         round_up16(size_t(rows) * sizeof(int32_t));
 }
 
 std::string lexical_pool_cuda(const LexicalPoolCudaProblem& p, int64_t* out_ids, float* out_vals, int64_t* out_src,

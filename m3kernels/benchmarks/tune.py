@@ -193,7 +193,7 @@ def _tile_names(shapes: list[tuple]) -> str:
 
 def maxsim_cuda_sweep(device: torch.device, small: bool, limit: int | None) -> Sweep:
     kernels, shapes, smem_limit = _cuda_kernels(device)
-    fits = [t for t, s in enumerate(shapes) if s[3] + s[4] <= smem_limit and s[6] == 32]
+    fits = [t for t, s in enumerate(shapes) if kernels.tile_smem(t) <= smem_limit and s[6] == 32]
     return Sweep(
         "maxsim forward, CUDA kernel, per pair",
         f"m3kernels/maxsim/cuda.py _FWD_TILE (csrc/maxsim/maxsim_cuda.h kFwdTileShapes: {_tile_names(shapes)})",
@@ -207,7 +207,7 @@ def maxsim_cuda_rows_sweep(device: torch.device, small: bool, limit: int | None)
     kernels, shapes, smem_limit = _cuda_kernels(device)
     n, d_len, hidden, dtype = _training_shape(small)
     train = _maxsim_inputs([32] * n, [d_len] * n, hidden, dtype, device)
-    fits = [t for t, s in enumerate(shapes) if s[3] + s[4] <= smem_limit]
+    fits = [t for t in range(len(shapes)) if kernels.tile_smem(t) <= smem_limit]
 
     def apply(cfg: tuple) -> contextlib.AbstractContextManager:
         if cfg == PER_PAIR:
