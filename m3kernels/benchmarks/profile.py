@@ -17,9 +17,8 @@ import time
 
 import torch
 
-from m3kernels import _checks
 from m3kernels.benchmarks import attention, maxsim, sparse
-from m3kernels.benchmarks.common import GRAPH_ROW, TRUSTED_SUFFIX
+from m3kernels.benchmarks.common import GRAPH_ROW, TRUSTED_SUFFIX, trusted
 from m3kernels.benchmarks.harness import _time_once
 
 
@@ -36,14 +35,6 @@ def _host_ms(fn, device: torch.device, n: int = 10) -> float:
         fn()
         times.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(times)
-
-
-def _trusted(fn):
-    def run():
-        with _checks.trusted_inputs():
-            return fn()
-
-    return run
 
 
 def profile(fn, device: torch.device, rows: int) -> tuple[float, str]:
@@ -93,7 +84,7 @@ def launch_costs(device: torch.device) -> list[str]:
                                                                             False, False),
         "maxsim triton.op (torch.library op)": lambda: kernels.op(q, q_off, q_len, d, d_off, d_len, False, False,
                                                                   False),
-        "maxsim_varlen trusted (public, no data checks)": _trusted(
+        "maxsim_varlen trusted (public, no data checks)": trusted(
             lambda: m3kernels.maxsim_varlen(q, cu_q, d, cu_d, backend="triton")),
         "maxsim_varlen (public, default)": lambda: m3kernels.maxsim_varlen(q, cu_q, d, cu_d, backend="triton"),
     }
@@ -133,11 +124,11 @@ def main(argv: list[str] | None = None) -> int:
                 for _ in range(3):
                     prov.fn()
                 full = _median_ms(prov.fn, device)
-                trusted = _median_ms(_trusted(prov.fn), device)
+                trusted_ms = _median_ms(trusted(prov.fn), device)
                 host = _host_ms(prov.fn, device)
                 dev_ms, table = profile(prov.fn, device, args.rows) if args.rows else (0.0, "")
                 label = f"{case.op} | {case.shape} | {prov.name}"
-                summary.append(f"{label} | call {full:.3f} ms | trusted {trusted:.3f} ms | host {host:.3f} ms | "
+                summary.append(f"{label} | call {full:.3f} ms | trusted {trusted_ms:.3f} ms | host {host:.3f} ms | "
                                f"kernels {dev_ms:.3f} ms")
                 say(f"== {summary[-1]}")
                 say(table)
