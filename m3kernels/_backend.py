@@ -106,13 +106,15 @@ def cpu_kernels_unavailable(device: torch.device) -> str | None:
     from m3kernels import _native
 
     if not _native.have_cpu_kernels():
-        return f"the compiled module m3kernels._C is missing ({_native.IMPORT_ERROR})"
+        return f"the compiled module m3kernels._C is unavailable ({_native.IMPORT_ERROR})"
     return cpu_tensors_only(device)
 
 
 def cuda_kernels_unavailable(device: torch.device) -> str | None:
     from m3kernels import _native
 
+    if not _native.have_cpu_kernels():
+        return f"the compiled module m3kernels._C is unavailable ({_native.IMPORT_ERROR})"
     if not _native.have_cuda_kernels():
         return "m3kernels._C was built without CUDA kernels (build with torch+CUDA and nvcc on PATH)"
     if _native.cuda_emulated():  # tests/cuda_emu.py's build: the kernels run on the host
@@ -130,23 +132,35 @@ def resolve(op: str, backend: str, device: torch.device, dtype: torch.dtype | No
         return "reference"  # float64 is the oracle's dtype: the reference under auto, whatever M3K_BACKEND says
     if backend == "auto":
         env = os.environ.get("M3K_BACKEND", "auto").strip().lower() or "auto"
-        if env != "auto":
-            backend, source = env, "the environment variable M3K_BACKEND (replacing backend='auto')"
+        if env not in ("auto", *BACKENDS):
+            raise ValueError(
+                f"the environment variable M3K_BACKEND must be one of 'auto', {', '.join(map(repr, BACKENDS))}; "
+                f"got {env!r}"
+            )
+        backend = for_op(op, env)
+        if backend != "auto":
+            source = "the environment variable M3K_BACKEND (replacing backend='auto')"
     if backend == "auto":
         for name in AUTO_ORDER.get(device.type, ("reference",)):
             if name in table and table[name](device) is None:
                 return name
         return "reference"
     if backend not in BACKENDS:
-        raise ValueError(
-            f"{source} must be one of 'auto', {', '.join(map(repr, BACKENDS))}; got {backend!r}"
-        )
+        raise ValueError(f"backend must be one of 'auto', {', '.join(map(repr, BACKENDS))}; got {backend!r}")
     if backend not in table:
         raise RuntimeError(f"{op} has no {backend!r} backend (it has: {', '.join(table)})")
     reason = _why(op, backend, device)
     if reason is not None:
-        raise RuntimeError(f"backend {backend!r} is unavailable for {op} on {device}: {reason}")
+        by = "" if source == "backend" else f" (named by {source})"
+        raise RuntimeError(f"backend {backend!r}{by} is unavailable for {op} on {device}: {reason}")
     return backend
+
+
+def for_op(op: str, backend: str) -> str:
+    """A backend chosen for several ops at once (M3K_BACKEND, BGEM3's backend) as applied to op: itself where op
+    has it, "auto" where it does not (attention has no "cuda" backend). Names that are no backend at all pass
+    through, for resolve to reject."""
+    return "auto" if backend in BACKENDS and backend not in _registry[op] else backend
 
 
 def _why(op: str, backend: str, device: torch.device) -> str | None:

@@ -63,8 +63,8 @@ def trusted_inputs() -> Iterator[None]:
 def data_checks_enabled() -> bool:
     """Checks that read tensor values (NaN, cu_seqlens order, ids in range) need a device sync; they are
     skipped while tracing with torch.compile, during CUDA graph capture, inside trusted_inputs(), or with
-    M3K_SKIP_DATA_CHECKS=1."""
-    if os.environ.get("M3K_SKIP_DATA_CHECKS", "0") == "1":
+    M3K_SKIP_DATA_CHECKS=1 (or true / yes / on)."""
+    if os.environ.get("M3K_SKIP_DATA_CHECKS", "0").strip().lower() in ("1", "true", "yes", "on"):
         return False
     if torch.compiler.is_compiling():
         return False
@@ -185,14 +185,16 @@ def cu_seqlens(name: str, cu: object, total: int) -> torch.Tensor:
 
 
 def launch_segments(cu: torch.Tensor, total: int, disjoint: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The kernels' (offsets, lengths), int32 [N] each, from cu_seqlens whose values have not been read yet: every
-    item stays inside rows [0, total] whatever cu holds, and they equal segments(cu) when cu is valid. The caller
+    """The kernels' (offsets, lengths), int32 [N] each, from cu_seqlens whose values have not been read (yet, or at
+    all with the data checks off): every item stays inside rows [0, total] whatever cu holds, so that no kernel
+    reads or writes out of bounds, and they equal segments(cu) when cu is valid. With the checks on, the caller
     reads cu with its other checks after the launch (one sync, which then also waits for the kernel) and raises on
     bad values, discarding the output. CPU tensors: cu clamped and made non-decreasing (a running max), so that
     items never overlap and no two CPU threads write one output slot. CUDA tensors: offsets clamped to [0, total]
     and lengths to [0, total - offset] with elementwise ops only, since a running max is a slow single-block scan
-    on the GPU (10,001 offsets in a 10,000-doc rerank); bad items may overlap there, which the GPU kernels
-    tolerate (their output is discarded). disjoint: the CPU way (True) or the CUDA way (False); None: by device."""
+    on the GPU (one offset per text); bad items may overlap there, which the GPU kernels tolerate (their output is
+    discarded). disjoint: the CPU way (True) or the CUDA way (False); None: by device. (MaxSim's GPU kernels clamp
+    offsets themselves and take cu_seqlens as passed.)"""
     c = cu.detach().clamp(0, total).to(torch.int32)
     if c.device.type == "cpu" if disjoint is None else disjoint:
         return segments(torch.cummax(c, 0).values)

@@ -20,6 +20,9 @@ def _load_emulated(path: str):
     return module
 
 
+# python/bindings.h's kAbiVersion of the bindings this code calls (a build from older sources has another).
+ABI_VERSION = 2
+
 try:
     if os.environ.get("M3K_CUDA_EMU_MODULE"):
         C = _load_emulated(os.environ["M3K_CUDA_EMU_MODULE"])
@@ -27,6 +30,12 @@ try:
         from m3kernels import _C as C
 
     IMPORT_ERROR: str | None = None
+    if getattr(C, "abi_version", None) != ABI_VERSION:
+        IMPORT_ERROR = (
+            f"{C.__file__} is stale: built from other sources (binding version {getattr(C, 'abi_version', None)}, "
+            f"this code needs {ABI_VERSION}); rebuild it with `pip install --no-build-isolation -e .`"
+        )
+        C = None
 except ImportError as exc:  # the package still works on the reference backend
     C = None
     IMPORT_ERROR = str(exc)

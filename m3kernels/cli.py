@@ -23,7 +23,7 @@ def info() -> int:
         print(f"m3kernels._C: built (SIMD {_native.C.simd}, OpenMP threads {_native.C.openmp_max_threads}, "
               f"CUDA kernels {'yes' if _native.have_cuda_kernels() else 'no'})")
     else:
-        print(f"m3kernels._C: MISSING ({_native.IMPORT_ERROR}); only the reference backend works")
+        print(f"m3kernels._C: UNAVAILABLE ({_native.IMPORT_ERROR}); only the reference backend works")
     devices = [torch.device("cpu")]
     if torch.cuda.is_available():
         devices.append(torch.device("cuda"))

@@ -28,25 +28,26 @@ void bind_cuda(py::module_& m) {
   m.def(
       "maxsim_forward_cuda",
       [](uintptr_t q, int q_dtype, uintptr_t d, int d_dtype, int64_t hidden, uintptr_t q_off, uintptr_t q_len, int64_t nq,
-         uintptr_t d_off, uintptr_t d_len, int64_t nd, bool pairwise, uintptr_t scores, uintptr_t argmax,
+         int64_t q_rows, uintptr_t d_off, uintptr_t d_len, int64_t nd, int64_t d_rows, bool pairwise, uintptr_t scores, uintptr_t argmax,
          uintptr_t stream, int tile) {
         raise_on_error(m3k::maxsim_forward_cuda(
-            maxsim_problem(q, q_dtype, d, d_dtype, hidden, q_off, q_len, nq, d_off, d_len, nd, pairwise), ptr<float>(scores),
+            maxsim_problem(q, q_dtype, d, d_dtype, hidden, q_off, q_len, nq, q_rows, d_off, d_len, nd, d_rows, pairwise), ptr<float>(scores),
             ptr<int32_t>(argmax), stream_of(stream), tile));
       },
       "MaxSim forward on device addresses (see csrc/maxsim/maxsim_cuda.h); argmax may be 0; tile in "
       "[0, kFwdTiles) picks the block shape.",
       py::arg("q"), py::arg("q_dtype"), py::arg("d"), py::arg("d_dtype"), py::arg("hidden"), py::arg("q_off"),
-      py::arg("q_len"), py::arg("nq"), py::arg("d_off"), py::arg("d_len"), py::arg("nd"), py::arg("pairwise"),
+      py::arg("q_len"), py::arg("nq"), py::arg("q_rows"), py::arg("d_off"), py::arg("d_len"), py::arg("nd"),
+      py::arg("d_rows"), py::arg("pairwise"),
       py::arg("scores"), py::arg("argmax"), py::arg("stream"), py::arg("tile") = 0,
       py::call_guard<py::gil_scoped_release>());
   m.def(
       "maxsim_forward_rows_cuda",
       [](uintptr_t q, int q_dtype, uintptr_t d, int d_dtype, int64_t hidden, uintptr_t q_off, uintptr_t q_len, int64_t nq,
-         uintptr_t d_off, uintptr_t d_len, int64_t nd, int64_t total_q, uintptr_t scores, uintptr_t argmax,
+         int64_t q_rows, uintptr_t d_off, uintptr_t d_len, int64_t nd, int64_t d_rows, uintptr_t scores, uintptr_t argmax,
          uintptr_t workspace, uintptr_t stream, int tile) {
         raise_on_error(m3k::maxsim_forward_rows_cuda(
-            maxsim_problem(q, q_dtype, d, d_dtype, hidden, q_off, q_len, nq, d_off, d_len, nd, false), total_q,
+            maxsim_problem(q, q_dtype, d, d_dtype, hidden, q_off, q_len, nq, q_rows, d_off, d_len, nd, d_rows, false),
             ptr<float>(scores), ptr<int32_t>(argmax), ptr<void>(workspace), stream_of(stream), tile));
       },
       "MaxSim forward of several queries against all docs by row blocks (see csrc/maxsim/maxsim_cuda.h); argmax "
@@ -65,10 +66,10 @@ void bind_cuda(py::module_& m) {
   m.def(
       "maxsim_backward_cuda",
       [](uintptr_t q, int q_dtype, uintptr_t d, int d_dtype, int64_t hidden, uintptr_t q_off, uintptr_t q_len, int64_t nq,
-         uintptr_t d_off, uintptr_t d_len, int64_t nd, bool pairwise, uintptr_t grad, uintptr_t argmax,
+         int64_t q_rows, uintptr_t d_off, uintptr_t d_len, int64_t nd, int64_t d_rows, bool pairwise, uintptr_t grad, uintptr_t argmax,
          uintptr_t dq, uintptr_t dd, bool deterministic, uintptr_t stream) {
         raise_on_error(m3k::maxsim_backward_cuda(
-            maxsim_problem(q, q_dtype, d, d_dtype, hidden, q_off, q_len, nq, d_off, d_len, nd, pairwise),
+            maxsim_problem(q, q_dtype, d, d_dtype, hidden, q_off, q_len, nq, q_rows, d_off, d_len, nd, d_rows, pairwise),
             ptr<const float>(grad), ptr<const int32_t>(argmax), ptr<float>(dq), ptr<float>(dd), deterministic,
             stream_of(stream)));
       },

@@ -4,6 +4,7 @@
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "m3kernels compiled kernels (C++ CPU kernels; CUDA kernels when built with M3K_WITH_CUDA)";
+  m.attr("abi_version") = kAbiVersion;
   bind_maxsim(m);
   bind_sparse(m);
 #ifdef M3K_WITH_CUDA

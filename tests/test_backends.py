@@ -46,11 +46,19 @@ def test_explicit_unavailable_backend_names_the_reason():
 
 
 @pytest.mark.skipif("cpu" not in backends("maxsim", torch.device("cpu")), reason="needs the compiled module")
-def test_package_works_without_the_compiled_module():
-    """With m3kernels._C unimportable, auto falls back to the reference, 'cpu' raises and `m3k info` says so."""
-    script = """
-import sys
-sys.modules["m3kernels._C"] = None  # makes `from m3kernels import _C` raise ImportError
+@pytest.mark.parametrize(
+    ("stand_in", "why"),
+    [
+        ("None  # makes `from m3kernels import _C` raise ImportError", "import of m3kernels._C halted"),
+        ("types.ModuleType('m3kernels._C'); sys.modules['m3kernels._C'].__file__ = '_C.so'", "_C.so is stale"),
+    ],
+)
+def test_without_compiled_module(stand_in, why):
+    """With m3kernels._C unimportable or built from other sources (another binding version), auto falls back to
+    the reference, 'cpu' raises naming the reason and `m3k info` says so."""
+    script = f"""
+import sys, types
+sys.modules["m3kernels._C"] = {stand_in}
 import torch, m3kernels
 from m3kernels import _backend, cli
 assert _backend.resolve("maxsim", "auto", torch.device("cpu")) == "reference"
@@ -63,5 +71,6 @@ except RuntimeError as exc:
 cli.info()
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
-    assert "backend 'cpu' is unavailable for maxsim on cpu: the compiled module m3kernels._C is missing" in out
-    assert "m3kernels._C: MISSING" in out
+    assert "backend 'cpu' is unavailable for maxsim on cpu: the compiled module m3kernels._C is unavailable" in out
+    assert why in out
+    assert "m3kernels._C: UNAVAILABLE" in out

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import m3kernels
-from m3kernels import SparseBatch
+from m3kernels import SparseBatch, _backend
 from tests.helpers import DEVICE, backends
 
 Q = torch.randn(2, 4, 8, device=DEVICE)
@@ -244,3 +244,43 @@ def test_m3k_backend_env(monkeypatch):
     monkeypatch.setenv("M3K_BACKEND", "tpu")
     with pytest.raises(ValueError, match="M3K_BACKEND"):
         m3kernels.maxsim(Q, D)
+
+
+def test_m3k_backend_env_applies_to_the_ops_that_have_it(monkeypatch):
+    """M3K_BACKEND=cuda: attention (no CUDA backend) stays on auto; MaxSim runs on cuda, or, where the CUDA kernels
+    are not built, raises naming the variable (the caller passed no backend)."""
+    monkeypatch.setenv("M3K_BACKEND", "cuda")
+    x = torch.randn(5, 2, 8, device=DEVICE)
+    m3kernels.attention_varlen(x, x, x, torch.tensor([0, 2, 5], device=DEVICE), 3)
+    assert _backend.for_op("attention_varlen", "cuda") == "auto" and _backend.for_op("maxsim", "cuda") == "cuda"
+    if "cuda" in backends("maxsim"):
+        m3kernels.maxsim(Q, D)
+    else:
+        with pytest.raises(RuntimeError, match=r"backend 'cuda' \(named by the environment variable M3K_BACKEND"):
+            m3kernels.maxsim(Q, D)
+
+
+BAD_CU = [[0, 4, 10_000_000], [0, -7, 10], [0, 9, 2], [0, 2**31 + 3, 10]]  # past the end, negative, decreasing, wraps
+
+
+@pytest.mark.parametrize("backend", ["reference", *backends("maxsim")])
+@pytest.mark.parametrize("cu_d", BAD_CU)
+def test_maxsim_bad_offsets_with_checks_off_stay_in_bounds(backend, cu_d, monkeypatch):
+    """With the data checks off (M3K_SKIP_DATA_CHECKS=1, torch.compile, trusted_inputs) bad offsets give a wrong
+    answer, never a read or write out of bounds: every backend runs on offsets kept inside the rows."""
+    monkeypatch.setenv("M3K_SKIP_DATA_CHECKS", "1")
+    q, d = torch.randn(8, 16, device=DEVICE), torch.randn(10, 16, device=DEVICE)
+    for cu_q in ([0, 3, 8], [0, 8]):  # several queries (row blocks on the GPU) and one
+        out = m3kernels.maxsim_varlen(q, torch.tensor(cu_q, device=DEVICE), d, torch.tensor(cu_d, device=DEVICE),
+                                      backend=backend)
+        assert out.shape == (len(cu_q) - 1, 2)
+
+
+@pytest.mark.parametrize("backend", ["reference", *backends("lexical_weights")])
+@pytest.mark.parametrize("cu", BAD_CU)
+def test_lexical_weights_bad_offsets_with_checks_off_stay_in_bounds(backend, cu, monkeypatch):
+    monkeypatch.setenv("M3K_SKIP_DATA_CHECKS", " True")  # any of 1 / true / yes / on
+    hidden, ids = torch.randn(10, 16, device=DEVICE), torch.randint(0, 100, (10,), device=DEVICE)
+    out = m3kernels.lexical_weights(hidden, ids, torch.randn(16, device=DEVICE), 0.0,
+                                    cu_seqlens=torch.tensor(cu, device=DEVICE), backend=backend)
+    assert len(out) == 2

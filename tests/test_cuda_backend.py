@@ -224,28 +224,30 @@ def test_maxsim_launcher_errors_reach_python():
     with _native.cuda_launch(DEVICE) as stream:
         pass
     code = _native.DTYPE_CODES[q.dtype]
-    # Argument list of the binding: q, q_dtype, d, d_dtype, hidden, q_off, q_len, nq, d_off, d_len, nd, pairwise,
-    # scores, argmax, stream.
+    # Argument list of the binding: q, q_dtype, d, d_dtype, hidden, q_off, q_len, nq, q_rows, d_off, d_len, nd,
+    # d_rows, pairwise, scores, argmax, stream.
     a = (_native.addr(q), code, _native.addr(q), code)
-    rows = (_native.addr(offs), _native.addr(lens))
+    one = (_native.addr(offs), _native.addr(lens), 1, 4)  # offsets, lengths, items, rows
     with pytest.raises(RuntimeError, match="multiple of 16 bytes"):
-        _native.C.maxsim_forward_cuda(*a, 7, *rows, 1, *rows, 1, False, _native.addr(out), 0, stream)
+        _native.C.maxsim_forward_cuda(*a, 7, *one, *one, False, _native.addr(out), 0, stream)
     with pytest.raises(RuntimeError, match="negative item count"):
-        _native.C.maxsim_forward_cuda(*a, 8, *rows, -1, *rows, 1, False, _native.addr(out), 0, stream)
+        _native.C.maxsim_forward_cuda(*a, 8, *one[:2], -1, 4, *one, False, _native.addr(out), 0, stream)
+    with pytest.raises(RuntimeError, match=r"q_rows and d_rows must be in \[0, 2\^31\), got 4 and -1"):
+        _native.C.maxsim_forward_cuda(*a, 8, *one, *one[:3], -1, False, _native.addr(out), 0, stream)
     with pytest.raises(RuntimeError, match="null q, d"):
-        _native.C.maxsim_forward_cuda(0, code, 0, code, 8, *rows, 1, *rows, 1, False, _native.addr(out), 0, stream)
+        _native.C.maxsim_forward_cuda(0, code, 0, code, 8, *one, *one, False, _native.addr(out), 0, stream)
     with pytest.raises(RuntimeError, match="unsupported dtype"):
-        _native.C.maxsim_forward_cuda(a[0], 7, a[2], 7, 8, *rows, 1, *rows, 1, False, _native.addr(out), 0, stream)
-    # Row blocks: ... nd, total_q, scores, argmax, workspace, stream, tile.
+        _native.C.maxsim_forward_cuda(a[0], 7, a[2], 7, 8, *one, *one, False, _native.addr(out), 0, stream)
+    # Row blocks: ... nd, d_rows, scores, argmax, workspace, stream, tile.
     rows_launch = _native.C.maxsim_forward_rows_cuda
     with pytest.raises(RuntimeError, match="null workspace"):
-        rows_launch(*a, 8, *rows, 1, *rows, 1, 4, _native.addr(out), 0, 0, stream, 9)
-    with pytest.raises(RuntimeError, match=r"total_q must be in \[0, 2\^31\)"):
-        rows_launch(*a, 8, *rows, 1, *rows, 1, -1, _native.addr(out), 0, 0, stream, 9)
+        rows_launch(*a, 8, *one, *one, _native.addr(out), 0, 0, stream, 9)
+    with pytest.raises(RuntimeError, match=r"q_rows and d_rows must be in \[0, 2\^31\), got 2147483648"):
+        rows_launch(*a, 8, *one[:3], 2**31, *one, _native.addr(out), 0, 0, stream, 9)
     with pytest.raises(RuntimeError, match="tile must be in"):
-        rows_launch(*a, 8, *rows, 1, *rows, 1, 4, _native.addr(out), 0, 0, stream, N_TILES)
+        rows_launch(*a, 8, *one, *one, _native.addr(out), 0, 0, stream, N_TILES)
     with pytest.raises(RuntimeError, match="row blocks only"):
-        _native.C.maxsim_forward_cuda(*a, 8, *rows, 1, *rows, 1, False, _native.addr(out), 0, stream, 9)
+        _native.C.maxsim_forward_cuda(*a, 8, *one, *one, False, _native.addr(out), 0, stream, 9)
 
 
 def sparse_inputs(lens: list[int], hidden: int, dtype: torch.dtype, vocab: int):

@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import m3kernels
+from m3kernels import _backend
 from m3kernels.maxsim import reference
 from tests.helpers import ALL_DTYPES, DEVICE, backends, cu_from_lengths, fast_backends, poison_allocations, tol
 
@@ -211,3 +212,28 @@ def test_minus_inf_similarities_agree_with_reference(backend, pairwise):
     finite = torch.isfinite(want)
     torch.testing.assert_close(got.double()[finite], want[finite], **tol(torch.float32))
     assert (want[1] == 0).all() if pairwise else (want[:, 1] == 0).all()
+
+
+def _clamped(off: torch.Tensor, lens: torch.Tensor, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    start = off.clamp(0, rows)
+    return start, torch.minimum(lens.clamp(min=0), rows - start)
+
+
+@pytest.mark.parametrize("backend", [b for b in backends("maxsim") if b in ("triton", "cuda")])
+@pytest.mark.parametrize("nq", [1, 3])  # per (query, doc) pair / row blocks
+def test_gpu_kernels_clamp_bad_offsets(backend, nq):
+    """A checked call launches the GPU kernels on offsets it has not read yet (it checks them after the launch and
+    discards the output): items starting below 0, reaching past the rows or with negative lengths must be clamped
+    into the rows by the kernels, which then score exactly as on offsets clamped beforehand (caught out of bounds
+    by the interpreter or AddressSanitizer otherwise)."""
+    q = torch.randn(7, 16, device=DEVICE).half()
+    d = torch.randn(40, 16, device=DEVICE).half()
+    as_int = lambda *v: torch.tensor(v, dtype=torch.int32, device=DEVICE)
+    q_off, q_len = as_int(-5, 2, 6)[:nq], as_int(9, 3, 100)[:nq]
+    d_off, d_len = as_int(-3, 10, 38, 45, 5), as_int(4, 50, 7, 2, -6)
+    kernels = _backend.kernel_module("maxsim", backend)
+    got = kernels.forward(q, q_off, q_len, d, d_off, d_len, False, True)
+    want = kernels.forward(q, *_clamped(q_off, q_len, 7), d, *_clamped(d_off, d_len, 40), False, True)
+    for a, b in zip(got, want, strict=True):
+        assert torch.equal(a, b)
+    assert torch.all(want[0][:, 3] == 0)  # doc 3 (rows 40 ..) is empty once clamped

@@ -3,8 +3,10 @@
 // Layout: query tokens q [Tq, H] (q_dtype), doc tokens d [Td, H] (d_dtype), both row-major contiguous; the CPU
 // kernels take fp32 queries, the CUDA kernels (maxsim_cuda.h) one dtype for both.
 // Query i occupies rows q_off[i] .. q_off[i] + q_len[i]; doc j rows d_off[j] .. d_off[j] + d_len[j]
-// (int32 offsets and lengths; padded batches use off = i * L, packed batches the cu_seqlens). Items never share
-// rows (the Python layer only builds such offsets): the backward kernels give each row one owner and rely on it.
+// (int32 offsets and lengths; padded batches use off = i * L, packed batches the cu_seqlens). q_rows = Tq and
+// d_rows = Td: the CUDA kernels clamp every item into them, so that a launch on offsets not yet validated stays in
+// bounds (the caller checks them after the launch and discards the output when they are bad); the CPU kernels
+// take validated offsets only. Valid items never share rows: the backward kernels give each row one owner.
 //   all-pairs : scores [nq, nd], argmax [Tq, nd]   (row = global query token, value = global doc token)
 //   pairwise  : scores [n]  (q i with d i), argmax [Tq]
 // score(i, j) = sum over query tokens t of max over doc tokens u of <q_t, d_u>; a doc without tokens adds 0
@@ -26,9 +28,11 @@ struct MaxSimProblem {
   const int32_t* q_off;
   const int32_t* q_len;
   int64_t nq;
+  int64_t q_rows;
   const int32_t* d_off;
   const int32_t* d_len;
   int64_t nd;
+  int64_t d_rows;
   bool pairwise;
 };
 

@@ -47,16 +47,27 @@ struct FwdTile {
 };
 
 // Kernel arguments: the problem (maxsim.h) and the outputs. Row blocks (rowmax != null): block b covers query
-// rows [(b % num_m) * kBM, + kBM) of total_q against doc b / num_m; q_seg[t] is row t's query (-1: none).
+// rows [(b % num_m) * kBM, + kBM) of p.q_rows against doc b / num_m; q_seg[t] is row t's query (-1: none).
 struct FwdArgs {
   MaxSimProblem p;
   float* scores;
   int32_t* argmax;
   float* rowmax;
   const int32_t* q_seg;
-  int64_t total_q;
   int64_t num_m;
 };
+
+// Item i's rows [start, start + n), clamped into [0, rows) (maxsim.h: offsets may reach a launch unvalidated).
+// In int32 (rows < 2^31, check_problem): the same clamps in int64 cost the per-pair forward 26 more registers.
+struct ItemRows {
+  int start;
+  int n;
+};
+__device__ __forceinline__ ItemRows item_rows(const int32_t* off, const int32_t* len, int64_t i, int64_t rows) {
+  const int r = static_cast<int>(rows);
+  const int start = min(max(off[i], 0), r);
+  return {start, min(max(len[i], 0), r - start)};
+}
 
 // Position of an iteration in the flattened (query tile, doc tile, k chunk) sequence.
 struct Cursor {
@@ -181,15 +192,17 @@ __global__ void __launch_bounds__(C::kThreads) maxsim_fwd_kernel(FwdArgs args) {
   if (rows) {
     j = block / args.num_m;
     q0 = block % args.num_m * C::kBM;
-    lq = static_cast<int>(min(int64_t(C::kBM), args.total_q - q0));
+    lq = static_cast<int>(min(int64_t(C::kBM), args.p.q_rows - q0));
   } else {
     i = args.p.pairwise ? block : block % args.p.nq;
     j = args.p.pairwise ? block : block / args.p.nq;
-    q0 = args.p.q_off[i];
-    lq = args.p.q_len[i];
+    const ItemRows query = item_rows(args.p.q_off, args.p.q_len, i, args.p.q_rows);
+    q0 = query.start;
+    lq = query.n;
   }
-  const int64_t d0 = args.p.d_off[j];
-  const int ld = args.p.d_len[j];
+  const ItemRows doc = item_rows(args.p.d_off, args.p.d_len, j, args.p.d_rows);
+  const int64_t d0 = doc.start;
+  const int ld = doc.n;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
   const int nk = static_cast<int>(ceil_div(H, C::kBK));
   const int nnt = static_cast<int>(ceil_div(ld, C::kBN));
@@ -329,21 +342,22 @@ __global__ void __launch_bounds__(C::kThreads) maxsim_fwd_kernel(FwdArgs args) {
 // seg[off[i] + r] = i for r < len[i] (block i); the other rows keep the caller's -1.
 constexpr int kSegThreads = 256;
 __global__ void __launch_bounds__(kSegThreads) segment_ids_kernel(const int32_t* off, const int32_t* len,
-                                                                   int32_t* seg) {
-  const int64_t i = blockIdx.x;
-  for (int r = threadIdx.x; r < len[i]; r += kSegThreads) seg[off[i] + r] = static_cast<int32_t>(i);
+                                                                   int64_t rows, int32_t* seg) {
+  const ItemRows item = item_rows(off, len, blockIdx.x, rows);
+  for (int r = threadIdx.x; r < item.n; r += kSegThreads) seg[item.start + r] = static_cast<int32_t>(blockIdx.x);
 }
 
 // scores[i, j] = sum of rowmax[t, j] over query i's rows t, in row order (thread (i, j), j fastest).
 constexpr int kSumThreads = 256;
 __global__ void __launch_bounds__(kSumThreads) segment_sum_kernel(const float* rowmax, const int32_t* q_off,
-                                                                   const int32_t* q_len, int64_t pairs, int64_t nd,
-                                                                   float* scores) {
+                                                                   const int32_t* q_len, int64_t q_rows,
+                                                                   int64_t pairs, int64_t nd, float* scores) {
   const int64_t e = int64_t(blockIdx.x) * kSumThreads + threadIdx.x;
   if (e >= pairs) return;
-  const int64_t i = e / nd, j = e % nd, start = q_off[i];
+  const int64_t i = e / nd, j = e % nd;
+  const ItemRows query = item_rows(q_off, q_len, i, q_rows);
   float acc = 0.f;
-  for (int r = 0; r < q_len[i]; ++r) acc += rowmax[(start + r) * nd + j];
+  for (int r = 0; r < query.n; ++r) acc += rowmax[(query.start + r) * nd + j];
   scores[e] = acc;
 }
 
@@ -375,9 +389,9 @@ __global__ void __launch_bounds__(kBwdThreads) maxsim_dq_kernel(BwdArgs a) {
   const T* d = static_cast<const T*>(a.p.d);
   const int64_t i = blockIdx.x, H = a.p.hidden;
   const int64_t j0 = a.p.pairwise ? i : 0, j1 = a.p.pairwise ? i + 1 : a.p.nd;
-  const int lq = a.p.q_len[i];
-  for (int tok = blockIdx.y; tok < lq; tok += gridDim.y) {
-    const int64_t row = a.p.q_off[i] + tok;
+  const ItemRows query = item_rows(a.p.q_off, a.p.q_len, i, a.p.q_rows);
+  for (int tok = blockIdx.y; tok < query.n; tok += gridDim.y) {
+    const int64_t row = query.start + tok;
     for (int64_t k = int64_t(threadIdx.x) * V; k < H; k += int64_t(kBwdThreads) * V) {
       float acc[V] = {};
 #pragma unroll 4
@@ -406,9 +420,9 @@ __global__ void __launch_bounds__(kBwdThreads) maxsim_dd_atomic_kernel(BwdArgs a
   const int64_t i = a.p.pairwise ? pair : pair % a.p.nq;
   const int64_t j = a.p.pairwise ? pair : pair / a.p.nq;
   const float gij = grad_at(a, i, j);
-  const int lq = a.p.q_len[i];
-  for (int tok = blockIdx.y; tok < lq; tok += gridDim.y) {
-    const int64_t row = a.p.q_off[i] + tok;
+  const ItemRows query = item_rows(a.p.q_off, a.p.q_len, i, a.p.q_rows);
+  for (int tok = blockIdx.y; tok < query.n; tok += gridDim.y) {
+    const int64_t row = query.start + tok;
     const int32_t u = a.argmax[arg_index(a, row, j)];
     if (u < 0) continue;
     for (int64_t k = int64_t(threadIdx.x) * V; k < H; k += int64_t(kBwdThreads) * V) {
@@ -437,8 +451,9 @@ __global__ void __launch_bounds__(kBwdThreads) maxsim_dd_ordered_kernel(BwdArgs 
   const int64_t i0 = a.p.pairwise ? j : 0, i1 = a.p.pairwise ? j + 1 : a.p.nq;
   for (int64_t i = i0; i < i1; ++i) {
     const float gij = grad_at(a, i, j);
-    const int64_t q0 = a.p.q_off[i];
-    const int lq = a.p.q_len[i];
+    const ItemRows query = item_rows(a.p.q_off, a.p.q_len, i, a.p.q_rows);
+    const int64_t q0 = query.start;
+    const int lq = query.n;
     for (int t0 = 0; t0 < lq; t0 += kBwdThreads) {
       const int n = min(kBwdThreads, lq - t0);
       __syncthreads();  // the previous chunk's indices are consumed
@@ -481,6 +496,9 @@ std::string check_problem(const char* fn, const MaxSimProblem& p) {
   if (p.pairwise && p.nq != p.nd)
     return where + "pairwise needs nq == nd, got " + std::to_string(p.nq) + " and " + std::to_string(p.nd);
   if (p.nq > INT_MAX || p.nd > INT_MAX) return where + "nq and nd must be < 2^31";
+  if (p.q_rows < 0 || p.q_rows > INT_MAX || p.d_rows < 0 || p.d_rows > INT_MAX)
+    return where + "q_rows and d_rows must be in [0, 2^31), got " + std::to_string(p.q_rows) + " and " +
+           std::to_string(p.d_rows);
   const int64_t pairs = p.pairwise ? p.nq : p.nq * p.nd;
   if (pairs > INT_MAX) return where + "too many (query, doc) pairs for one launch: " + std::to_string(pairs);
   if (pairs > 0 && (!p.q || !p.d || !p.q_off || !p.q_len || !p.d_off || !p.d_len))
@@ -542,7 +560,7 @@ std::string maxsim_forward_cuda(const MaxSimProblem& p, float* scores, int32_t* 
   const int64_t pairs = p.pairwise ? p.nq : p.nq * p.nd;
   if (pairs == 0) return {};
   if (!scores) return std::string(kFn) + ": null scores pointer";
-  return checked_forward(kFn, tile, FwdArgs{p, scores, argmax, nullptr, nullptr, 0, 0}, pairs, stream);
+  return checked_forward(kFn, tile, FwdArgs{p, scores, argmax, nullptr, nullptr, 0}, pairs, stream);
 }
 
 // Row-block workspace: rowmax [total_q, nd] fp32, then q_seg [total_q] int32.
@@ -551,15 +569,14 @@ size_t maxsim_forward_rows_cuda_workspace_bytes(int64_t total_q, int64_t nd) {
   return round_up16(size_t(total_q) * size_t(nd) * sizeof(float)) + round_up16(size_t(total_q) * sizeof(int32_t));
 }
 
-std::string maxsim_forward_rows_cuda(const MaxSimProblem& p, int64_t total_q, float* scores, int32_t* argmax,
-                                     void* workspace, cudaStream_t stream, int tile) {
+std::string maxsim_forward_rows_cuda(const MaxSimProblem& p, float* scores, int32_t* argmax, void* workspace,
+                                     cudaStream_t stream, int tile) {
   constexpr const char* kFn = "maxsim_forward_rows_cuda";
   std::string err = check_problem(kFn, p);
   if (err.empty()) err = check_tile(kFn, tile);
   if (!err.empty()) return err;
   if (p.pairwise) return std::string(kFn) + ": row blocks score all pairs; pairwise goes to maxsim_forward_cuda";
-  if (total_q < 0 || total_q > INT_MAX)
-    return std::string(kFn) + ": total_q must be in [0, 2^31), got " + std::to_string(total_q);
+  const int64_t total_q = p.q_rows;
   const int64_t pairs = p.nq * p.nd;
   if (pairs == 0) return {};
   if (!scores) return std::string(kFn) + ": null scores pointer";
@@ -572,14 +589,15 @@ std::string maxsim_forward_rows_cuda(const MaxSimProblem& p, int64_t total_q, fl
   float* rowmax = reinterpret_cast<float*>(ws);
   int32_t* q_seg = reinterpret_cast<int32_t*>(ws + round_up16(size_t(total_q) * size_t(p.nd) * sizeof(float)));
   (void)cudaMemsetAsync(q_seg, 0xff, size_t(total_q) * sizeof(int32_t), stream);  // -1: in no query
-  cuda::launch(segment_ids_kernel, static_cast<unsigned>(p.nq), kSegThreads, 0, stream, p.q_off, p.q_len, q_seg);
+  cuda::launch(segment_ids_kernel, static_cast<unsigned>(p.nq), kSegThreads, 0, stream, p.q_off, p.q_len, total_q,
+               q_seg);
   err = cuda::launch_status("maxsim_forward_rows_cuda (segment ids)");
   if (!err.empty()) return err;
   const int64_t num_m = ceil_div(total_q, kFwdTileShapes[tile].qrows);
-  err = checked_forward(kFn, tile, FwdArgs{p, scores, argmax, rowmax, q_seg, total_q, num_m}, num_m * p.nd, stream);
+  err = checked_forward(kFn, tile, FwdArgs{p, scores, argmax, rowmax, q_seg, num_m}, num_m * p.nd, stream);
   if (!err.empty()) return err;
   cuda::launch(segment_sum_kernel, static_cast<unsigned>(ceil_div(pairs, kSumThreads)), kSumThreads, 0, stream,
-               rowmax, p.q_off, p.q_len, pairs, p.nd, scores);
+               rowmax, p.q_off, p.q_len, total_q, pairs, p.nd, scores);
   return cuda::launch_status("maxsim_forward_rows_cuda (segment sums)");
 }
 

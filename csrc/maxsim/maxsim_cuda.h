@@ -63,12 +63,11 @@ std::string maxsim_forward_cuda(const MaxSimProblem& p, float* scores, int32_t* 
 // All pairs of several queries by row blocks: one block per (qrows consecutive query rows, doc), the rows spanning
 // queries, so a doc is read total_q / qrows times instead of nq times; each row's max goes to a [total_q, nd] fp32
 // buffer in the workspace, summed per query in row order by a second kernel (deterministic; the sum order differs
-// from maxsim_forward_cuda's, so scores may differ in their last bits). total_q = rows of q (every query row lies
-// below it); argmax [total_q, nd] as for all pairs, its rows outside every query left as they are (the caller
-// fills -1). Any tile.
+// from maxsim_forward_cuda's, so scores may differ in their last bits). total_q = p.q_rows; argmax [total_q, nd]
+// as for all pairs, its rows outside every query left as they are (the caller fills -1). Any tile.
 size_t maxsim_forward_rows_cuda_workspace_bytes(int64_t total_q, int64_t nd);
-std::string maxsim_forward_rows_cuda(const MaxSimProblem& p, int64_t total_q, float* scores, int32_t* argmax,
-                                     void* workspace, cudaStream_t stream, int tile);
+std::string maxsim_forward_rows_cuda(const MaxSimProblem& p, float* scores, int32_t* argmax, void* workspace,
+                                     cudaStream_t stream, int tile);
 
 // Backward from the saved argmax: grad [nq, nd] or [n] fp32; dq [Tq, H] and dd [Td, H] fp32, zero-filled by
 // the caller. dq_t = sum_j g(i, j) d_argmax(t, j) (a gather: deterministic);

@@ -9,6 +9,7 @@ from m3kernels import _backend, _checks
 from m3kernels._segments import uniform_segments
 from m3kernels.maxsim import reference
 
+_HOST_BACKENDS = ("cpu", "reference")  # index rows as the offsets say: they get offsets clamped beforehand
 
 def _check_pair(q: Tensor, d: Tensor, q_ndim: int) -> torch.device:
     _checks.tensor("q", q, ndim=q_ndim, dtypes=_checks.FLOAT_DTYPES)
@@ -52,6 +53,12 @@ def _finish(scores: Tensor, q_len: Tensor, pairwise: bool, normalize: bool) -> T
     return scores / (count if pairwise else count[:, None])
 
 
+def _resolve(backend: str, q: Tensor, device: torch.device) -> str:
+    name = _backend.resolve("maxsim", backend, device, q.dtype)
+    _checks.kernel_dtype(name, "q", q)
+    return name
+
+
 def _run(
     q2: Tensor,
     q_off: Tensor,
@@ -63,18 +70,15 @@ def _run(
     pairwise: bool,
     normalize: bool,
     deterministic: bool,
-    backend: str,
-    device: torch.device,
+    name: str,
     offsets: tuple[tuple[str, Tensor, int], ...] = (),
 ) -> Tensor:
-    """Launches the backend; then, with data checks on, one read-back for the offsets the kernel ran on clamped
+    """Launches backend `name`; then, with data checks on, one read-back for the offsets not yet validated
     (name, tensor as passed, row count) and the output's NaN look."""
     if pairwise and q_off.shape[0] != d_off.shape[0]:
         raise ValueError(
             f"pairwise=True needs as many queries as docs; got {q_off.shape[0]} and {d_off.shape[0]}"
         )
-    name = _backend.resolve("maxsim", backend, device, q2.dtype)
-    _checks.kernel_dtype(name, "q", q2)
     if name == "reference":
         compute = torch.float64 if q2.dtype == torch.float64 else torch.float32
         scores = reference.maxsim_packed(
@@ -148,8 +152,7 @@ def maxsim(
         pairwise=pairwise,
         normalize=normalize,
         deterministic=deterministic,
-        backend=backend,
-        device=device,
+        name=_resolve(backend, q2, device),
     )
 
 
@@ -179,11 +182,14 @@ def maxsim_varlen(
     cu_q = _checks.cu_seqlens("cu_seqlens_q", cu_seqlens_q, q.shape[0])
     cu_d = _checks.cu_seqlens("cu_seqlens_d", cu_seqlens_d, d.shape[0])
     _checks.same_device(q=q, cu_seqlens_q=cu_q, cu_seqlens_d=cu_d)
+    name = _resolve(backend, q, device)
     offsets = ()
-    if _checks.data_checks_enabled():  # the kernel runs on offsets kept in bounds; _run reads the values after it
+    if _checks.data_checks_enabled():  # the kernel runs first, on offsets kept in bounds; _run reads them after it
         offsets = (("cu_seqlens_q", cu_seqlens_q, q.shape[0]), ("cu_seqlens_d", cu_seqlens_d, d.shape[0]))
-        (q_off, q_len), (d_off, d_len) = (_checks.launch_segments(cu, total) for _, cu, total in offsets)
-    else:
+    if name in _HOST_BACKENDS:  # with or without the checks: bad offsets must not reach them (no sync)
+        q_off, q_len = _checks.launch_segments(cu_seqlens_q, q.shape[0])
+        d_off, d_len = _checks.launch_segments(cu_seqlens_d, d.shape[0])
+    else:  # the GPU kernels clamp every item into the rows themselves (csrc/maxsim/maxsim.h)
         (q_off, q_len), (d_off, d_len) = _checks.segments(cu_q), _checks.segments(cu_d)
     return _run(
         q,
@@ -195,7 +201,6 @@ def maxsim_varlen(
         pairwise=pairwise,
         normalize=normalize,
         deterministic=deterministic,
-        backend=backend,
-        device=device,
+        name=name,
         offsets=offsets,
     )

@@ -15,7 +15,7 @@ def forward(q, q_off, q_len, d, d_off, d_len, pairwise, need_argmax):
     scores, argmax = new_outputs(q, nq, nd, pairwise, need_argmax)
     argmax.fill_(-1)  # rows of tokens outside every item stay -1
     _native.C.maxsim_forward_cpu(
-        *kernel_args(q, q_off, q_len, d, d_off, d_len, pairwise),
+        *kernel_args(q, q_off, q_len, d, d_off, d_len, pairwise, q.shape[0], d.shape[0]),
         _native.addr(scores),
         _native.addr(argmax) if need_argmax else 0,
         _native.threads(),
@@ -30,7 +30,7 @@ def backward(grad, q, q_off, q_len, d, d_off, d_len, argmax, pairwise, determini
     dq = torch.zeros(q.shape, dtype=torch.float32)
     dd = torch.zeros(d.shape, dtype=torch.float32)
     _native.C.maxsim_backward_cpu(
-        *kernel_args(q, q_off, q_len, d, d_off, d_len, pairwise),
+        *kernel_args(q, q_off, q_len, d, d_off, d_len, pairwise, q.shape[0], d.shape[0]),
         _native.addr(grad),
         _native.addr(argmax),
         _native.addr(dq),

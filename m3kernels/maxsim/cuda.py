@@ -72,13 +72,13 @@ def forward(q, q_off, q_len, d, d_off, d_len, pairwise, need_argmax):
     nq, nd = q_off.shape[0], d_off.shape[0]
     scores, argmax = new_outputs(q, nq, nd, pairwise, need_argmax)
     argmax.fill_(-1)  # rows of tokens outside every item stay -1
-    args = kernel_args(qk, q_off, q_len, dk, d_off, d_len, pairwise)
+    args = kernel_args(qk, q_off, q_len, dk, d_off, d_len, pairwise, q.shape[0], d.shape[0])
     arg_addr = _native.addr(argmax) if need_argmax else 0
     with _native.cuda_launch(q.device) as stream:
         if use_row_blocks(nq, q.shape[0], nd, pairwise, need_argmax, _ROW_MAX_BUFFER):
             workspace = torch.empty(_native.C.maxsim_forward_rows_cuda_workspace_bytes(q.shape[0], nd),
                                     dtype=torch.uint8, device=q.device)
-            _native.C.maxsim_forward_rows_cuda(*args[:-1], q.shape[0], _native.addr(scores), arg_addr,
+            _native.C.maxsim_forward_rows_cuda(*args[:-1], _native.addr(scores), arg_addr,
                                                _native.addr(workspace), stream, _rows_tile(q.device))
         else:
             _native.C.maxsim_forward_cuda(*args, _native.addr(scores), arg_addr, stream, _FWD_TILE)
@@ -96,7 +96,7 @@ def backward(grad, q, q_off, q_len, d, d_off, d_len, argmax, pairwise, determini
         return dq, dd
     with _native.cuda_launch(q.device) as stream:
         _native.C.maxsim_backward_cuda(
-            *kernel_args(q, q_off, q_len, d, d_off, d_len, pairwise),
+            *kernel_args(q, q_off, q_len, d, d_off, d_len, pairwise, q.shape[0], d.shape[0]),
             _native.addr(grad),
             _native.addr(argmax),
             _native.addr(dq),

@@ -1,7 +1,8 @@
 """MaxSim on Triton kernels: a fused FlashAttention-style forward and argmax-driven backward.
 
 Layout as in csrc/maxsim/maxsim.h: q [Tq, H] and d [Td, H] row-major in one dtype (fp32 / fp16 / bf16);
-query i is rows q_off[i] .. q_off[i] + q_len[i], doc j rows d_off[j] .. d_off[j] + d_len[j] (int32).
+query i is rows q_off[i] .. q_off[i] + q_len[i], doc j rows d_off[j] .. d_off[j] + d_len[j] (int32), which the
+forward kernels clamp into [0, Tq) and [0, Td) (``_item_rows``).
 
 Forward: both kernels walk a doc in BLOCK_D-token tiles, computing each [rows, BLOCK_D] similarity tile with
 ``tl.dot`` on the native dtype (fp32 accumulation, hidden size in BLOCK_H chunks) and keeping only the running
@@ -93,25 +94,34 @@ def _query_block(total_q: int, nq: int) -> int:
 
 
 @triton.jit
-def _segment_ids_kernel(off_ptr, len_ptr, out_ptr, BLOCK: tl.constexpr):
+def _item_rows(off_ptr, len_ptr, i, rows):
+    """Item i's first row and row count (int32), clamped into rows [0, rows): a checked call launches on its
+    offsets before it reads them (and discards the output when they are bad), so every kernel that reads offsets
+    stays in bounds whatever they hold. Valid offsets come out unchanged."""
+    start = tl.minimum(tl.maximum(tl.load(off_ptr + i), 0), rows)
+    return start, tl.minimum(tl.maximum(tl.load(len_ptr + i), 0), rows - start)
+
+
+@triton.jit(do_not_specialize=["rows"])
+def _segment_ids_kernel(off_ptr, len_ptr, out_ptr, rows, BLOCK: tl.constexpr):
     """out[off[b] + k] = b for k < len[b] (program b)."""
     b = tl.program_id(0)
-    start = tl.load(off_ptr + b).to(tl.int64)
-    n = tl.load(len_ptr + b)
+    start, n = _item_rows(off_ptr, len_ptr, b, rows)
     r = tl.arange(0, BLOCK)
     for s in range(0, n, BLOCK):
-        tl.store(out_ptr + start + s + r, tl.full([BLOCK], 0, tl.int32) + b, mask=s + r < n)
+        tl.store(out_ptr + start.to(tl.int64) + s + r, tl.full([BLOCK], 0, tl.int32) + b, mask=s + r < n)
 
 
 def segment_ids(off: Tensor, lens: Tensor, total: int) -> Tensor:
     """int32 [total]: the segment (query / doc / text) b owning each row, -1 for rows in no segment.
 
-    Segment b is rows off[b] .. off[b] + lens[b] (int32 [B] each); segments must not overlap.
+    Segment b is rows off[b] .. off[b] + lens[b] (int32 [B] each), clamped into [0, total); valid segments do not
+    overlap (a row of overlapping ones, from bad offsets, gets one of its owners).
     """
     out = torch.full((total,), -1, dtype=torch.int32, device=off.device)
     if off.shape[0] > 0 and total > 0:
         with _triton_compat.device_context(off):
-            _segment_ids_kernel[(off.shape[0],)](off, lens, out, BLOCK=256)
+            _segment_ids_kernel[(off.shape[0],)](off, lens, out, total, BLOCK=256)
     return out
 
 
@@ -165,14 +175,16 @@ def _row_max(q_ptr, q_rows, q_ok, d_ptr, d_start, d_n, H, BLOCK_Q: tl.constexpr,
     return best, best_at
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["Tq", "Td"])
 def _maxsim_fwd_kernel(
     q_ptr,
     q_off_ptr,
     q_len_ptr,
+    Tq,
     d_ptr,
     d_off_ptr,
     d_len_ptr,
+    Td,
     scores_ptr,
     argmax_ptr,
     nq,
@@ -191,10 +203,8 @@ def _maxsim_fwd_kernel(
     pid = tl.program_id(0)
     i = pid if PAIRWISE else pid % nq
     j = pid if PAIRWISE else pid // nq
-    q_start = tl.load(q_off_ptr + i)
-    q_n = tl.load(q_len_ptr + i)
-    d_start = tl.load(d_off_ptr + j)
-    d_n = tl.load(d_len_ptr + j)
+    q_start, q_n = _item_rows(q_off_ptr, q_len_ptr, i, Tq)
+    d_start, d_n = _item_rows(d_off_ptr, d_len_ptr, j, Td)
     rq = tl.arange(0, BLOCK_Q)
     total = tl.zeros([], tl.float32)
     for q0 in range(0, q_n, BLOCK_Q):
@@ -208,7 +218,7 @@ def _maxsim_fwd_kernel(
     tl.store(scores_ptr + (i if PAIRWISE else i * nd + j), total)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["Tq", "Td"])
 def _maxsim_rows_fwd_kernel(
     q_ptr,
     q_seg_ptr,
@@ -216,6 +226,7 @@ def _maxsim_rows_fwd_kernel(
     d_ptr,
     d_off_ptr,
     d_len_ptr,
+    Td,
     rowmax_ptr,
     argmax_ptr,
     nd,
@@ -235,25 +246,25 @@ def _maxsim_rows_fwd_kernel(
     rows = (pid % num_m_blocks) * BLOCK_M + tl.arange(0, BLOCK_M)
     ok = tl.load(q_seg_ptr + rows, mask=rows < Tq, other=-1) >= 0
     rows64 = rows.to(tl.int64)
-    d_n = tl.load(d_len_ptr + j)
-    d_start = tl.load(d_off_ptr + j)
+    d_start, d_n = _item_rows(d_off_ptr, d_len_ptr, j, Td)
     best, best_at = _row_max(q_ptr, rows64, ok, d_ptr, d_start, d_n, H, BLOCK_M, BLOCK_D, BLOCK_H, SINGLE_H)
     tl.store(rowmax_ptr + rows64 * nd + j, tl.where(d_n > 0, best, 0.0), mask=ok)
     if STORE_ARGMAX:
         tl.store(argmax_ptr + rows64 * nd + j, best_at, mask=ok)
 
 
-@triton.jit
-def _segment_sum_kernel(rowmax_ptr, q_off_ptr, q_len_ptr, scores_ptr, nd, num_n_blocks, BLOCK_N: tl.constexpr):
+@triton.jit(do_not_specialize=["Tq"])
+def _segment_sum_kernel(rowmax_ptr, q_off_ptr, q_len_ptr, Tq, scores_ptr, nd, num_n_blocks, BLOCK_N: tl.constexpr):
     """scores(i, j) = sum of rowmax(t, j) over query i's rows t in order. Program p: query p // num_n_blocks, docs
     of block p % num_n_blocks (one flat grid axis: no 65535 limit on the doc blocks)."""
     pid = tl.program_id(0)
     i = (pid // num_n_blocks).to(tl.int64)
     cols = (pid % num_n_blocks) * BLOCK_N + tl.arange(0, BLOCK_N)
     ok = cols < nd
-    start = tl.load(q_off_ptr + i).to(tl.int64)
+    start, n = _item_rows(q_off_ptr, q_len_ptr, i, Tq)
+    start = start.to(tl.int64)
     acc = tl.zeros([BLOCK_N], tl.float32)
-    for t in range(start, start + tl.load(q_len_ptr + i)):
+    for t in range(start, start + n):
         acc += tl.load(rowmax_ptr + t * nd + cols, mask=ok, other=0.0)
     tl.store(scores_ptr + i * nd + cols, acc, mask=ok)
 
@@ -272,12 +283,12 @@ def _forward_rows(q, q_off, q_len, d, d_off, d_len, scores, argmax, need_argmax)
     q_seg = segment_ids(q_off, q_len, tq)
     rowmax = torch.empty((tq, nd), dtype=torch.float32, device=q.device)
     _maxsim_rows_fwd_kernel[(num_m * nd,)](
-        q, q_seg, tq, d, d_off, d_len, rowmax, argmax, nd, h, num_m,
+        q, q_seg, tq, d, d_off, d_len, d.shape[0], rowmax, argmax, nd, h, num_m,
         STORE_ARGMAX=need_argmax, BLOCK_M=block_m, BLOCK_D=block_d, BLOCK_H=block_h, SINGLE_H=block_h >= h,
         num_warps=warps, num_stages=stages,
     )
     num_n = triton.cdiv(nd, _SUM_BLOCK_N)
-    _segment_sum_kernel[(nq * num_n,)](rowmax, q_off, q_len, scores, nd, num_n, BLOCK_N=_SUM_BLOCK_N)
+    _segment_sum_kernel[(nq * num_n,)](rowmax, q_off, q_len, tq, scores, nd, num_n, BLOCK_N=_SUM_BLOCK_N)
 
 
 def forward(
@@ -311,9 +322,11 @@ def forward(
             q,
             q_off,
             q_len,
+            q.shape[0],
             d,
             d_off,
             d_len,
+            d.shape[0],
             scores,
             argmax,
             nq,

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from m3kernels import _checks
+from m3kernels import _backend, _checks
 from m3kernels.maxsim import maxsim_varlen
 from m3kernels.model.batching import gather_segments, insert_cls, plan_batches
 from m3kernels.model.checkpoint import load_checkpoint
@@ -24,6 +24,7 @@ from m3kernels.sparse import SparseBatch, lexical_scores, lexical_weights
 
 DEFAULT_BATCH_TOKENS = 16384
 SCORE_KEYS = ("colbert", "sparse", "dense", "sparse+dense", "colbert+sparse+dense")
+_OPS = ("attention_varlen", "lexical_weights", "lexical_scores", "maxsim")  # the ops the model runs
 _DTYPES = {
     "fp32": torch.float32,
     "float32": torch.float32,
@@ -71,7 +72,8 @@ class BGEM3(nn.Module):
     """BGE-M3 (XLM-RoBERTa + dense / sparse / multi-vector heads) running on packed tokens.
 
     Build with :meth:`from_pretrained`. ``backend`` ("auto", "reference", "cpu", "triton", "cuda") selects
-    the kernels of attention_varlen, lexical_weights, lexical_scores and maxsim."""
+    the kernels of attention_varlen, lexical_weights, lexical_scores and maxsim; an op without that backend
+    (attention has no "cuda") runs on auto."""
 
     def __init__(
         self,
@@ -106,6 +108,10 @@ class BGEM3(nn.Module):
             if device is not None
             else torch.device("cuda" if torch.cuda.is_available() else "cpu")
         )
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device is {device}, but torch.cuda.is_available() is False (torch {torch.__version__})")
+        for op in _OPS:  # an unknown or unavailable backend raises here, not at the first batch
+            _backend.resolve(op, _backend.for_op(op, backend), device)
         dtype = resolve_dtype(dtype, device)
         ckpt = load_checkpoint(path)
         tokenizer = Tokenizer(ckpt.tokenizer_file, ckpt.config)

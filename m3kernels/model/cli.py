@@ -98,7 +98,10 @@ def encode_main(argv: list[str]) -> int:
         texts = read_texts(Path(args.input))
         from m3kernels.model.bgem3 import BGEM3
 
-        model = BGEM3.from_pretrained(args.model, device=args.device, dtype=args.dtype, backend=args.backend)
+        try:  # a RuntimeError here is an unavailable backend, bad input; later it may be anything (out of memory)
+            model = BGEM3.from_pretrained(args.model, device=args.device, dtype=args.dtype, backend=args.backend)
+        except RuntimeError as e:
+            raise ValueError(str(e)) from e
         res = model.encode(
             texts,
             batch_size=args.batch_size,

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from m3kernels import _backend
 from m3kernels.attention import attention_varlen
 from m3kernels.model.config import EncoderConfig
 
@@ -52,7 +53,7 @@ class EncoderLayer(nn.Module):
         # read them without the three copies that slicing a [T, 3 * hidden] projection would need.
         qkv = torch.baddbmm(self.qkv.bias.view(3, 1, h), x.expand(3, t, h), self.qkv.weight.view(3, h, h).mT)
         q, k, v = (y.view(t, self.heads, self.head_dim) for y in qkv.unbind(0))
-        ctx = attention_varlen(q, k, v, cu_seqlens, max_seqlen, backend=backend)
+        ctx = attention_varlen(q, k, v, cu_seqlens, max_seqlen, backend=_backend.for_op("attention_varlen", backend))
         y = self.attn_norm(x + self.attn_out(ctx.reshape(t, -1)))
         return self.ffn_norm(y + self.ffn_out(self.act(self.ffn_in(y))))
 
@@ -62,7 +63,8 @@ class PackedXLMRobertaEncoder(nn.Module):
 
     ``forward(input_ids [T] int64, cu_seqlens [B+1] int32, max_seqlen)`` returns the last hidden states
     [T, hidden] in the parameters' dtype. Text b is rows cu_seqlens[b]:cu_seqlens[b+1]; its positions restart at
-    pad_id + 1; attention never crosses texts (attention_varlen)."""
+    pad_id + 1; attention never crosses texts (attention_varlen, on ``backend`` where it has it, else
+    on auto)."""
 
     def __init__(self, config: EncoderConfig, backend: str = "auto"):
         super().__init__()

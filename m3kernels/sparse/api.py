@@ -156,8 +156,8 @@ def lexical_weights(
         _checks.same_device(hidden=hidden, cu_seqlens=cu)
         if max_seqlen is not None:
             max_seqlen = _checks.int_arg("max_seqlen", max_seqlen)
-        # The kernels run on offsets kept in bounds; with checks on, the values are read after them.
-        off, lens = _checks.launch_segments(cu_seqlens, hidden.shape[0]) if checks else _checks.segments(cu)
+        # The kernels run on offsets kept in bounds (with or without the checks, which read the values after them).
+        off, lens = _checks.launch_segments(cu_seqlens, hidden.shape[0])
     if checks:  # the real tokens' ids, for the range check after the launch (0 is in range; a bool index syncs)
         real_ids = ids if valid is None else torch.where(valid, ids, 0)
     skip = list(skip_ids)

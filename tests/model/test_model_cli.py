@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import torch
 
 from m3kernels.model.cli import encode_main
 
@@ -48,3 +49,12 @@ def test_errors_exit_2(tiny_ckpt, tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text("[1, 2]\n")
     assert encode_main(["--model", str(tiny_ckpt), "--input", str(bad), "--output", str(tmp_path / "o.npz")]) == 2
+    capsys.readouterr()
+    out = str(tmp_path / "o.npz")
+    assert encode_main(["--model", str(tiny_ckpt), "--input", str(inp), "--output", out, "--backend", "tpu"]) == 2
+    assert "backend must be one of" in capsys.readouterr().err
+    if not torch.cuda.is_available():  # checked before the checkpoint loads, not as a traceback at the first batch
+        assert encode_main(["--model", str(tiny_ckpt), "--input", str(inp), "--output", out, "--device", "cuda"]) == 2
+        assert "torch.cuda.is_available() is False" in capsys.readouterr().err
+        assert encode_main(["--model", str(tiny_ckpt), "--input", str(inp), "--output", out, "--backend", "cuda"]) == 2
+        assert "backend 'cuda' is unavailable for lexical_weights on cpu" in capsys.readouterr().err
