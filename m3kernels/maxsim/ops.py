@@ -41,17 +41,8 @@ def use_row_blocks(nq: int, total_q: int, nd: int, pairwise: bool, need_argmax: 
     return not pairwise and nq > 1 and (need_argmax or total_q * nd <= max_buffer)
 
 
-def kernel_args(
-    q: Tensor,
-    q_off: Tensor,
-    q_len: Tensor,
-    d: Tensor,
-    d_off: Tensor,
-    d_len: Tensor,
-    pairwise: bool,
-    q_rows: int,
-    d_rows: int,
-):
+def kernel_args(q: Tensor, q_off: Tensor, q_len: Tensor, d: Tensor, d_off: Tensor, d_len: Tensor, pairwise: bool,
+                q_rows: int, d_rows: int):
     """The MaxSimProblem argument list of the compiled bindings (python/bindings.h) for contiguous tensors; q_rows
     and d_rows are the token rows the items must lie in (the CUDA kernels clamp them there), at most q's and d's."""
     from m3kernels import _native
