@@ -127,7 +127,7 @@ def resolve(op: str, backend: str, device: torch.device, dtype: torch.dtype | No
     if not isinstance(backend, str):
         raise TypeError(f"backend must be a str, got {type(backend).__name__}")
     table = _registry[op]
-    source = "backend"
+    source = ""
     if backend == "auto" and dtype == torch.float64:
         return "reference"  # float64 is the oracle's dtype: the reference under auto, whatever M3K_BACKEND says
     if backend == "auto":
@@ -139,7 +139,7 @@ def resolve(op: str, backend: str, device: torch.device, dtype: torch.dtype | No
             )
         backend = for_op(op, env)
         if backend != "auto":
-            source = "the environment variable M3K_BACKEND (replacing backend='auto')"
+            source = " (from the environment variable M3K_BACKEND, replacing backend='auto')"
     if backend == "auto":
         for name in AUTO_ORDER.get(device.type, ("reference",)):
             if name in table and table[name](device) is None:
@@ -151,8 +151,7 @@ def resolve(op: str, backend: str, device: torch.device, dtype: torch.dtype | No
         raise RuntimeError(f"{op} has no {backend!r} backend (it has: {', '.join(table)})")
     reason = _why(op, backend, device)
     if reason is not None:
-        by = "" if source == "backend" else f" (named by {source})"
-        raise RuntimeError(f"backend {backend!r}{by} is unavailable for {op} on {device}: {reason}")
+        raise RuntimeError(f"backend {backend!r}{source} is unavailable for {op} on {device}: {reason}")
     return backend
 
 

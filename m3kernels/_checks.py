@@ -184,21 +184,19 @@ def cu_seqlens(name: str, cu: object, total: int) -> torch.Tensor:
     return cu.to(torch.int32).contiguous()  # the kernels index it with stride 1
 
 
-def launch_segments(cu: torch.Tensor, total: int, disjoint: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The kernels' (offsets, lengths), int32 [N] each, from cu_seqlens whose values have not been read (yet, or at
-    all with the data checks off): every item stays inside rows [0, total] whatever cu holds, so that no kernel
-    reads or writes out of bounds, and they equal segments(cu) when cu is valid. With the checks on, the caller
-    reads cu with its other checks after the launch (one sync, which then also waits for the kernel) and raises on
-    bad values, discarding the output. CPU tensors: cu clamped and made non-decreasing (a running max), so that
-    items never overlap and no two CPU threads write one output slot. CUDA tensors: offsets clamped to [0, total]
-    and lengths to [0, total - offset] with elementwise ops only, since a running max is a slow single-block scan
-    on the GPU (one offset per text); bad items may overlap there, which the GPU kernels tolerate (their output is
-    discarded). disjoint: the CPU way (True) or the CUDA way (False); None: by device. (MaxSim's GPU kernels clamp
-    offsets themselves and take cu_seqlens as passed.)"""
-    c = cu.detach().clamp(0, total).to(torch.int32)
-    if c.device.type == "cpu" if disjoint is None else disjoint:
-        return segments(torch.cummax(c, 0).values)
-    return c[:-1].contiguous(), (c[1:] - c[:-1]).clamp_(min=0)
+def bounded_offsets(cu: torch.Tensor, total: int) -> torch.Tensor:
+    """cu [N+1] (offsets whose values have not been read: yet, or at all with the data checks off) clamped into
+    [0, total] and made non-decreasing by a running max, in cu's dtype, without a sync: equal to cu when it is
+    valid; otherwise its items still lie inside rows [0, total] and never overlap, whatever it holds."""
+    return torch.cummax(cu.detach().clamp(0, total), 0).values
+
+
+def launch_segments(cu: torch.Tensor, total: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (offsets, lengths), int32 [N] each, of bounded_offsets(cu, total): for kernels that index rows as the
+    offsets say, launched before (or without) the value checks. With the checks on, the caller reads cu with its
+    other checks after the launch (one sync, which then also waits for the kernel) and raises on bad values,
+    discarding the output."""
+    return segments(bounded_offsets(cu, total).to(torch.int32))
 
 
 def cu_seqlens_values(name: str, host: np.ndarray, total: int) -> np.ndarray:

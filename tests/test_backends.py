@@ -23,8 +23,16 @@ def test_env_overrides_auto(monkeypatch):
     monkeypatch.setenv("M3K_BACKEND", "reference")
     assert _backend.resolve("lexical_weights", "auto", torch.device("cpu")) == "reference"
     monkeypatch.setenv("M3K_BACKEND", "cuda")
-    with pytest.raises(RuntimeError, match="backend 'cuda' is unavailable for maxsim"):
+    if "cuda" in backends("maxsim", torch.device("cpu")):  # the emulated CUDA kernels take CPU tensors
         m3kernels.maxsim(Q, D)
+    else:  # the error names the variable: the caller passed no backend
+        with pytest.raises(RuntimeError, match=r"backend 'cuda' \(from the environment variable M3K_BACKEND, "
+                                               r"replacing backend='auto'\) is unavailable for maxsim"):
+            m3kernels.maxsim(Q, D)
+    # Ops without that backend stay on auto: attention has no CUDA kernels.
+    assert _backend.for_op("attention_varlen", "cuda") == "auto" and _backend.for_op("maxsim", "cuda") == "cuda"
+    x = torch.randn(5, 2, 8)
+    m3kernels.attention_varlen(x, x, x, torch.tensor([0, 2, 5]), 3)
     # An explicit argument still wins over the environment.
     torch.testing.assert_close(m3kernels.maxsim(Q, D, backend="cpu"), m3kernels.maxsim(Q, D, backend="reference"))
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import m3kernels
-from m3kernels import SparseBatch, _backend
+from m3kernels import SparseBatch
 from tests.helpers import DEVICE, backends
 
 Q = torch.randn(2, 4, 8, device=DEVICE)
@@ -246,19 +246,6 @@ def test_m3k_backend_env(monkeypatch):
         m3kernels.maxsim(Q, D)
 
 
-def test_m3k_backend_env_applies_to_the_ops_that_have_it(monkeypatch):
-    """M3K_BACKEND=cuda: attention (no CUDA backend) stays on auto; MaxSim runs on cuda, or, where the CUDA kernels
-    are not built, raises naming the variable (the caller passed no backend)."""
-    monkeypatch.setenv("M3K_BACKEND", "cuda")
-    x = torch.randn(5, 2, 8, device=DEVICE)
-    m3kernels.attention_varlen(x, x, x, torch.tensor([0, 2, 5], device=DEVICE), 3)
-    assert _backend.for_op("attention_varlen", "cuda") == "auto" and _backend.for_op("maxsim", "cuda") == "cuda"
-    if "cuda" in backends("maxsim"):
-        m3kernels.maxsim(Q, D)
-    else:
-        with pytest.raises(RuntimeError, match=r"backend 'cuda' \(named by the environment variable M3K_BACKEND"):
-            m3kernels.maxsim(Q, D)
-
 
 BAD_CU = [[0, 4, 10_000_000], [0, -7, 10], [0, 9, 2], [0, 2**31 + 3, 10]]  # past the end, negative, decreasing, wraps
 
@@ -284,3 +271,64 @@ def test_lexical_weights_bad_offsets_with_checks_off_stay_in_bounds(backend, cu,
     out = m3kernels.lexical_weights(hidden, ids, torch.randn(16, device=DEVICE), 0.0,
                                     cu_seqlens=torch.tensor(cu, device=DEVICE), backend=backend)
     assert len(out) == 2
+
+
+@pytest.mark.parametrize("backend", backends("lexical_scores"))
+@pytest.mark.parametrize("pairwise", [False, True])
+def test_lexical_scores_bad_batches_with_checks_off_stay_in_bounds(backend, pairwise, monkeypatch):
+    """A SparseBatch built with the data checks off (or by SparseBatch.trusted) was never read: indptr past nnz,
+    rows overlapping or running backwards give the kernels wrong scores, never an access out of bounds (the
+    reference, torch indexing, raises torch's error instead)."""
+    monkeypatch.setenv("M3K_SKIP_DATA_CHECKS", "1")
+    dev = dict(device=DEVICE)
+    ids, vals = torch.tensor([5, 7], **dev), torch.tensor([1.0, 2.0], **dev)
+    good = SparseBatch(torch.tensor([0, 1, 2], **dev), ids, vals)
+    for indptr in ([0, 2, 0], [0, 1 << 20, 2], [-9, 2, 1], [2**40, 0, 2]):
+        bad = SparseBatch(torch.tensor(indptr, **dev), torch.tensor([5, 10**9], **dev), vals)
+        for q, d in ((bad, good), (good, bad), (bad, bad)):
+            out = m3kernels.lexical_scores(q, d, pairwise=pairwise, backend=backend)
+            assert out.shape == ((2,) if pairwise else (2, 2))
+
+
+def test_lexical_scores_checks_the_layout_of_trusted_batches():
+    ids, vals = torch.tensor([5, 7], device=DEVICE), torch.tensor([1.0, 2.0], device=DEVICE)
+    indptr = torch.tensor([0, 2], device=DEVICE)
+    good = SparseBatch(indptr, ids, vals)
+    with pytest.raises(ValueError, match=r"d.ids \(2\) and d.values \(0\) must have one length"):
+        m3kernels.lexical_scores(good, SparseBatch.trusted(indptr, ids, vals[:0]))
+    with pytest.raises(TypeError, match=r"q\.ids must have dtype int64; got int32"):
+        m3kernels.lexical_scores(SparseBatch.trusted(indptr, ids.int(), vals), good)
+
+
+@pytest.mark.parametrize("backend", ["reference", *backends("lexical_weights")])
+def test_lexical_weights_max_seqlen_below_a_text_with_checks_off(backend, monkeypatch):
+    """max_seqlen below a text's length (a bound the Triton pool sizes its sort block by) may drop that text's
+    tokens past the block, but the SparseBatch stays consistent: indptr counts exactly the entries stored, each
+    row's ids ascending. Scratch memory comes zeroed here, which made the Triton pool count a run it never stored
+    (its last lane read a key past the block)."""
+    monkeypatch.setenv("M3K_SKIP_DATA_CHECKS", "1")
+    zeros = torch.zeros
+    monkeypatch.setattr(torch, "empty", lambda *a, **k: zeros(*a, **k))
+    hidden = torch.ones(40, 16, device=DEVICE)
+    ids = torch.zeros(40, dtype=torch.int64, device=DEVICE)
+    out = m3kernels.lexical_weights(hidden, ids, torch.ones(16, device=DEVICE), 0.0, skip_ids=(), vocab_size=10,
+                                    cu_seqlens=torch.tensor([0, 40], device=DEVICE), max_seqlen=4, backend=backend)
+    assert out.indptr.tolist() == [0, len(out.ids)] and out.ids.tolist() == [0]
+
+
+@pytest.mark.skipif("triton" not in backends("attention_varlen"), reason="needs the triton backend")
+def test_attention_max_seqlen_below_a_sequence_with_checks_off(monkeypatch):
+    """With the checks off, a max_seqlen below a sequence's length must not let the Triton kernels walk past the
+    rows their grid covers (ceil(max_seqlen / block) blocks): beyond them the int32 in-sequence offsets, bounded
+    for max_seqlen only, could wrap on tensors of 2^31 elements. The sequence is cut there: its first rows attend
+    to that many keys."""
+    from m3kernels.attention import triton as kernels
+
+    monkeypatch.setenv("M3K_SKIP_DATA_CHECKS", "1")
+    q, k, v = (torch.randn(70, 2, 16, device=DEVICE) for _ in range(3))
+    cut = kernels._tiles("fwd", 16, q.dtype, q.device).block_m  # one block of rows for max_seqlen=4
+    assert cut < 70
+    out = m3kernels.attention_varlen(q, k, v, torch.tensor([0, 70], device=DEVICE), 4, backend="triton")
+    want = m3kernels.attention_varlen(q[:cut], k[:cut], v[:cut], torch.tensor([0, cut], device=DEVICE), cut,
+                                      backend="reference")
+    torch.testing.assert_close(out[:cut], want)

@@ -85,18 +85,19 @@ def _tiles(kind: str, block_d: int, dtype: torch.dtype, device: torch.device) ->
 
 
 @triton.jit
-def _locate(CU, num_blocks, H, T):
+def _locate(CU, num_blocks, BLOCK: tl.constexpr, H, T):
     """Program id -> (block index inside the sequence, head (int64), first token (int64), sequence length).
     head and start are int64 so that h * T (lse / delta rows) and start * stride_t never wrap in int32. The
-    offsets are clamped to 0 <= start <= end <= T, so that unchecked cu_seqlens (the public op reads their values
-    after the launch) keep every access in bounds; valid offsets are unchanged."""
+    offsets are clamped to 0 <= start <= end <= T and the length to the num_blocks * BLOCK rows the grid covers
+    (what _check_seq_offsets bounds), so that unchecked cu_seqlens and max_seqlen (the public op reads their values
+    after the launch, or never with the data checks off) keep every access in bounds; valid ones are unchanged."""
     pid = tl.program_id(0)
     blk = pid % num_blocks
     bh = pid // num_blocks
     b = bh // H
     start = tl.minimum(tl.maximum(tl.load(CU + b), 0), T)
     end = tl.minimum(tl.maximum(tl.load(CU + b + 1), start), T)
-    return blk, (bh % H).to(tl.int64), start.to(tl.int64), end - start
+    return blk, (bh % H).to(tl.int64), start.to(tl.int64), tl.minimum(end - start, num_blocks * BLOCK)
 
 
 @triton.jit
@@ -167,7 +168,7 @@ def _fwd_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    blk, h, start, n = _locate(CU, num_blocks, H, T)
+    blk, h, start, n = _locate(CU, num_blocks, BLOCK_M, H, T)
     if blk * BLOCK_M >= n:
         return
     EVEN_D: tl.constexpr = D == BLOCK_D
@@ -290,7 +291,7 @@ def _dkdv_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    blk, h, start, n = _locate(CU, num_blocks, H, T)
+    blk, h, start, n = _locate(CU, num_blocks, BLOCK_N, H, T)
     if blk * BLOCK_N >= n:
         return
     EVEN_D: tl.constexpr = D == BLOCK_D
@@ -398,7 +399,7 @@ def _dq_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    blk, h, start, n = _locate(CU, num_blocks, H, T)
+    blk, h, start, n = _locate(CU, num_blocks, BLOCK_M, H, T)
     if blk * BLOCK_M >= n:
         return
     EVEN_D: tl.constexpr = D == BLOCK_D

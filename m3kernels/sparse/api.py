@@ -203,6 +203,7 @@ def lexical_scores(q: SparseBatch, d: SparseBatch, *, pairwise: bool = False, ba
             raise TypeError(
                 f"{name} must be a SparseBatch (see lexical_weights / SparseBatch.from_dicts); got {type(s).__name__}"
             )
+        s.check_layout(name)  # SparseBatch.trusted skips the constructor's checks
         if len(s) == 0:
             raise ValueError(f"{name} must hold at least one text")
     device = _checks.same_device(q=q.ids, d=d.ids)
@@ -213,12 +214,15 @@ def lexical_scores(q: SparseBatch, d: SparseBatch, *, pairwise: bool = False, ba
         return reference.lexical_scores(q, d, pairwise=pairwise)
     vals = (q.values.detach().float().contiguous(), d.values.detach().float().contiguous())
     module = _backend.kernel_module("lexical_scores", name)
+    # The kernels walk rows indptr[r] .. indptr[r+1]: bounded without a sync, since a batch built with the data
+    # checks off (or by SparseBatch.trusted) was never read.
     return (module.scores if _backend.skips_op_layer(*vals) else module.scores_op)(
-        q.indptr.contiguous(),
+        _checks.bounded_offsets(q.indptr, q.ids.numel()).contiguous(),
         q.ids.contiguous(),
         vals[0],
-        d.indptr.contiguous(),
+        _checks.bounded_offsets(d.indptr, d.ids.numel()).contiguous(),
         d.ids.contiguous(),
         vals[1],
         pairwise,
     )
+

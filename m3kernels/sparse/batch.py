@@ -24,14 +24,7 @@ class SparseBatch:
     values: Tensor
 
     def __post_init__(self) -> None:
-        _checks.tensor("indptr", self.indptr, ndim=1, dtypes=(torch.int64,))
-        _checks.tensor("ids", self.ids, ndim=1, dtypes=(torch.int64,))
-        _checks.tensor("values", self.values, ndim=1, dtypes=(torch.float32, torch.float64))
-        _checks.same_device(indptr=self.indptr, ids=self.ids, values=self.values)
-        if self.indptr.numel() < 1:
-            raise ValueError("indptr must have B+1 >= 1 entries")
-        if self.ids.numel() != self.values.numel():
-            raise ValueError(f"ids ({self.ids.numel()}) and values ({self.values.numel()}) must have one length")
+        self.check_layout()
         if _checks.data_checks_enabled():
             ptr = self.indptr.detach().cpu()
             if int(ptr[0]) != 0 or int(ptr[-1]) != self.ids.numel() or bool((ptr[1:] < ptr[:-1]).any()):
@@ -44,6 +37,21 @@ class SparseBatch:
             row_start[ptr[1:-1][ptr[1:-1] < ids.numel()]] = True
             if bool((~rising & ~row_start[1:]).any()):
                 raise ValueError("ids must be strictly ascending within each row")
+
+    def check_layout(self, name: str = "") -> None:
+        """The checks that read no values: dtypes, ranks, one device, B+1 >= 1 offsets, one length for ids and
+        values (TypeError / ValueError naming `name`.indptr and so on)."""
+        at = f"{name}." if name else ""
+        _checks.tensor(f"{at}indptr", self.indptr, ndim=1, dtypes=(torch.int64,))
+        _checks.tensor(f"{at}ids", self.ids, ndim=1, dtypes=(torch.int64,))
+        _checks.tensor(f"{at}values", self.values, ndim=1, dtypes=(torch.float32, torch.float64))
+        _checks.same_device(**{f"{at}indptr": self.indptr, f"{at}ids": self.ids, f"{at}values": self.values})
+        if self.indptr.numel() < 1:
+            raise ValueError(f"{at}indptr must have B+1 >= 1 entries")
+        if self.ids.numel() != self.values.numel():
+            raise ValueError(
+                f"{at}ids ({self.ids.numel()}) and {at}values ({self.values.numel()}) must have one length"
+            )
 
     @classmethod
     def trusted(cls, indptr: Tensor, ids: Tensor, values: Tensor) -> SparseBatch:

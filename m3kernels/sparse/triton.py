@@ -112,13 +112,14 @@ def _pool_texts_kernel(
     ids_ptr, w_ptr, off_ptr, len_ptr, keys_ptr, out_ids_ptr, out_vals_ptr, out_src_ptr, counts_ptr,
     ROW_BITS: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    """Program b pools text b (rows off[b] .. off[b] + len[b] <= BLOCK = 2^ROW_BITS): keys of kept tokens
+    """Program b pools text b (rows off[b] .. off[b] + len[b], at most BLOCK = 2^ROW_BITS: the rows past them, which
+    only a length bound below the text's length can leave, are dropped rather than read unsorted): keys of kept tokens
     (w != 0) sorted ascending, so each id's tokens form a run in position order; a run's max weight (first
     position on ties) goes to slot off[b] + (run index). Slots past the text's count get id -1, value 0, src -1.
     keys_ptr [T] is scratch: the sorted keys pass through it so that each position can read its neighbours."""
     b = tl.program_id(0)
     start = tl.load(off_ptr + b).to(tl.int64)
-    n = tl.load(len_ptr + b)
+    n = tl.minimum(tl.load(len_ptr + b), BLOCK)
     r = tl.arange(0, BLOCK)
     ok = r < n
     w = tl.load(w_ptr + start + r, mask=ok, other=0.0)
