@@ -1,8 +1,9 @@
 """Backend registry and selection.
 
 Each op module registers the backends it implements with a predicate saying whether that backend can run on a
-given device. ``backend="auto"`` (or the ``M3K_BACKEND`` environment variable) picks the first available in
-the device's preference order; an explicitly requested backend that cannot run raises ``RuntimeError``.
+given device. ``backend="auto"`` picks the first available in the device's preference order; the ``M3K_BACKEND``
+environment variable replaces auto in the ops that have the backend it names. An explicitly requested backend
+that cannot run raises ``RuntimeError``.
 """
 
 from __future__ import annotations

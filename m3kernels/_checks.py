@@ -184,19 +184,23 @@ def cu_seqlens(name: str, cu: object, total: int) -> torch.Tensor:
     return cu.to(torch.int32).contiguous()  # the kernels index it with stride 1
 
 
-def bounded_offsets(cu: torch.Tensor, total: int) -> torch.Tensor:
+def bounded_offsets(cu: torch.Tensor, total: int, disjoint: bool = True) -> torch.Tensor:
     """cu [N+1] (offsets whose values have not been read: yet, or at all with the data checks off) clamped into
-    [0, total] and made non-decreasing by a running max, in cu's dtype, without a sync: equal to cu when it is
-    valid; otherwise its items still lie inside rows [0, total] and never overlap, whatever it holds."""
-    return torch.cummax(cu.detach().clamp(0, total), 0).values
+    [0, total] in cu's dtype, without a sync: equal to cu when it is valid; otherwise its items still lie inside
+    rows [0, total] whatever it holds. disjoint: also made non-decreasing by a running max, so that items never
+    overlap (kernels that write per-row outputs, host kernels, outputs kept with the checks off); a running max is
+    a slow single-block scan on the GPU, which kernels that tolerate overlapping and backwards items skip."""
+    c = cu.detach().clamp(0, total)
+    return torch.cummax(c, 0).values if disjoint else c
 
 
-def launch_segments(cu: torch.Tensor, total: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The (offsets, lengths), int32 [N] each, of bounded_offsets(cu, total): for kernels that index rows as the
-    offsets say, launched before (or without) the value checks. With the checks on, the caller reads cu with its
-    other checks after the launch (one sync, which then also waits for the kernel) and raises on bad values,
-    discarding the output."""
-    return segments(bounded_offsets(cu, total).to(torch.int32))
+def launch_segments(cu: torch.Tensor, total: int, disjoint: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (offsets, lengths), int32 [N] each, of bounded_offsets(cu, total, disjoint) (lengths >= 0): for kernels
+    that index rows as the offsets say, launched before (or without) the value checks. With the checks on, the
+    caller reads cu with its other checks after the launch (one sync, which then also waits for the kernel) and
+    raises on bad values, discarding the output."""
+    c = bounded_offsets(cu, total, disjoint).to(torch.int32)
+    return c[:-1].contiguous(), (c[1:] - c[:-1]).clamp_(min=0)
 
 
 def cu_seqlens_values(name: str, host: np.ndarray, total: int) -> np.ndarray:
@@ -213,7 +217,8 @@ def cu_seqlens_values(name: str, host: np.ndarray, total: int) -> np.ndarray:
 
 
 def segments(cu: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Validated cu_seqlens [N+1] -> the kernels' (offsets, lengths), int32 [N] each."""
+    """cu_seqlens [N+1] -> the kernels' (offsets, lengths), int32 [N] each, as they are: for validated offsets, or
+    kernels that clamp them themselves (MaxSim's GPU kernels)."""
     return cu[:-1].contiguous(), (cu[1:] - cu[:-1]).contiguous()
 
 

@@ -33,7 +33,8 @@ try:
     if getattr(C, "abi_version", None) != ABI_VERSION:
         IMPORT_ERROR = (
             f"{C.__file__} is stale: built from other sources (binding version {getattr(C, 'abi_version', None)}, "
-            f"this code needs {ABI_VERSION}); rebuild it with `pip install --no-build-isolation -e .`"
+            f"this code needs {ABI_VERSION}); rebuild it (`pip install --no-build-isolation -e .`; the emulated CUDA "
+            "build: tests/cuda_emu.py)"
         )
         C = None
 except ImportError as exc:  # the package still works on the reference backend

@@ -134,19 +134,21 @@ def test_attention_reads_offsets_before_host_backends_and_after_triton_launches(
     assert len(seen) == 1
 
 
-def test_launch_segments_keep_every_item_in_bounds():
+@pytest.mark.parametrize("disjoint", [True, False])
+def test_launch_segments_keep_every_item_in_bounds(disjoint):
     """Whatever cu_seqlens holds (negative, past the end, decreasing, beyond int32), the offsets and lengths the
-    kernels launch on stay inside [0, total] and never overlap; valid offsets pass unchanged."""
+    kernels launch on stay inside [0, total]; disjoint items never overlap; valid offsets pass unchanged."""
     total = 50
     for _ in range(200):
         cu = torch.randint(-60, 120, (int(torch.randint(2, 9, ())),), dtype=torch.int64)
         cu[int(torch.randint(0, len(cu), ()))] += 2**32 + 3 * int(torch.randint(0, 2, ()))
-        off, lens = _checks.launch_segments(cu, total)
+        off, lens = _checks.launch_segments(cu, total, disjoint)
         assert off.dtype == lens.dtype == torch.int32 and len(off) == len(lens) == len(cu) - 1
         assert (off >= 0).all() and (lens >= 0).all() and (off + lens <= total).all()
-        assert (off[1:] >= off[:-1] + lens[:-1]).all()
+        if disjoint:
+            assert (off[1:] >= off[:-1] + lens[:-1]).all()
     valid = torch.tensor([0, 3, 3, 20, 50])
-    for got, want in zip(_checks.launch_segments(valid, total), _checks.segments(valid.int()), strict=True):
+    for got, want in zip(_checks.launch_segments(valid, total, disjoint), _checks.segments(valid.int()), strict=True):
         assert torch.equal(got, want)
 
 

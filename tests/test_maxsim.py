@@ -237,3 +237,14 @@ def test_gpu_kernels_clamp_bad_offsets(backend, nq):
     for a, b in zip(got, want, strict=True):
         assert torch.equal(a, b)
     assert torch.all(want[0][:, 3] == 0)  # doc 3 (rows 40 ..) is empty once clamped
+    # Backward (deterministic: the same bits) on items that stay disjoint once clamped: the gradient kernels clamp
+    # them too (a checked call raises before any backward, but the checks may be off).
+    q_off, q_len = as_int(-5, 3, 6)[:nq], as_int(3, 3, 100)[:nq]
+    d_off, d_len = as_int(-3, 4, 38, 45, 20), as_int(4, 10, 7, 2, -6)
+    fixed = (*_clamped(q_off, q_len, 7), *_clamped(d_off, d_len, 40))
+    _, argmax = kernels.forward(q, *fixed[:2], d, *fixed[2:], False, True)
+    grad = torch.randn(nq, 5, device=DEVICE)
+    got = kernels.backward(grad, q, q_off, q_len, d, d_off, d_len, argmax, False, True)
+    want = kernels.backward(grad, q, *fixed[:2], d, *fixed[2:], argmax, False, True)
+    for a, b in zip(got, want, strict=True):
+        assert torch.equal(a, b)

@@ -53,7 +53,10 @@ def _finish(scores: Tensor, q_len: Tensor, pairwise: bool, normalize: bool) -> T
     return scores / (count if pairwise else count[:, None])
 
 
-def _resolve(backend: str, q: Tensor, device: torch.device) -> str:
+def _resolve(backend: str, q: Tensor, device: torch.device, nq: int, nd: int, pairwise: bool) -> str:
+    """The backend for these items, after the pairwise item-count check (so that its error comes first)."""
+    if pairwise and nq != nd:
+        raise ValueError(f"pairwise=True needs as many queries as docs; got {nq} and {nd}")
     name = _backend.resolve("maxsim", backend, device, q.dtype)
     _checks.kernel_dtype(name, "q", q)
     return name
@@ -75,10 +78,6 @@ def _run(
 ) -> Tensor:
     """Launches backend `name`; then, with data checks on, one read-back for the offsets not yet validated
     (name, tensor as passed, row count) and the output's NaN look."""
-    if pairwise and q_off.shape[0] != d_off.shape[0]:
-        raise ValueError(
-            f"pairwise=True needs as many queries as docs; got {q_off.shape[0]} and {d_off.shape[0]}"
-        )
     if name == "reference":
         compute = torch.float64 if q2.dtype == torch.float64 else torch.float32
         scores = reference.maxsim_packed(
@@ -140,6 +139,7 @@ def maxsim(
     if d_mask is not None:
         _checks.mask("d_mask", d_mask, (d.shape[0], d.shape[1]))
     _checks.same_device(q=q, q_mask=q_mask, d_mask=d_mask)
+    name = _resolve(backend, q, device, q.shape[0], d.shape[0], pairwise)
     q2, q_off, q_len, _ = _prefix_layout(q, q_mask)
     d2, d_off, d_len, _ = _prefix_layout(d, d_mask)
     return _run(
@@ -152,7 +152,7 @@ def maxsim(
         pairwise=pairwise,
         normalize=normalize,
         deterministic=deterministic,
-        name=_resolve(backend, q2, device),
+        name=name,
     )
 
 
@@ -176,13 +176,13 @@ def maxsim_varlen(
         pairwise, normalize, deterministic, backend: as in :func:`maxsim`.
 
     Returns:
-        float32 [Nq, Nd] or [N]; same formula as :func:`maxsim`.
+        float32 [Nq, Nd] or [N] (float64 for float64 inputs); same formula as :func:`maxsim`.
     """
     device = _check_pair(q, d, 2)
     cu_q = _checks.cu_seqlens("cu_seqlens_q", cu_seqlens_q, q.shape[0])
     cu_d = _checks.cu_seqlens("cu_seqlens_d", cu_seqlens_d, d.shape[0])
     _checks.same_device(q=q, cu_seqlens_q=cu_q, cu_seqlens_d=cu_d)
-    name = _resolve(backend, q, device)
+    name = _resolve(backend, q, device, cu_q.shape[0] - 1, cu_d.shape[0] - 1, pairwise)
     offsets = ()
     if _checks.data_checks_enabled():  # the kernel runs first, on offsets kept in bounds; _run reads them after it
         offsets = (("cu_seqlens_q", cu_seqlens_q, q.shape[0]), ("cu_seqlens_d", cu_seqlens_d, d.shape[0]))

@@ -36,6 +36,23 @@ _DTYPES = {
 }
 
 
+def resolve_device(device: torch.device | str | None) -> torch.device:
+    """None -> CUDA when available, else CPU; a CUDA device without CUDA raises ValueError."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device is {device}, but torch.cuda.is_available() is False (torch {torch.__version__})")
+    return device
+
+
+def check_backend(backend: str, device: torch.device) -> None:
+    """Whether every op the model runs can use `backend` on device (auto in the ops without it, as attention for
+    "cuda"): ValueError for an unknown name, RuntimeError naming the reason for an unavailable backend."""
+    for op in _OPS:
+        _backend.resolve(op, _backend.for_op(op, backend), device)
+
+
 def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
     """None -> float16 on CUDA, float32 elsewhere (FlagEmbedding's defaults); strings like 'fp16', 'bf16'."""
     if dtype is None:
@@ -103,15 +120,8 @@ class BGEM3(nn.Module):
         """Loads a local BGE-M3 checkpoint directory (config.json, model.safetensors or pytorch_model.bin,
         colbert_linear.pt, sparse_linear.pt, tokenizer.json); raises CheckpointError on any missing,
         unreadable or inconsistent file. device: default CUDA when available; dtype: see resolve_dtype."""
-        device = (
-            torch.device(device)
-            if device is not None
-            else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        )
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device is {device}, but torch.cuda.is_available() is False (torch {torch.__version__})")
-        for op in _OPS:  # an unknown or unavailable backend raises here, not at the first batch
-            _backend.resolve(op, _backend.for_op(op, backend), device)
+        device = resolve_device(device)
+        check_backend(backend, device)  # here, not at the first batch
         dtype = resolve_dtype(dtype, device)
         ckpt = load_checkpoint(path)
         tokenizer = Tokenizer(ckpt.tokenizer_file, ckpt.config)

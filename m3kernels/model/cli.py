@@ -96,12 +96,13 @@ def encode_main(argv: list[str]) -> int:
     dense = args.dense or not (args.sparse or args.colbert)
     try:
         texts = read_texts(Path(args.input))
-        from m3kernels.model.bgem3 import BGEM3
+        from m3kernels.model.bgem3 import BGEM3, check_backend, resolve_device
 
-        try:  # a RuntimeError here is an unavailable backend, bad input; later it may be anything (out of memory)
-            model = BGEM3.from_pretrained(args.model, device=args.device, dtype=args.dtype, backend=args.backend)
-        except RuntimeError as e:
+        try:
+            check_backend(args.backend, resolve_device(args.device))
+        except RuntimeError as e:  # an unavailable backend: a bad flag, like an unknown one
             raise ValueError(str(e)) from e
+        model = BGEM3.from_pretrained(args.model, device=args.device, dtype=args.dtype, backend=args.backend)
         res = model.encode(
             texts,
             batch_size=args.batch_size,

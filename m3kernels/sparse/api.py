@@ -156,8 +156,9 @@ def lexical_weights(
         _checks.same_device(hidden=hidden, cu_seqlens=cu)
         if max_seqlen is not None:
             max_seqlen = _checks.int_arg("max_seqlen", max_seqlen)
-        # The kernels run on offsets kept in bounds (with or without the checks, which read the values after them).
-        off, lens = _checks.launch_segments(cu_seqlens, hidden.shape[0])
+        # The kernels run on offsets kept in bounds (with or without the checks, which read the values after them);
+        # texts that overlap would leave an inconsistent SparseBatch, which only a checked call discards.
+        off, lens = _checks.launch_segments(cu_seqlens, hidden.shape[0], disjoint=device.type == "cpu" or not checks)
     if checks:  # the real tokens' ids, for the range check after the launch (0 is in range; a bool index syncs)
         real_ids = ids if valid is None else torch.where(valid, ids, 0)
     skip = list(skip_ids)
@@ -215,12 +216,14 @@ def lexical_scores(q: SparseBatch, d: SparseBatch, *, pairwise: bool = False, ba
     vals = (q.values.detach().float().contiguous(), d.values.detach().float().contiguous())
     module = _backend.kernel_module("lexical_scores", name)
     # The kernels walk rows indptr[r] .. indptr[r+1]: bounded without a sync, since a batch built with the data
-    # checks off (or by SparseBatch.trusted) was never read.
+    # checks off (or by SparseBatch.trusted) was never read. The GPU kernels only read rows (a backwards one is
+    # empty); the CPU inverted index needs them disjoint.
+    disjoint = name == "cpu"
     return (module.scores if _backend.skips_op_layer(*vals) else module.scores_op)(
-        _checks.bounded_offsets(q.indptr, q.ids.numel()).contiguous(),
+        _checks.bounded_offsets(q.indptr, q.ids.numel(), disjoint).contiguous(),
         q.ids.contiguous(),
         vals[0],
-        _checks.bounded_offsets(d.indptr, d.ids.numel()).contiguous(),
+        _checks.bounded_offsets(d.indptr, d.ids.numel(), disjoint).contiguous(),
         d.ids.contiguous(),
         vals[1],
         pairwise,
