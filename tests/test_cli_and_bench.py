@@ -35,7 +35,8 @@ def test_run_case_checks_before_timing(tmp_path):
     case = Case(
         "matmul", "64x64",
         [Provider("good", lambda: x @ x, is_reference=True), Provider("wrong", lambda: x @ x + 1),
-         Provider("crash", _boom), Provider("absent", None, "not installed")],
+         Provider("crash", _boom), Provider("absent", None, "not installed"),
+         Provider("floor", lambda: x.sum(), floor="a bound: its output is not the op's")],
         check=lambda out: (out - truth).abs().max().item(), tolerance=1e-3, flops=2 * 64**3,
     )
     rows = {r.provider: r for r in run_case(case, torch.device("cpu"), repeats=3, ceilings={"gflops": 1.0,
@@ -44,9 +45,10 @@ def test_run_case_checks_before_timing(tmp_path):
     assert rows["wrong"].status == "wrong" and rows["wrong"].median_ms is None
     assert rows["crash"].status == "error" and "peer crashed" in rows["crash"].note
     assert rows["absent"].status == "unavailable" and rows["absent"].note == "not installed"
+    assert rows["floor"].status == "ok" and rows["floor"].median_ms > 0 and "a bound" in rows["floor"].note
     paths = report.write(list(rows.values()), {"device": "cpu"}, tmp_path)
     data = json.loads((tmp_path / "results.json").read_text())
-    assert len(data["rows"]) == 4 and (tmp_path / "results.csv").exists() and paths
+    assert len(data["rows"]) == 5 and (tmp_path / "results.csv").exists() and paths
     assert "peer crashed" in report.table(list(rows.values()))
 
 
@@ -97,6 +99,9 @@ def test_gpu_targets_summary(tmp_path, capsys):
          "median_ms": 1.4, "pct_of_ceiling": 102.0, "achieved": 4100.0, "achieved_unit": "GB/s"},
         {"op": "maxsim", "shape": rerank, "provider": "m3k:triton, data checks off (trusted_inputs)", "status": "ok",
          "median_ms": 1.6, "pct_of_ceiling": 90.0, "achieved": 3600.0, "achieved_unit": "GB/s"},
+        {"op": "lexical_weights read pass", "shape": "B=64 L=512 H=1024 float16", "status": "ok",
+         "provider": "torch sum of the hidden states", "median_ms": 0.025, "pct_of_ceiling": 65.0,
+         "achieved": 2684.0, "achieved_unit": "GB/s"},
     ]
     results = tmp_path / "results.json"
     results.write_text(json.dumps({"machine": {"gpu": "Test GPU"}, "rows": rows}))
@@ -115,6 +120,7 @@ def test_gpu_targets_summary(tmp_path, capsys):
     assert graph.startswith("info ") and graph.endswith("replay: 1.400 ms, 4100 GB/s (102% of ceiling)")
     assert line["MaxSim rerank, triton, data checks off"].endswith("off: 1.600 ms, 3600 GB/s (90% of ceiling)")
     assert "attention 8192 tokens, triton, CUDA graph replay" not in line  # no row: nothing printed
+    assert line["sparse read pass floor, a torch sum of the same 64 MiB"].endswith("(65% of ceiling)")
     assert out[0] == "targets (Test GPU):"
 
 

@@ -96,9 +96,11 @@ def read_pass_inputs(device: torch.device, batch: int, length: int, hidden: int,
 
 def read_pass_case(device: torch.device, batch: int, length: int, hidden: int, dtype: torch.dtype) -> Case:
     """The part of lexical_weights that reads the hidden states: w_t = relu(h_t . w + b) per token (skip ids 0),
-    the Triton kernel alone against torch's GEMV formulation. End to end, the op's pooling and Python call cost
-    more than reading 64 MiB at HBM speed (~20 us), so this row is where the read's bandwidth shows. Timed by
-    device time (Case.device_time): the ~27 us kernel is shorter than its host launch path."""
+    the Triton kernel alone against torch's GEMV formulation, beside a torch sum of the same bytes (the floor of
+    any read at this size: a 64 MiB read is short enough for launch and tail effects to show). End to end, the
+    op's pooling and Python call cost more than reading 64 MiB at HBM speed (~20 us), so this row is where the
+    read's bandwidth shows. Timed by device time (Case.device_time): the ~27 us kernel is shorter than its host
+    launch path."""
     h, ids, seg, weight, bias, skip = read_pass_inputs(device, batch, length, hidden, dtype)
     truth = torch.relu(h.double() @ weight.double() + bias.double()).masked_fill(torch.isin(ids, skip), 0).float()
 
@@ -113,6 +115,8 @@ def read_pass_case(device: torch.device, batch: int, length: int, hidden: int, d
         providers.append(Provider("m3k:triton token-weights kernel", lambda: kernels._token_weights(
             h, ids, seg, w32, b32, skip)))
     providers.append(Provider("torch GEMV + relu + skip mask", gemv, is_reference=True))
+    providers.append(Provider("torch sum of the hidden states", lambda: h.sum(dtype=torch.float32),
+                              floor="floor: one read of the same bytes by a torch reduction (not the op)"))
     return Case("lexical_weights read pass", f"B={batch} L={length} H={hidden} {str(dtype)[6:]}", providers,
                 check=lambda out: (out.float() - truth).abs().max().item(), tolerance=5e-2,
                 bytes=float(h.numel() * h.element_size()), params={"batch": batch, "length": length},

@@ -59,7 +59,7 @@ TARGETS = [
 
 # Printed after the targets, not checked against them: the same ops without the host work of an eager call -
 # inside trusted_inputs() (no value checks, no device sync; common.TRUSTED_SUFFIX), and the Triton op captured in a
-# CUDA graph and replayed (common.GRAPH_ROW).
+# CUDA graph and replayed (common.GRAPH_ROW); and the bandwidth a plain read of the sparse read pass's bytes gets.
 INFO_FIGURES = [
     ("MaxSim rerank, triton, data checks off", "maxsim", RERANK, f"m3k:triton{TRUSTED_SUFFIX}"),
     ("MaxSim rerank, cuda, data checks off", "maxsim", RERANK, f"m3k:cuda{TRUSTED_SUFFIX}"),
@@ -67,6 +67,8 @@ INFO_FIGURES = [
     ("attention 8192 tokens, triton, data checks off", "attention_varlen", ATTENTION_8192,
      f"m3k:triton{TRUSTED_SUFFIX}"),
     ("attention 8192 tokens, triton, CUDA graph replay", "attention_varlen", ATTENTION_8192, GRAPH_ROW),
+    ("sparse read pass floor, a torch sum of the same 64 MiB", "lexical_weights read pass", "B=64 L=512 H=1024",
+     "torch sum of the hidden states"),
 ]
 
 
