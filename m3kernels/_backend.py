@@ -66,21 +66,24 @@ def kernel_module(op: str, backend: str):
     return _modules[(op, backend)]
 
 
-def skips_op_layer(*tensors: torch.Tensor) -> bool:
-    """Whether an op call may run its backend function directly instead of through its torch.library op: in
-    eager mode (no torch.compile, no torch.jit trace), with no autograd graph to record (no grad mode or no input
-    that requires grad), plain tensors or parameters, and no dispatch mode, torch function mode or functorch
-    transform active. The op layer adds nothing there and costs ~90 us per call on an H200 machine's host, about
-    twice the launch it wraps (bench/RESULTS.md)."""
-    if torch.compiler.is_compiling() or torch.jit.is_tracing():  # a trace records ops, not raw-pointer launches
-        return False
+def op_layer(*tensors: torch.Tensor) -> str:
+    """How an op call on these inputs reaches its backend's functions:
+    - "op": through its torch.library op, which torch.compile, a torch.jit trace (they record ops, not raw-pointer
+      launches), a dispatch or torch function mode, a functorch transform and tensor subclasses need;
+    - "autograd": otherwise, when there is an autograd graph to record (grad mode and an input requiring grad),
+      through a torch.autograd.Function over the same functions (m3kernels._eager);
+    - "direct": otherwise the kernel function itself.
+    The op layer costs ~90 us per call on an H200 machine's host, about twice the launch it wraps (bench/RESULTS.md),
+    and a backward through it as much again."""
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return "op"
     if _python_dispatch._get_current_dispatch_mode() is not None:
-        return False
+        return "op"
     if torch._C._is_torch_function_mode_enabled() or torch._C._are_functorch_transforms_active():
-        return False
+        return "op"
     if any(type(t) not in (torch.Tensor, torch.nn.Parameter) for t in tensors):
-        return False
-    return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+        return "op"
+    return "autograd" if torch.is_grad_enabled() and any(t.requires_grad for t in tensors) else "direct"
 
 
 def triton_unavailable(device: torch.device) -> str | None:

@@ -1,11 +1,14 @@
 """The kernel backends are torch.library custom ops: opcheck and torch.compile(fullgraph=True)."""
 
+import contextlib
 import importlib
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import m3kernels
+from m3kernels import SparseBatch
 from tests.helpers import DEVICE, cu_from_lengths, fast_backends
 
 
@@ -118,12 +121,10 @@ def test_lexical_weights_compiles_fullgraph(backend, padded):
     torch.testing.assert_close(torch.autograd.grad(got, (h, w)), torch.autograd.grad(want, (h, w)))
 
 
-def test_eager_inference_skips_the_op_layer_and_everything_else_keeps_it(monkeypatch):
-    """No autograd graph, eager, plain tensors: the backend function runs directly (the torch.library layer
-    costs more host time than the launch on a GPU machine). Grad, a dispatch mode or a functorch transform
-    keep the op."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
+def test_eager_calls_skip_the_op_layer_and_everything_else_keeps_it(monkeypatch):
+    """Eager, plain tensors: no autograd graph -> the backend function runs directly; a graph -> a plain
+    autograd.Function over the same functions (the torch.library layer costs more host time than the launch on a
+    GPU machine). A dispatch mode or a functorch transform keeps the op."""
     from m3kernels import _backend
 
     calls = []
@@ -135,27 +136,83 @@ def test_eager_inference_skips_the_op_layer_and_everything_else_keeps_it(monkeyp
 
     q, d = torch.randn(5, 8), torch.randn(9, 8)
     cu_q, cu_d = torch.tensor([0, 2, 5]), torch.tensor([0, 4, 9])
-    assert _backend.skips_op_layer(q, d)
+    assert _backend.op_layer(q, d) == "direct"
     with torch.no_grad():
-        assert _backend.skips_op_layer(q.requires_grad_(), d)
-    assert not _backend.skips_op_layer(q, d)  # q requires grad, grad mode on
+        assert _backend.op_layer(q.requires_grad_(), d) == "direct"
+    assert _backend.op_layer(q, d) == "autograd"  # q requires grad, grad mode on
     q.requires_grad_(False)
     with Recorder():
-        assert not _backend.skips_op_layer(q, d)
+        assert _backend.op_layer(q, d) == "op"
         direct = m3kernels.maxsim_varlen(q, cu_q, d, cu_d, backend="cpu")
     assert any("m3k.maxsim_cpu" in c for c in calls)
     assert torch.equal(direct, m3kernels.maxsim_varlen(q, cu_q, d, cu_d, backend="cpu"))
-    assert torch.func.vmap(lambda x: torch.tensor(_backend.skips_op_layer(x)))(q[None]).item() is False
+    assert torch.func.vmap(lambda x: torch.tensor(_backend.op_layer(x) == "op"))(q[None]).item() is True
 
     from m3kernels.maxsim import cpu
 
     def refuse(*args):
-        raise AssertionError("the torch.library op ran in eager inference")
+        raise AssertionError("the torch.library op ran in an eager call")
 
     monkeypatch.setattr(cpu, "op", refuse)
     m3kernels.maxsim_varlen(q, cu_q, d, cu_d, backend="cpu")  # direct: the op is not called
-    with pytest.raises(AssertionError, match="op ran"):
-        m3kernels.maxsim_varlen(q.requires_grad_(), cu_q, d, cu_d, backend="cpu")
+    m3kernels.maxsim_varlen(q.requires_grad_(), cu_q, d, cu_d, backend="cpu")  # autograd: nor here
+    with Recorder(), pytest.raises(AssertionError, match="op ran"):
+        m3kernels.maxsim_varlen(q, cu_q, d, cu_d, backend="cpu")
+
+
+class _Ops(TorchDispatchMode):
+    """Forces the torch.library op path (a dispatch mode is active) without changing any result."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        return func(*args, **(kwargs or {}))
+
+
+def _grads(call, inputs):
+    for x in inputs:
+        x.grad = None
+    out = call()
+    out = out.values if isinstance(out, SparseBatch) else out
+    out.backward(torch.linspace(-1, 1, out.numel()).reshape(out.shape))
+    return out.detach(), *(x.grad for x in inputs)
+
+
+@pytest.mark.parametrize("op", ["maxsim", "attention_varlen", "lexical_weights"])
+def test_eager_autograd_matches_the_op_bitwise(op):
+    """The eager autograd.Function and the torch.library op run the same functions: outputs and gradients agree
+    bit for bit (CPU backend; under a dispatch mode the op path is taken)."""
+    torch.manual_seed(0)
+    if op == "maxsim":
+        q, d = torch.randn(5, 16, requires_grad=True), torch.randn(9, 16, requires_grad=True)
+        cu_q, cu_d = torch.tensor([0, 2, 5]), torch.tensor([0, 4, 9])
+        inputs, call = (q, d), lambda: m3kernels.maxsim_varlen(q, cu_q, d, cu_d, backend="cpu")
+    elif op == "attention_varlen":
+        q, k, v = (torch.randn(7, 2, 16, requires_grad=True) for _ in range(3))
+        cu = torch.tensor([0, 3, 7])
+        inputs, call = (q, k, v), lambda: m3kernels.attention_varlen(q, k, v, cu, 4, backend="cpu")
+    else:
+        h, w = torch.randn(12, 16, requires_grad=True), torch.randn(16, requires_grad=True)
+        ids = torch.randint(4, 9, (12,))
+        inputs, call = (h, w), lambda: m3kernels.lexical_weights(h, ids, w, 0.1, cu_seqlens=torch.tensor([0, 5, 12]),
+                                                                 backend="cpu")
+    eager = _grads(call, inputs)
+    with _Ops():
+        through_op = _grads(call, inputs)
+    for a, b in zip(eager, through_op, strict=True):
+        assert torch.equal(a, b)
+    def second_backward():
+        out = call()
+        out = out.values if isinstance(out, SparseBatch) else out
+        (g,) = torch.autograd.grad(out.pow(2).sum(), inputs[:1], create_graph=True)
+        return torch.autograd.grad(g.pow(2).sum(), inputs[-1:])[0]
+
+    if op == "lexical_weights":  # a backward of torch ops: twice differentiable either way
+        twice = second_backward()
+        with _Ops():
+            assert torch.equal(twice, second_backward())
+        return
+    for mode in (contextlib.nullcontext, _Ops):  # a backward of kernels: a second backward raises either way
+        with mode(), pytest.raises(RuntimeError):
+            second_backward()
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning")

@@ -63,7 +63,7 @@ def attention_varlen(
         out = reference.attention_varlen(q, k, v, cu, scale)
     else:
         module = _backend.kernel_module("attention_varlen", name)
-        run = module.forward if _backend.skips_op_layer(q, k, v) else module.op
+        run = {"direct": module.forward, "autograd": module.eager_op, "op": module.op}[_backend.op_layer(q, k, v)]
         out, _lse = run(q.contiguous(), k.contiguous(), v.contiguous(), cu, max_seqlen, scale)
     if deferred:
         _check_values(cu_seqlens, q, k, v, max_seqlen)

@@ -42,4 +42,4 @@ def backward(dout, q, k, v, out, lse, cu_seqlens, max_seqlen, scale):
     return dq, dk, dv
 
 
-op = define_backend("cpu", forward, backward, saves_lse=False)
+op, eager_op = define_backend("cpu", forward, backward, saves_lse=False)

@@ -4,7 +4,8 @@ Every kernel backend provides:
     forward(q, k, v, cu_seqlens int32 [B+1], max_seqlen, scale)
         -> (out [T, heads, D] input dtype, lse fp32 [heads, T] (or [0] for a backend defined with saves_lse=False))
     backward(dout, q, k, v, out, lse, cu_seqlens, max_seqlen, scale) -> (dq, dk, dv) in the input dtype
-``define_backend`` wraps them as ``m3k::attention_varlen_<name>`` with fake tensors and autograd.
+``define_backend`` wraps them as ``m3k::attention_varlen_<name>`` with fake tensors and autograd, and as the same
+autograd on a plain torch.autograd.Function for eager calls (m3kernels._eager).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor
+
+from m3kernels import _eager
 
 
 def define_backend(
@@ -56,10 +59,14 @@ def define_backend(
         ctx.max_seqlen, ctx.scale = max_seqlen, scale
         ctx.save_for_backward(q, k, v, output[0], output[1], cu_seqlens)
 
-    def autograd_backward(ctx, dout, _dlse):
-        q, k, v, out, lse, cu_seqlens = ctx.saved_tensors
-        dq, dk, dv = bwd(dout.contiguous(), q, k, v, out, lse, cu_seqlens, ctx.max_seqlen, ctx.scale)
-        return dq, dk, dv, None, None, None
+    def autograd_backward(run_backward: Callable[..., tuple[Tensor, Tensor, Tensor]]):
+        def gradients(ctx, dout, _dlse):
+            q, k, v, out, lse, cu_seqlens = ctx.saved_tensors
+            dq, dk, dv = run_backward(dout.contiguous(), q, k, v, out, lse, cu_seqlens, ctx.max_seqlen, ctx.scale)
+            return dq, dk, dv, None, None, None
 
-    fwd.register_autograd(autograd_backward, setup_context=setup_context)
-    return fwd
+        return gradients
+
+    fwd.register_autograd(autograd_backward(bwd), setup_context=setup_context)
+    eager = _eager.autograd_function(f"AttentionVarlen_{name}", forward, setup_context, autograd_backward(backward))
+    return fwd, eager

@@ -556,4 +556,4 @@ def backward(dout, q, k, v, out, lse, cu_seqlens, max_seqlen, scale):
     return dq, dk, dv
 
 
-op = define_backend("triton", forward, backward)
+op, eager_op = define_backend("triton", forward, backward)

@@ -87,10 +87,11 @@ def _run(
         need_argmax = torch.is_grad_enabled() and (q2.requires_grad or d2.requires_grad)
         module = _backend.kernel_module("maxsim", name)
         args = (q2, q_off, q_len, d2, d_off, d_len, pairwise, need_argmax)
-        if _backend.skips_op_layer(q2, d2):
+        layer = _backend.op_layer(q2, d2)
+        if layer == "direct":
             scores, _ = module.forward(*args)
         else:
-            scores, _ = module.op(*args, deterministic)
+            scores, _ = (module.eager_op if layer == "autograd" else module.op)(*args, deterministic)
     if _checks.data_checks_enabled():
         *host_offsets, host_sum = _checks.read_back(*(cu for _, cu, _ in offsets), _checks.float_sum(scores))
         for (name, _, total), host in zip(offsets, host_offsets, strict=True):

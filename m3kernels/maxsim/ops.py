@@ -5,8 +5,9 @@ Every kernel backend provides two plain functions over packed tokens:
     backward(grad, q, q_off, q_len, d, d_off, d_len, argmax, pairwise, deterministic)
         -> (dq fp32 [Tq, H], dd fp32 [Td, H])
 with the layout of csrc/maxsim/maxsim.h. ``define_backend`` wraps them as ``m3k::maxsim_<name>`` so that
-torch.compile(fullgraph=True) traces through and autograd uses the saved argmax. ``deterministic=True`` asks
-the backward for bitwise-reproducible gradients (no floating-point atomics).
+torch.compile(fullgraph=True) traces through and autograd uses the saved argmax, and as the same autograd on a
+plain torch.autograd.Function for eager calls (m3kernels._eager). ``deterministic=True`` asks the backward for
+bitwise-reproducible gradients (no floating-point atomics).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor
+
+from m3kernels import _eager
 
 ForwardFn = Callable[..., tuple[Tensor, Tensor]]
 BackwardFn = Callable[
@@ -66,7 +69,8 @@ def kernel_args(q: Tensor, q_off: Tensor, q_len: Tensor, d: Tensor, d_off: Tenso
 
 
 def define_backend(name: str, forward: ForwardFn, backward: BackwardFn):
-    """Registers m3k::maxsim_<name> and m3k::maxsim_<name>_backward; returns the forward op."""
+    """Registers m3k::maxsim_<name> and m3k::maxsim_<name>_backward; returns the forward op and its eager twin
+    (an autograd.Function's apply calling forward / backward directly), both taking the op's arguments."""
 
     @torch.library.custom_op(f"m3k::maxsim_{name}", mutates_args=())
     def fwd(
@@ -111,23 +115,21 @@ def define_backend(name: str, forward: ForwardFn, backward: BackwardFn):
         ctx.need_argmax = need_argmax
         ctx.save_for_backward(q, q_off, q_len, d, d_off, d_len, output[1])
 
-    def autograd_backward(ctx, grad_scores, _grad_argmax):
-        q, q_off, q_len, d, d_off, d_len, argmax = ctx.saved_tensors
-        if not ctx.need_argmax:
-            raise RuntimeError("maxsim was called with need_argmax=False; its backward needs the argmax")
-        dq, dd = bwd(
-            grad_scores.float().contiguous(),
-            q,
-            q_off,
-            q_len,
-            d,
-            d_off,
-            d_len,
-            argmax,
-            ctx.pairwise,
-            ctx.deterministic,
-        )
-        return dq.to(q.dtype), None, None, dd.to(d.dtype), None, None, None, None, None
+    def autograd_backward(run_backward: BackwardFn):
+        def gradients(ctx, grad_scores, _grad_argmax):
+            q, q_off, q_len, d, d_off, d_len, argmax = ctx.saved_tensors
+            if not ctx.need_argmax:
+                raise RuntimeError("maxsim was called with need_argmax=False; its backward needs the argmax")
+            dq, dd = run_backward(
+                grad_scores.float().contiguous(), q, q_off, q_len, d, d_off, d_len, argmax, ctx.pairwise,
+                ctx.deterministic,
+            )
+            return dq.to(q.dtype), None, None, dd.to(d.dtype), None, None, None, None, None
 
-    fwd.register_autograd(autograd_backward, setup_context=setup_context)
-    return fwd
+        return gradients
+
+    fwd.register_autograd(autograd_backward(bwd), setup_context=setup_context)
+    eager = _eager.autograd_function(
+        f"MaxSim_{name}", lambda *inputs: forward(*inputs[:-1]), setup_context, autograd_backward(backward)
+    )
+    return fwd, eager

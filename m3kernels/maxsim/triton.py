@@ -502,4 +502,4 @@ def backward(
     return dq, dd
 
 
-op = define_backend("triton", forward, backward)
+op, eager_op = define_backend("triton", forward, backward)

@@ -174,7 +174,8 @@ def lexical_weights(
         out_vals = result.values
     else:
         module = _backend.kernel_module("lexical_weights", name)
-        pool = module.pool if _backend.skips_op_layer(hidden, weight, bias) else module.pool_op
+        layer = _backend.op_layer(hidden, weight, bias)
+        pool = {"direct": module.pool, "autograd": module.pool_eager_op, "op": module.pool_op}[layer]
         out_ids, out_vals, src, counts = pool(
             hidden, ids, off, lens, weight.float(), bias.float(), skip_t, max_seqlen or 0, vocab_size or 0
         )
@@ -219,7 +220,7 @@ def lexical_scores(q: SparseBatch, d: SparseBatch, *, pairwise: bool = False, ba
     # checks off (or by SparseBatch.trusted) was never read. The GPU kernels only read rows (a backwards one is
     # empty); the CPU inverted index needs them disjoint.
     disjoint = name == "cpu"
-    return (module.scores if _backend.skips_op_layer(*vals) else module.scores_op)(
+    return (module.scores if _backend.op_layer(*vals) == "direct" else module.scores_op)(
         _checks.bounded_offsets(q.indptr, q.ids.numel(), disjoint).contiguous(),
         q.ids.contiguous(),
         vals[0],

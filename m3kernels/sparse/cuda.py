@@ -54,4 +54,4 @@ def scores(q_indptr, q_ids, q_vals, d_indptr, d_ids, d_vals, pairwise):
     return out
 
 
-pool_op, scores_op = define_backend("cuda", pool, scores)
+pool_op, pool_eager_op, scores_op = define_backend("cuda", pool, scores)

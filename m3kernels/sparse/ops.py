@@ -21,6 +21,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from m3kernels import _eager
+
 PoolFn = Callable[..., tuple[Tensor, Tensor, Tensor, Tensor]]
 ScoresFn = Callable[..., Tensor]
 
@@ -62,7 +64,8 @@ def scores_args(q_indptr, q_ids, q_vals, d_indptr, d_ids, d_vals, pairwise: bool
 
 
 def define_backend(name: str, pool: PoolFn, scores: ScoresFn):
-    """Registers the two ops of a backend; returns (pool_op, scores_op)."""
+    """Registers the two ops of a backend; returns (pool_op, its eager twin: the same autograd on a plain
+    torch.autograd.Function (m3kernels._eager), scores_op). The scores have no autograd."""
 
     @torch.library.custom_op(f"m3k::lexical_pool_{name}", mutates_args=())
     def pool_op(
@@ -91,6 +94,7 @@ def define_backend(name: str, pool: PoolFn, scores: ScoresFn):
         return d_hidden.to(hidden.dtype), None, None, None, d_weight.to(weight.dtype), d_bias, None, None, None
 
     pool_op.register_autograd(backward, setup_context=setup_context)
+    pool_eager = _eager.autograd_function(f"LexicalPool_{name}", pool, setup_context, backward, torch_backward=True)
 
     @torch.library.custom_op(f"m3k::lexical_scores_{name}", mutates_args=())
     def scores_op(
@@ -108,4 +112,4 @@ def define_backend(name: str, pool: PoolFn, scores: ScoresFn):
     def _(q_indptr, q_ids, q_vals, d_indptr, d_ids, d_vals, pairwise):
         return new_scores(q_vals, q_indptr.shape[0] - 1, d_indptr.shape[0] - 1, pairwise)
 
-    return pool_op, scores_op
+    return pool_op, pool_eager, scores_op

@@ -333,4 +333,4 @@ def scores(
     return out
 
 
-pool_op, scores_op = define_backend("triton", pool, scores)
+pool_op, pool_eager_op, scores_op = define_backend("triton", pool, scores)
