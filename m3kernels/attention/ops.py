@@ -59,14 +59,16 @@ def define_backend(
         ctx.max_seqlen, ctx.scale = max_seqlen, scale
         ctx.save_for_backward(q, k, v, output[0], output[1], cu_seqlens)
 
-    def autograd_backward(run_backward: Callable[..., tuple[Tensor, Tensor, Tensor]]):
+    def autograd_backward(eager: bool):
         def gradients(ctx, dout, _dlse):
             q, k, v, out, lse, cu_seqlens = ctx.saved_tensors
-            dq, dk, dv = run_backward(dout.contiguous(), q, k, v, out, lse, cu_seqlens, ctx.max_seqlen, ctx.scale)
+            dout = dout.contiguous()
+            run = backward if eager and _eager.direct_backward(dout, q, k, v) else bwd
+            dq, dk, dv = run(dout, q, k, v, out, lse, cu_seqlens, ctx.max_seqlen, ctx.scale)
             return dq, dk, dv, None, None, None
 
         return gradients
 
-    fwd.register_autograd(autograd_backward(bwd), setup_context=setup_context)
-    eager = _eager.autograd_function(f"AttentionVarlen_{name}", forward, setup_context, autograd_backward(backward))
-    return fwd, eager
+    fwd.register_autograd(autograd_backward(eager=False), setup_context=setup_context)
+    eager_op = _eager.autograd_function(f"AttentionVarlen_{name}", forward, setup_context, autograd_backward(True))
+    return fwd, eager_op

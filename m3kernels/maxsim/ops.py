@@ -115,21 +115,20 @@ def define_backend(name: str, forward: ForwardFn, backward: BackwardFn):
         ctx.need_argmax = need_argmax
         ctx.save_for_backward(q, q_off, q_len, d, d_off, d_len, output[1])
 
-    def autograd_backward(run_backward: BackwardFn):
+    def autograd_backward(eager: bool):
         def gradients(ctx, grad_scores, _grad_argmax):
             q, q_off, q_len, d, d_off, d_len, argmax = ctx.saved_tensors
             if not ctx.need_argmax:
                 raise RuntimeError("maxsim was called with need_argmax=False; its backward needs the argmax")
-            dq, dd = run_backward(
-                grad_scores.float().contiguous(), q, q_off, q_len, d, d_off, d_len, argmax, ctx.pairwise,
-                ctx.deterministic,
-            )
+            grad = grad_scores.float().contiguous()
+            run = backward if eager and _eager.direct_backward(grad, q, d) else bwd
+            dq, dd = run(grad, q, q_off, q_len, d, d_off, d_len, argmax, ctx.pairwise, ctx.deterministic)
             return dq.to(q.dtype), None, None, dd.to(d.dtype), None, None, None, None, None
 
         return gradients
 
-    fwd.register_autograd(autograd_backward(bwd), setup_context=setup_context)
-    eager = _eager.autograd_function(
-        f"MaxSim_{name}", lambda *inputs: forward(*inputs[:-1]), setup_context, autograd_backward(backward)
+    fwd.register_autograd(autograd_backward(eager=False), setup_context=setup_context)
+    eager_op = _eager.autograd_function(
+        f"MaxSim_{name}", lambda *inputs: forward(*inputs[:-1]), setup_context, autograd_backward(eager=True)
     )
-    return fwd, eager
+    return fwd, eager_op

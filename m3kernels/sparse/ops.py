@@ -94,7 +94,7 @@ def define_backend(name: str, pool: PoolFn, scores: ScoresFn):
         return d_hidden.to(hidden.dtype), None, None, None, d_weight.to(weight.dtype), d_bias, None, None, None
 
     pool_op.register_autograd(backward, setup_context=setup_context)
-    pool_eager = _eager.autograd_function(f"LexicalPool_{name}", pool, setup_context, backward, torch_backward=True)
+    pool_eager = _eager.autograd_function(f"LexicalPool_{name}", pool, setup_context, backward)  # torch ops only
 
     @torch.library.custom_op(f"m3k::lexical_scores_{name}", mutates_args=())
     def scores_op(
