@@ -11,6 +11,7 @@ from m3kernels.maxsim import reference
 
 _HOST_BACKENDS = ("cpu", "reference")  # index rows as the offsets say: they get offsets clamped beforehand
 
+
 def _check_pair(q: Tensor, d: Tensor, q_ndim: int) -> torch.device:
     _checks.tensor("q", q, ndim=q_ndim, dtypes=_checks.FLOAT_DTYPES)
     _checks.tensor("d", d, ndim=q_ndim, dtypes=_checks.FLOAT_DTYPES)

@@ -229,4 +229,3 @@ def lexical_scores(q: SparseBatch, d: SparseBatch, *, pairwise: bool = False, ba
         vals[1],
         pairwise,
     )
-
