@@ -6,7 +6,9 @@
 // (int32 offsets and lengths; padded batches use off = i * L, packed batches the cu_seqlens). q_rows = Tq and
 // d_rows = Td: the CUDA kernels clamp every item into them, so that a launch on offsets not yet validated stays in
 // bounds (the caller checks them after the launch and discards the output when they are bad); the CPU kernels
-// take validated offsets only. Valid items never share rows: the backward kernels give each row one owner.
+// trust them: the Python layer clamps their offsets into the rows and makes items disjoint first
+// (m3kernels/_checks.py launch_segments). Valid items never share rows: the backward kernels give each row one
+// owner.
 //   all-pairs : scores [nq, nd], argmax [Tq, nd]   (row = global query token, value = global doc token)
 //   pairwise  : scores [n]  (q i with d i), argmax [Tq]
 // score(i, j) = sum over query tokens t of max over doc tokens u of <q_t, d_u>; a doc without tokens adds 0
