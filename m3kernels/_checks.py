@@ -200,7 +200,8 @@ def launch_segments(cu: torch.Tensor, total: int, disjoint: bool = True) -> tupl
     caller reads cu with its other checks after the launch (one sync, which then also waits for the kernel) and
     raises on bad values, discarding the output."""
     c = bounded_offsets(cu, total, disjoint).to(torch.int32)
-    return c[:-1].contiguous(), (c[1:] - c[:-1]).clamp_(min=0)
+    lengths = c[1:] - c[:-1]
+    return c[:-1].contiguous(), lengths if disjoint else lengths.clamp_(min=0)  # a running max leaves none < 0
 
 
 def cu_seqlens_values(name: str, host: np.ndarray, total: int) -> np.ndarray:
