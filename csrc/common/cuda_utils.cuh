@@ -78,15 +78,24 @@ __device__ __forceinline__ void atomic_add_floats(float* p, const float (&v)[V])
 }
 
 // 16 bytes global -> shared, bypassing L1; with valid == false the 16 shared bytes are zero-filled and
-// nothing is read (src must still be a valid address).
+// nothing is read (src must still be a valid address). kPrefetch = 256: the hint .L2::256B, which brings the
+// aligned 256 bytes around src into L2 (a copy loop reading 128 B of a row per step then reads DRAM in 256 B runs).
+template <int kPrefetch = 0>
 __device__ __forceinline__ void cp_async_16(void* smem_dst, const void* gmem_src, bool valid) {
+  static_assert(kPrefetch == 0 || kPrefetch == 256, "prefetch: 0 or 256 bytes");
 #ifdef M3K_CUDA_EMU
   emu::cp_async_16(smem_dst, gmem_src, valid);
 #else
   const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem_dst));
   const int src_bytes = valid ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem_src), "r"(src_bytes)
-               : "memory");
+  if constexpr (kPrefetch == 256) {
+    asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem_src),
+                 "r"(src_bytes)
+                 : "memory");
+  } else {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem_src), "r"(src_bytes)
+                 : "memory");
+  }
 #endif
 }
 

@@ -227,7 +227,7 @@ __global__ void __launch_bounds__(C::kThreads) maxsim_fwd_kernel(FwdArgs args) {
       const int row = is_q ? c.mt * C::kBM + r : c.nt * C::kBN + (r - C::kBM);
       const bool valid = row < (is_q ? lq : ld) && k < H;
       const T* src = (is_q ? q + (q0 + row) * H : d + (d0 + row) * H) + k;
-      cuda::cp_async_16(sq + r * C::kLds + ch * C::kVec, valid ? src : q, valid);
+      cuda::cp_async_16<C::kShape.prefetch>(sq + r * C::kLds + ch * C::kVec, valid ? src : q, valid);
     }
   };
 

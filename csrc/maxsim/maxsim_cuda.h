@@ -31,21 +31,24 @@ struct FwdTileShape {
   int stages;     // cp.async pipeline depth
   bool ldmatrix;  // fp16 / bf16 fragments by ldmatrix.x4 (3 per 4 MMAs) instead of 32-bit loads (12 per 4 MMAs)
   int qrows;      // query rows per tile: 32, or 128 for the row-block forward only
+  int prefetch;   // cp.async's L2 prefetch size in bytes: 0 (no hint) or 256 (the aligned 256 B around each copy)
 };
 constexpr FwdTileShape kFwdTileShapes[] = {
-    {8, 8, 3, false, 32},   // 0: the default, measured on the H200
-    {4, 16, 3, false, 32},  // 1
-    {8, 16, 3, false, 32},  // 2: 127.5 KiB of shared memory (not on sm_86 / sm_89)
-    {4, 8, 3, false, 32},   // 3
-    {4, 8, 4, false, 32},   // 4: deeper pipeline, four blocks per SM
-    {4, 16, 2, false, 32},  // 5: Triton's footprint at the rerank shape (2 x 24 KiB buffers, four blocks per SM)
-    {8, 8, 4, false, 32},   // 6
-    {8, 8, 3, true, 32},    // 7: tile 0 with ldmatrix
-    {4, 8, 4, true, 32},    // 8: tile 4 with ldmatrix
-    {8, 8, 3, true, 128},   // 9: row blocks, Triton's row-block tile (128 x 128 x 64 fp16, 3 stages)
-    {8, 8, 2, true, 128},   // 10: tile 9 with 2 stages (72 KiB: fits sm_86 / sm_89)
-    {4, 8, 3, true, 128},   // 11: row blocks, 64 doc columns
-    {4, 32, 2, true, 32},   // 12: 512 B of each doc row per stage (longer DRAM runs; 100 KiB: not sm_86 / 89)
+    {8, 8, 3, false, 32, 0},    // 0: the default, measured on the H200
+    {4, 16, 3, false, 32, 0},   // 1
+    {8, 16, 3, false, 32, 0},   // 2: 127.5 KiB of shared memory (not on sm_86 / sm_89)
+    {4, 8, 3, false, 32, 0},    // 3
+    {4, 8, 4, false, 32, 0},    // 4: deeper pipeline, four blocks per SM
+    {4, 16, 2, false, 32, 0},   // 5: Triton's footprint at the rerank shape (2 x 24 KiB buffers, four blocks per SM)
+    {8, 8, 4, false, 32, 0},    // 6
+    {8, 8, 3, true, 32, 0},     // 7: tile 0 with ldmatrix
+    {4, 8, 4, true, 32, 0},     // 8: tile 4 with ldmatrix
+    {8, 8, 3, true, 128, 0},    // 9: row blocks, Triton's row-block tile (128 x 128 x 64 fp16, 3 stages)
+    {8, 8, 2, true, 128, 0},    // 10: tile 9 with 2 stages (72 KiB: fits sm_86 / sm_89)
+    {4, 8, 3, true, 128, 0},    // 11: row blocks, 64 doc columns
+    {4, 32, 2, true, 32, 0},    // 12: 512 B of each doc row per stage (longer DRAM runs; 100 KiB: not sm_86 / 89)
+    {8, 8, 3, false, 32, 256},  // 13: tile 0 with an L2 prefetch of 256 B (DRAM reads in 256 B runs)
+    {8, 8, 3, true, 32, 256},   // 14: tile 7 (ldmatrix) with the 256 B prefetch
 };
 constexpr int kFwdTiles = static_cast<int>(sizeof(kFwdTileShapes) / sizeof(kFwdTileShapes[0]));
 // Dynamic shared memory of a tile (the same for every element type: rows of 16 * vecs bytes plus 16 of padding).
