@@ -60,18 +60,16 @@ def padded_varlen_attention(
     return out.view(bsz, length, heads, dim)
 
 
-def _attention_function(backend: str):
-    def m3k_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-        """transformers' attention-interface signature: q/k/v [B, heads, L, D] -> ([B, L, heads, D], None)."""
-        if module.training and dropout > 0:
-            raise NotImplementedError("m3k_varlen has no attention dropout; call model.eval() for inference")
-        if getattr(module, "is_causal", False) or query.shape[2] != key.shape[2]:
-            raise NotImplementedError("m3k_varlen runs bidirectional self-attention only")
-        scale = query.shape[-1] ** -0.5 if scaling is None else scaling
-        valid = key_padding(attention_mask, query.shape[0], key.shape[2])
-        return padded_varlen_attention(query, key, value, valid, scale, backend), None
-
-    return m3k_attention
+def m3k_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """transformers' attention-interface signature: q/k/v [B, heads, L, D] -> ([B, L, heads, D], None), on the
+    backend enable_hf stored on the module (the function is registered once, for every model)."""
+    if module.training and dropout > 0:
+        raise NotImplementedError("m3k_varlen has no attention dropout; call model.eval() for inference")
+    if getattr(module, "is_causal", False) or query.shape[2] != key.shape[2]:
+        raise NotImplementedError("m3k_varlen runs bidirectional self-attention only")
+    scale = query.shape[-1] ** -0.5 if scaling is None else scaling
+    valid = key_padding(attention_mask, query.shape[0], key.shape[2])
+    return padded_varlen_attention(query, key, value, valid, scale, getattr(module, "_m3k_backend", "auto")), None
 
 
 def _padding_mask(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, mask_function=None,
@@ -121,10 +119,12 @@ def enable_hf(model: nn.Module, backend: str = "auto") -> nn.Module:
     layers = _self_attention_modules(model)
     if not layers:
         raise ValueError(f"{type(model).__name__} has no BERT-style self-attention modules (query/key/value)")
+    for layer in layers:  # per model: another model's enable_hf must not change this one's backend
+        layer._m3k_backend = backend
     if all(_uses_attention_interface(m) for m in layers):
         from transformers import AttentionInterface
 
-        AttentionInterface.register(ATTN_IMPLEMENTATION, _attention_function(backend))
+        AttentionInterface.register(ATTN_IMPLEMENTATION, m3k_attention)
         try:
             from transformers.masking_utils import AttentionMaskInterface
 
@@ -145,6 +145,5 @@ def enable_hf(model: nn.Module, backend: str = "auto") -> nn.Module:
         if hasattr(m, "attn_implementation"):
             m.attn_implementation = "eager"
     for layer in layers:
-        layer._m3k_backend = backend
         layer.forward = types.MethodType(_legacy_forward, layer)
     return model

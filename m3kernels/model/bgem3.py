@@ -16,13 +16,15 @@ from torch import Tensor, nn
 
 from m3kernels import _backend, _checks
 from m3kernels.maxsim import maxsim_varlen
-from m3kernels.model.batching import gather_segments, insert_cls, plan_batches
+from m3kernels.model.batching import MCLS_EVERY, gather_segments, insert_cls, plan_batches
 from m3kernels.model.checkpoint import load_checkpoint
 from m3kernels.model.encoder import PackedXLMRobertaEncoder
 from m3kernels.model.tokenizer import Tokenizer
 from m3kernels.sparse import SparseBatch, lexical_scores, lexical_weights
 
 DEFAULT_BATCH_TOKENS = 16384
+DEFAULT_BATCH_SIZE = 256  # FlagEmbedding's defaults (BGEM3FlagModel(batch_size=256, query / passage_max_length=512))
+DEFAULT_MAX_LENGTH = 512
 SCORE_KEYS = ("colbert", "sparse", "dense", "sparse+dense", "colbert+sparse+dense")
 _OPS = ("attention_varlen", "lexical_weights", "lexical_scores", "maxsim")  # the ops the model runs
 _DTYPES = {
@@ -66,6 +68,11 @@ def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torc
     return dtype
 
 
+def _or_default(value: Any, default: Any) -> Any:
+    """FlagEmbedding's None for "the default" in encode / compute_score arguments."""
+    return default if value is None else value
+
+
 @dataclass
 class PackedOutput:
     """Heads of B texts. dense [B, hidden] float32 (L2-normalised); sparse: SparseBatch of B rows;
@@ -75,6 +82,16 @@ class PackedOutput:
     sparse: SparseBatch | None = None
     colbert: Tensor | None = None
     colbert_cu: Tensor | None = None
+
+    def to(self, device: torch.device) -> PackedOutput:
+        """The same heads on device (a kernel output's SparseBatch keeps its invariants: no re-check)."""
+        def move(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.to(device)
+
+        sparse = self.sparse
+        if sparse is not None:
+            sparse = SparseBatch.trusted(move(sparse.indptr), move(sparse.ids), move(sparse.values))
+        return PackedOutput(move(self.dense), sparse, move(self.colbert), move(self.colbert_cu))
 
 
 def _concat_offsets(offsets: Sequence[Tensor]) -> Tensor:
@@ -159,9 +176,11 @@ class BGEM3(nn.Module):
         """Heads of packed texts: input_ids [T] int64 and cu_seqlens [B+1] int32 on the model's device, each
         text ``<s> ... </s>``.
 
-        dense = normalize(H[first token]) (mcls: normalize(mean of H over the text's <s> tokens));
+        dense = normalize(H[first token]) (mcls: normalize(mean of H over the text's CLS positions, those where
+        insert_cls puts its <s>: 0, 257, 514, ... but not the last token));
         sparse = lexical_weights(H, ids) skipping <s>, </s>, <pad>, <unk> (max per id of relu(H w + b));
-        colbert = normalize(colbert_linear(H[t])) for every token but the first (mcls: but every <s>).
+        colbert = normalize(colbert_linear(H[t])) for every token but the first (mcls: but the CLS positions).
+        A <s> in the text itself is a token like any other at the positions that are not CLS positions.
 
         The inputs are validated here, once (ids in the vocabulary, cu_seqlens, max_seqlen); the ops inside then
         skip their own data checks (no per-layer NaN scans or host syncs), so NaN from the weights or an fp16
@@ -196,8 +215,11 @@ class BGEM3(nn.Module):
         hidden = self.encoder(input_ids, cu_seqlens, max_seqlen)
         n, total = cu_seqlens.numel() - 1, input_ids.numel()
         lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long()
-        if mcls:
-            is_cls = input_ids == self.tokenizer.ids["cls"]
+        if mcls:  # by position, not id: a literal "<s>" in a text must not count as an inserted CLS
+            starts = torch.repeat_interleave(cu_seqlens[:-1].long(), lengths, output_size=total)
+            pos = torch.arange(total, device=input_ids.device) - starts
+            last = torch.repeat_interleave(lengths - 1, lengths, output_size=total)
+            is_cls = (pos % (MCLS_EVERY + 1) == 0) & ((pos == 0) | (pos != last))
         else:
             is_cls = torch.zeros(total, dtype=torch.bool, device=input_ids.device)
             is_cls[cu_seqlens[:-1].long()] = True
@@ -240,7 +262,8 @@ class BGEM3(nn.Module):
     def tokenize(self, texts: Sequence[str], max_length: int, mcls: bool = False) -> list[list[int]]:
         """Token ids per text (<s> ... </s>, at most max_length tokens; mcls: with the extra <s> tokens)."""
         limit = self.encoder.config.max_tokens
-        if not isinstance(max_length, int) or not 2 <= max_length <= limit:
+        max_length = _checks.int_arg("max_length", max_length)  # TypeError for a non-int; NumPy ints pass
+        if not 2 <= max_length <= limit:
             raise ValueError(
                 f"max_length must be an int in [2, {limit}] for this checkpoint; got {max_length!r}"
             )
@@ -249,23 +272,31 @@ class BGEM3(nn.Module):
             ids = [insert_cls(x, self.tokenizer.ids["cls"], max_length) for x in ids]
         return ids
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: the outputs are handed to callers, who may train on them
     def encode_ids(
         self,
         ids: Sequence[Sequence[int]],
         *,
-        batch_size: int = 256,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         batch_tokens: int | None = None,
         dense: bool = True,
         sparse: bool = False,
         colbert: bool = False,
         mcls: bool = False,
         show_progress: bool | None = None,
+        out_device: torch.device | str | None = None,
     ) -> PackedOutput:
-        """Runs token-budget batches (longest first) and returns the heads in the input order."""
+        """Runs token-budget batches (longest first) and returns the heads in the input order, on out_device
+        (default: the model's device). Each batch's heads move there as soon as it is done, so that a CPU
+        out_device keeps at most one batch of outputs on the model's device."""
         from tqdm.auto import tqdm
 
-        batches = plan_batches([len(x) for x in ids], batch_tokens or DEFAULT_BATCH_TOKENS, batch_size)
+        batch_size = _checks.int_arg("batch_size", batch_size, minimum=1)
+        batch_tokens = _checks.int_arg(
+            "batch_tokens", _or_default(batch_tokens, DEFAULT_BATCH_TOKENS), minimum=1
+        )
+        out_device = self.device if out_device is None else torch.device(out_device)
+        batches = plan_batches([len(x) for x in ids], batch_tokens, batch_size)
         disable = (len(batches) < 10 or None) if show_progress is None else not show_progress
         parts: list[PackedOutput] = []
         with tqdm(total=len(ids), desc="m3k encode", unit="text", disable=disable) as bar:
@@ -273,22 +304,21 @@ class BGEM3(nn.Module):
                 flat = [t for i in batch for t in ids[i]]
                 cu = np.zeros(len(batch) + 1, dtype=np.int32)
                 np.cumsum([len(ids[i]) for i in batch], out=cu[1:])
-                parts.append(
-                    self.forward_packed(
-                        torch.tensor(flat, dtype=torch.int64, device=self.device),
-                        torch.from_numpy(cu).to(self.device),
-                        max(len(ids[i]) for i in batch),
-                        dense=dense,
-                        sparse=sparse,
-                        colbert=colbert,
-                        mcls=mcls,
-                    )
+                part = self.forward_packed(
+                    torch.tensor(flat, dtype=torch.int64, device=self.device),
+                    torch.from_numpy(cu).to(self.device),
+                    max(len(ids[i]) for i in batch),
+                    dense=dense,
+                    sparse=sparse,
+                    colbert=colbert,
+                    mcls=mcls,
                 )
+                parts.append(part if out_device == self.device else part.to(out_device))
                 bar.update(len(batch))
         order = torch.tensor([i for b in batches for i in b], dtype=torch.int64)
         where = torch.empty_like(order)
         where[order] = torch.arange(order.numel())
-        where = where.to(self.device)
+        where = where.to(out_device)
         out = PackedOutput()
         if dense:
             out.dense = torch.cat([p.dense for p in parts])[where]
@@ -317,11 +347,11 @@ class BGEM3(nn.Module):
     def encode(
         self,
         sentences: str | Sequence[str],
-        batch_size: int = 256,
-        max_length: int = 512,
-        return_dense: bool = True,
-        return_sparse: bool = False,
-        return_colbert_vecs: bool = False,
+        batch_size: int | None = DEFAULT_BATCH_SIZE,
+        max_length: int | None = DEFAULT_MAX_LENGTH,
+        return_dense: bool | None = True,
+        return_sparse: bool | None = False,
+        return_colbert_vecs: bool | None = False,
         *,
         batch_tokens: int | None = None,
         mcls: bool = False,
@@ -338,30 +368,35 @@ class BGEM3(nn.Module):
         colbert_vecs packed [sum, dim] plus "colbert_cu_seqlens" [N+1] int64 (maxsim_varlen's layout).
 
         batch_size caps the texts per batch, batch_tokens (default 16384) the tokens per batch; max_length up to
-        the checkpoint's position table (8192 for BGE-M3). mcls=True: see forward_packed and insert_cls.
-        show_progress: None = a tqdm bar for jobs of 10 batches or more on a terminal."""
+        the checkpoint's position table (8192 for BGE-M3). None stands for the default, as in FlagEmbedding.
+        mcls=True: see forward_packed and insert_cls. show_progress: None = a tqdm bar for jobs of 10 batches or
+        more on a terminal. output="numpy" moves each batch's heads to the host as soon as it is done."""
         if output not in ("numpy", "torch"):
             raise ValueError(f"output must be 'numpy' or 'torch'; got {output!r}")
+        return_dense = _or_default(return_dense, True)
+        return_sparse = _or_default(return_sparse, False)
+        return_colbert_vecs = _or_default(return_colbert_vecs, False)
         if not (return_dense or return_sparse or return_colbert_vecs):
             raise ValueError("choose at least one of return_dense, return_sparse, return_colbert_vecs")
         single = isinstance(sentences, str)
         texts = [sentences] if single else list(sentences)
-        bad = next((t for t in texts if not isinstance(t, str)), None)
-        if bad is not None:
-            raise TypeError(f"sentences must be a str or a sequence of str; found {type(bad).__name__}")
-        ids = self.tokenize(texts, max_length, mcls)
+        bad = [t for t in texts if not isinstance(t, str)]
+        if bad:
+            raise TypeError(f"sentences must be a str or a sequence of str; found {type(bad[0]).__name__}")
+        ids = self.tokenize(texts, _or_default(max_length, DEFAULT_MAX_LENGTH), mcls)
         if not texts:
             res = self._empty_output(return_dense, return_sparse, return_colbert_vecs)
         else:
             res = self.encode_ids(
                 ids,
-                batch_size=batch_size,
+                batch_size=_or_default(batch_size, DEFAULT_BATCH_SIZE),
                 batch_tokens=batch_tokens,
                 dense=return_dense,
                 sparse=return_sparse,
                 colbert=return_colbert_vecs,
                 mcls=mcls,
                 show_progress=show_progress,
+                out_device="cpu" if output == "numpy" else None,
             )
         if output == "torch":
             return {
@@ -394,9 +429,9 @@ class BGEM3(nn.Module):
     def compute_score(
         self,
         sentence_pairs: Sequence[tuple[str, str]] | tuple[str, str],
-        batch_size: int = 256,
-        max_query_length: int = 512,
-        max_passage_length: int = 512,
+        batch_size: int | None = DEFAULT_BATCH_SIZE,
+        max_query_length: int | None = DEFAULT_MAX_LENGTH,
+        max_passage_length: int | None = DEFAULT_MAX_LENGTH,
         weights_for_different_modes: Sequence[float] | None = None,
         *,
         batch_tokens: int | None = None,
@@ -405,7 +440,9 @@ class BGEM3(nn.Module):
         "sparse" (lexical matching score), "colbert" (MaxSim / number of query vectors), "sparse+dense" =
         (w_d d + w_s s)/(w_d + w_s) and "colbert+sparse+dense" = (w_d d + w_s s + w_c c)/(w_d + w_s + w_c),
         weights [w_d, w_s, w_c] default [1, 1, 1]. Lists of floats; floats for one pair; [] for no pairs.
-        Padded doc positions never win a max here (FlagEmbedding scores them 0 inside a padded batch)."""
+        Padded doc positions never win a max here (FlagEmbedding scores them 0 inside a padded batch).
+        The pairs are encoded and scored batch_size at a time, as FlagEmbedding does, so that the multi-vector
+        outputs of one chunk only are held at once. None stands for the default."""
         if isinstance(sentence_pairs, list) and not sentence_pairs:
             return []
         one = isinstance(sentence_pairs[0], str)
@@ -419,26 +456,14 @@ class BGEM3(nn.Module):
         )
         if len(w) != 3:
             raise ValueError(f"weights_for_different_modes must be [dense, sparse, colbert]; got {w}")
-        common = {
-            "batch_size": batch_size,
-            "batch_tokens": batch_tokens,
-            "dense": True,
-            "sparse": True,
-            "colbert": True,
-        }
-        q = self.encode_ids(self.tokenize([p[0] for p in pairs], max_query_length), **common)
-        d = self.encode_ids(self.tokenize([p[1] for p in pairs], max_passage_length), **common)
-        dense = (q.dense * d.dense).sum(-1)
-        sparse = lexical_scores(q.sparse, d.sparse, pairwise=True, backend=self.backend).to(dense.device)
-        colbert = maxsim_varlen(
-            q.colbert,
-            q.colbert_cu,
-            d.colbert,
-            d.colbert_cu,
-            pairwise=True,
-            normalize=True,
-            backend=self.backend,
+        batch_size = _checks.int_arg("batch_size", _or_default(batch_size, DEFAULT_BATCH_SIZE), minimum=1)
+        lengths = (
+            _or_default(max_query_length, DEFAULT_MAX_LENGTH),
+            _or_default(max_passage_length, DEFAULT_MAX_LENGTH),
         )
+        chunks = [self._pair_scores(pairs[i : i + batch_size], lengths, batch_size, batch_tokens)
+                  for i in range(0, len(pairs), batch_size)]
+        dense, sparse, colbert = (torch.cat(parts) for parts in zip(*chunks, strict=True))
         scores = {
             "colbert": colbert,
             "sparse": sparse,
@@ -449,15 +474,34 @@ class BGEM3(nn.Module):
         lists = {k: v.float().cpu().tolist() for k, v in scores.items()}
         return {k: v[0] for k, v in lists.items()} if one else lists
 
+    def _pair_scores(
+        self, pairs: Sequence[tuple[str, str]], lengths: tuple[int, int], batch_size: int, batch_tokens: int | None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """(dense, sparse, colbert) float32 [len(pairs)] on the model's device, of (query, passage) pairs
+        tokenised at lengths (query, passage)."""
+        common = {"batch_size": batch_size, "batch_tokens": batch_tokens, "dense": True, "sparse": True,
+                  "colbert": True}
+        q = self.encode_ids(self.tokenize([p[0] for p in pairs], lengths[0]), **common)
+        d = self.encode_ids(self.tokenize([p[1] for p in pairs], lengths[1]), **common)
+        dense = (q.dense * d.dense).sum(-1)
+        sparse = lexical_scores(q.sparse, d.sparse, pairwise=True, backend=self.backend).to(dense.device)
+        colbert = maxsim_varlen(
+            q.colbert, q.colbert_cu, d.colbert, d.colbert_cu, pairwise=True, normalize=True, backend=self.backend
+        )
+        return dense, sparse, colbert
+
     def compute_lexical_matching_score(
         self,
         lexical_weights_1: Mapping | Sequence[Mapping] | SparseBatch,
         lexical_weights_2: Mapping | Sequence[Mapping] | SparseBatch,
     ) -> float | np.ndarray | Tensor:
         """sum over ids in both of w1(id) * w2(id): dict x dict -> float; list x list -> ndarray [n1, n2];
-        SparseBatch x SparseBatch -> float32 tensor [n1, n2] (lexical_scores)."""
+        SparseBatch x SparseBatch -> float32 tensor [n1, n2] (lexical_scores) on their device. Inputs away from
+        the model's device run on backend auto there."""
         if isinstance(lexical_weights_1, SparseBatch) and isinstance(lexical_weights_2, SparseBatch):
-            return lexical_scores(lexical_weights_1, lexical_weights_2, backend=self.backend)
+            return lexical_scores(
+                lexical_weights_1, lexical_weights_2, backend=self._backend_on(lexical_weights_1.device)
+            )
         if isinstance(lexical_weights_1, Mapping) and isinstance(lexical_weights_2, Mapping):
             return float(
                 sum(w * lexical_weights_2[t] for t, w in lexical_weights_1.items() if t in lexical_weights_2)
@@ -466,17 +510,23 @@ class BGEM3(nn.Module):
             if not lexical_weights_1 or not lexical_weights_2:
                 return np.zeros((len(lexical_weights_1), len(lexical_weights_2)), dtype=np.float32)
             q, d = SparseBatch.from_dicts(lexical_weights_1), SparseBatch.from_dicts(lexical_weights_2)
-            return lexical_scores(q, d, backend=self.backend).numpy()
+            return lexical_scores(q, d, backend=self._backend_on(q.device)).numpy()
         raise ValueError("lexical weights must be two dicts, two lists of dicts or two SparseBatch")
 
     def colbert_score(self, q_reps: np.ndarray | Tensor, p_reps: np.ndarray | Tensor) -> Tensor:
         """(1/Nq) sum_i max_j <q_i, p_j> of one query [Nq, dim] and one passage [Np, dim]: a 0-dim float32
-        tensor, like FlagEmbedding."""
+        tensor on q's device (CPU for NumPy arrays, like FlagEmbedding), on backend auto away from the model's
+        device."""
         q = torch.as_tensor(q_reps).float()
         p = torch.as_tensor(p_reps).float().to(q.device)
         cu_q = torch.tensor([0, q.shape[0]], dtype=torch.int32, device=q.device)
         cu_p = torch.tensor([0, p.shape[0]], dtype=torch.int32, device=q.device)
-        return maxsim_varlen(q, cu_q, p, cu_p, normalize=True, backend=self.backend)[0, 0]
+        return maxsim_varlen(q, cu_q, p, cu_p, normalize=True, backend=self._backend_on(q.device))[0, 0]
+
+    def _backend_on(self, device: torch.device) -> str:
+        """The model's backend for inputs on its device; auto elsewhere (FlagEmbedding-style helpers get NumPy
+        arrays and dicts, which land on the CPU, where a "triton" or "cuda" model backend cannot run)."""
+        return self.backend if device == self.device else "auto"
 
     def convert_id_to_token(self, lexical_weights: Mapping | Sequence[Mapping]) -> dict | list[dict]:
         """{token string: weight} from {str(id): weight} (one dict or a list, as FlagEmbedding)."""

@@ -38,8 +38,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def read_texts(path: Path) -> list[str]:
-    """Lines of a .txt file, or the JSON string / object["text"] of each non-empty line of a .jsonl file."""
-    lines = path.read_text(encoding="utf-8").splitlines()
+    """Lines of a .txt file, or the JSON string / object["text"] of each non-empty line of a .jsonl file (UTF-8,
+    an optional BOM skipped). Lines end at "\n" (or "\r\n") only: str.splitlines would also split at form feeds,
+    U+2028 and other characters that may sit inside a text (or a JSON string)."""
+    with open(path, encoding="utf-8-sig", newline="") as f:  # newline="": no translation of a lone "\r"
+        lines = f.read().split("\n")
+    if lines[-1] == "":  # the newline ending the last line (or an empty file)
+        lines.pop()
+    lines = [line.removesuffix("\r") for line in lines]
     if path.suffix != ".jsonl":
         return lines
     texts = []

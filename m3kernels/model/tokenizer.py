@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -38,6 +39,9 @@ class Tokenizer:
                 f"vocab_size {config.vocab_size}"
             )
         self._truncation: int | None = None
+        # The truncation length is state of the shared tokenizer, and encode_batch releases the GIL: without the
+        # lock, a thread encoding at another max_length could change it in the middle of this call's batch.
+        self._lock = threading.Lock()
 
     @property
     def special_ids(self) -> tuple[int, ...]:
@@ -47,10 +51,11 @@ class Tokenizer:
     def encode(self, texts: Sequence[str], max_length: int) -> list[list[int]]:
         """Token ids per text, ``<s> ... </s>`` truncated to max_length tokens (specials included), as
         transformers' tokenizer(texts, truncation=True, max_length=max_length) gives them."""
-        if self._truncation != max_length:
-            self._tok.enable_truncation(max_length)
-            self._truncation = max_length
-        return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=True)]
+        with self._lock:
+            if self._truncation != max_length:
+                self._tok.enable_truncation(max_length)
+                self._truncation = max_length
+            return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=True)]
 
     def decode(self, ids: Sequence[int]) -> str:
         return self._tok.decode(list(ids), skip_special_tokens=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -76,12 +77,14 @@ class SparseBatch:
         counts = self.indptr[1:] - self.indptr[:-1]
         return torch.repeat_interleave(torch.arange(len(self), device=self.device), counts)
 
-    def to_dicts(self) -> list[dict[str, float]]:
-        """FlagEmbedding's format: one {str(token_id): weight} per text."""
+    def to_dicts(self) -> list[defaultdict[str, float]]:
+        """FlagEmbedding's format: one defaultdict(int) {str(token_id): weight} per text (ids ascending), so
+        that a missing id reads 0 as there."""
         ptr = self.indptr.tolist()
         ids = self.ids.tolist()
         vals = self.values.detach().float().cpu().tolist()
-        return [{str(ids[e]): vals[e] for e in range(ptr[b], ptr[b + 1])} for b in range(len(self))]
+        return [defaultdict(int, ((str(ids[e]), vals[e]) for e in range(ptr[b], ptr[b + 1])))
+                for b in range(len(self))]
 
     def to_dense(self, vocab_size: int) -> Tensor:
         """[B, vocab_size] vocabulary-space vectors in the values' dtype (what training uses)."""

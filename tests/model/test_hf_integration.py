@@ -90,6 +90,28 @@ def test_bert_matches_eager(counted):
     torch.testing.assert_close(got[mask.bool()], want[mask.bool()], atol=2e-5, rtol=2e-5)
 
 
+def test_each_model_keeps_its_backend(tiny_ckpt, monkeypatch):
+    """The attention function is registered once for all models; each model's layers run on the backend its own
+    enable_hf call named, whatever later calls name for other models."""
+    transformers = pytest.importorskip("transformers")
+    used = []
+    real = hf.attention_varlen
+
+    def spy(*args, backend="auto", **kwargs):
+        used.append(backend)
+        return real(*args, backend=backend, **kwargs)
+
+    monkeypatch.setattr(hf, "attention_varlen", spy)
+    first = hf.enable_hf(transformers.XLMRobertaModel.from_pretrained(tiny_ckpt).eval(), backend="reference")
+    second = hf.enable_hf(transformers.XLMRobertaModel.from_pretrained(tiny_ckpt).eval(), backend="cpu")
+    ids, mask = _padded_inputs(first.config.vocab_size)
+    with torch.no_grad():
+        for model, backend in ((first, "reference"), (second, "cpu")):
+            used.clear()
+            model(input_ids=ids, attention_mask=mask)
+            assert used and set(used) == {backend}
+
+
 def test_enable_hf_rejects_decoders():
     transformers = pytest.importorskip("transformers")
     cfg = transformers.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,

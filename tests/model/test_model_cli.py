@@ -7,7 +7,7 @@ import json
 import numpy as np
 import torch
 
-from m3kernels.model.cli import encode_main
+from m3kernels.model.cli import encode_main, read_texts
 
 
 def test_txt_to_npz_round_trip(tiny_ckpt, model, texts, tmp_path):
@@ -58,3 +58,21 @@ def test_errors_exit_2(tiny_ckpt, tmp_path, capsys):
         assert "torch.cuda.is_available() is False" in capsys.readouterr().err
         assert encode_main(["--model", str(tiny_ckpt), "--input", str(inp), "--output", out, "--backend", "cuda"]) == 2
         assert "backend 'cuda' is unavailable for lexical_weights on cpu" in capsys.readouterr().err
+
+
+def test_read_texts_splits_at_newlines_only(tmp_path):
+    """A text may hold a form feed, U+2028, a lone CR or other characters str.splitlines splits at; a BOM is not
+    part of the first text; CRLF files read as LF ones."""
+    texts = ["page\x0cbreak", "line\u2028separator", "group\x1dsep", "carriage\rreturn", "", "last"]
+    txt = tmp_path / "in.txt"
+    txt.write_bytes(("\ufeff" + "\r\n".join(texts) + "\r\n").encode())
+    assert read_texts(txt) == texts
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_bytes(("\ufeff" + "\n".join(json.dumps(t, ensure_ascii=False) for t in texts) + "\n").encode())
+    assert read_texts(jsonl) == texts
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    assert read_texts(empty) == []
+    unterminated = tmp_path / "last.txt"
+    unterminated.write_text("a\nb")
+    assert read_texts(unterminated) == ["a", "b"]

@@ -168,3 +168,113 @@ def test_progress_bar_only_when_asked_or_long(model, texts, capsys):
     assert "m3k encode" not in capsys.readouterr().err
     model.encode(texts, show_progress=True)
     assert "m3k encode" in capsys.readouterr().err
+
+
+def test_tokenize_is_thread_safe_across_max_lengths(model):
+    """Two threads tokenising at different max_length (queries and passages in a threaded server) each get their
+    own truncation: the length lives in the shared tokenizer, whose encode_batch releases the GIL."""
+    import threading
+
+    long_texts = ["word " * 300] * 64
+    want = {16: model.tokenize(long_texts, 16), 200: model.tokenize(long_texts, 200)}
+    wrong = []
+
+    def work(max_length):
+        for _ in range(60):
+            got = model.tokenize(long_texts, max_length)
+            if got != want[max_length]:
+                wrong.append(max_length)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in want]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not wrong, f"{len(wrong)} batches came back with the other thread's truncation"
+
+
+def test_none_means_the_default_and_numpy_ints_pass(model, texts):
+    """FlagEmbedding's signatures default to None (then the model's default); NumPy integers are ints."""
+    want = model.encode(texts[:5])
+    got = model.encode(texts[:5], batch_size=None, max_length=None, return_dense=None, return_sparse=None,
+                       return_colbert_vecs=None)
+    assert got["lexical_weights"] is None and got["colbert_vecs"] is None
+    np.testing.assert_array_equal(got["dense_vecs"], want["dense_vecs"])
+    np.testing.assert_array_equal(model.encode(texts[:5], max_length=np.int64(512))["dense_vecs"], want["dense_vecs"])
+    pairs = [(texts[0], texts[3])]
+    assert model.compute_score(pairs, None, None, None) == model.compute_score(pairs)
+    with pytest.raises(TypeError, match="batch_size"):
+        model.encode(texts[:2], batch_size="8")
+    with pytest.raises(ValueError, match="batch_tokens"):
+        model.encode(texts[:2], batch_tokens=0)
+    with pytest.raises(TypeError, match="found NoneType"):
+        model.encode(["a", None])
+
+
+def test_lexical_weights_read_missing_ids_as_zero(model):
+    """As FlagEmbedding's defaultdict(int): a token id the text lacks reads 0."""
+    lw = model.encode(["der Hund"], return_dense=False, return_sparse=True)["lexical_weights"][0]
+    assert lw["249999"] == 0
+
+
+def test_torch_output_is_usable_with_autograd(model, texts):
+    """output="torch" hands back ordinary tensors (not inference-mode ones): a caller may train on them or write
+    into them."""
+    res = model.encode(texts[:3], output="torch", return_colbert_vecs=True)
+    torch.nn.Linear(64, 2)(res["dense_vecs"]).sum().backward()
+    res["colbert_vecs"][0] = 0
+
+
+def test_compute_score_chunks_give_the_same_scores(model, texts, monkeypatch):
+    """compute_score encodes and scores batch_size pairs at a time (the ColBERT vectors of one chunk at once);
+    the scores do not depend on the chunking."""
+    pairs = [(texts[i], texts[(i + 3) % len(texts)]) for i in range(len(texts))]
+    whole = model.compute_score(pairs)
+    sizes = []
+    real = type(model)._pair_scores
+    monkeypatch.setattr(type(model), "_pair_scores", lambda self, p, *a: sizes.append(len(p)) or real(self, p, *a))
+    chunked = model.compute_score(pairs, batch_size=4)
+    assert sizes == [4, 4, 4, 2]
+    for key, values in whole.items():
+        np.testing.assert_allclose(chunked[key], values, atol=1e-6)
+
+
+def test_numpy_output_moves_each_batch_to_the_host(model, texts, monkeypatch):
+    """encode(output="numpy") asks encode_ids for host outputs, so at most one batch of outputs stays on the
+    model's device; output="torch" keeps them there."""
+    seen = []
+    real = type(model).encode_ids
+    monkeypatch.setattr(type(model), "encode_ids",
+                        lambda self, ids, **kw: seen.append(kw["out_device"]) or real(self, ids, **kw))
+    model.encode(texts[:3])
+    model.encode(texts[:3], output="torch")
+    assert seen == ["cpu", None]
+    monkeypatch.undo()
+    moved = model.encode_ids(model.tokenize(texts, 512), batch_tokens=200, sparse=True, colbert=True,
+                             out_device="cpu")
+    direct = model.encode_ids(model.tokenize(texts, 512), batch_tokens=200, sparse=True, colbert=True)
+    assert torch.equal(moved.dense, direct.dense) and torch.equal(moved.colbert, direct.colbert)
+    assert moved.sparse.to_dicts() == direct.sparse.to_dicts()
+
+
+def test_score_helpers_run_where_their_inputs_are(model, texts, monkeypatch):
+    """colbert_score on arrays and compute_lexical_matching_score on dicts make CPU tensors: a model on another
+    device with a backend that cannot run on the CPU ("cuda", say) scores them on backend auto there."""
+    enc = model.encode(texts[:3], return_sparse=True, return_colbert_vecs=True)
+    want_col = model.colbert_score(enc["colbert_vecs"][0], enc["colbert_vecs"][1])
+    want_lex = model.compute_lexical_matching_score(enc["lexical_weights"], enc["lexical_weights"])
+    monkeypatch.setattr(type(model), "device", property(lambda self: torch.device("cuda", 0)))
+    monkeypatch.setattr(model, "backend", "cuda")
+    assert float(model.colbert_score(enc["colbert_vecs"][0], enc["colbert_vecs"][1])) == float(want_col)
+    np.testing.assert_array_equal(
+        model.compute_lexical_matching_score(enc["lexical_weights"], enc["lexical_weights"]), want_lex)
+
+
+def test_mcls_finds_cls_positions_not_cls_ids(model):
+    """A literal <s> in a text is an ordinary token under MCLS: a short text still gives the non-MCLS result."""
+    text = "x <s> y"
+    assert model.tokenizer.ids["cls"] in model.tokenize([text], 512)[0][1:]
+    kwargs = {"return_colbert_vecs": True}
+    plain, mcls = model.encode(text, **kwargs), model.encode(text, mcls=True, **kwargs)
+    np.testing.assert_allclose(mcls["dense_vecs"], plain["dense_vecs"], atol=1e-6)
+    np.testing.assert_allclose(mcls["colbert_vecs"], plain["colbert_vecs"], atol=1e-6)
