@@ -10,7 +10,8 @@
 # PACKDIR (optional, e.g. the device tool's $OUT, which returns at most 8 files): after every step OUTDIR is
 # packed into PACKDIR/gpu_check.tgz and PACKDIR/steps.txt, so a run cut off by its time limit still returns
 # everything finished so far.
-# Steps run in order of value for the open targets (the encode target is met: it runs last) and share
+# Steps run in order of value for the open targets (build, bench and the sweep first; the encode target is met: it
+# runs last) and share
 # M3K_GPU_BUDGET seconds (default 450, so the whole script stays within
 # 8 minutes): each gets its own timeout, cut to what is left, and is skipped when under 15 s remain; a step that
 # runs out gets SIGINT first (pytest then still prints its failures). Tests run without -x (one failure must not
@@ -25,7 +26,7 @@ set -uo pipefail
 OUT="${1:?usage: bash bench/gpu_check.sh OUTDIR [PACKDIR]}"
 PACK="${2:-}"
 BUDGET="${M3K_GPU_BUDGET:-450}"
-STEPS=" ${M3K_GPU_STEPS:-build info tests bench tune tests_gpu profile memcheck racecheck flagenv encode} "
+STEPS=" ${M3K_GPU_STEPS:-build info bench tune tests_gpu tests profile memcheck racecheck flagenv encode} "
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 cd "$(dirname "$0")/.."
@@ -75,15 +76,19 @@ TESTS=(tests/test_cuda_backend.py tests/test_triton_maxsim.py tests/test_triton_
 
 # Build the CUDA kernels for this card only (CI compiles every .cu for sm_80 and sm_90).
 ARCH="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n 1 | tr -d '. ')"
-step build 150 env MAX_JOBS=16 M3K_CUDA_ARCHS="${ARCH:-80;90}" python3 -m pip install -v --no-build-isolation \
+step build 200 env MAX_JOBS=16 M3K_CUDA_ARCHS="${ARCH:-80;90}" python3 -m pip install -v --no-build-isolation \
     --no-deps -e .
 [ -f "$OUT/build.log" ] && grep -E "registers|spill" "$OUT/build.log" | sort -u >"$OUT/ptxas.txt"
 step info 20 python3 -m m3kernels.cli info
-step tests 150 python3 -m pytest "${PYTEST_OPTS[@]}" "${XDIST[@]}" -m "not gpu" "${TESTS[@]}"
+# bench writes its results after every case (a cut-off run keeps the cases done) and runs maxsim first.
 step bench 150 python3 -m m3kernels.cli bench --quick --out "$OUT/bench"  # > 100 s on a fresh machine
+# The sweep's own budget shrinks with what the script has left (its step timeout would otherwise cut it mid-sweep).
 TUNE_BUDGET="${M3K_TUNE_BUDGET:-75}"
-step tune $((TUNE_BUDGET + 15)) python3 -m m3kernels.benchmarks.tune --out "$OUT/tune" --budget "$TUNE_BUDGET"
+TUNE_LEFT=$((BUDGET - SECONDS - 25))
+[ "$TUNE_LEFT" -lt "$TUNE_BUDGET" ] && TUNE_BUDGET=$TUNE_LEFT
+step tune $((TUNE_BUDGET + 20)) python3 -m m3kernels.benchmarks.tune --out "$OUT/tune" --budget "$TUNE_BUDGET"
 step tests_gpu 90 python3 -m pytest "${PYTEST_OPTS[@]}" -m gpu "${TESTS[@]}"
+step tests 150 python3 -m pytest "${PYTEST_OPTS[@]}" "${XDIST[@]}" -m "not gpu" "${TESTS[@]}"
 step profile 60 python3 bench/profile_ops.py --rows 8 --out "$OUT/profile.txt"
 if command -v compute-sanitizer >/dev/null; then
     step memcheck 40 compute-sanitizer --tool memcheck --error-exitcode 9 python3 -m pytest -q -x -p no:cacheprovider \

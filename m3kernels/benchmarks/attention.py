@@ -2,29 +2,38 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import m3kernels
-from m3kernels.benchmarks.common import GRAPH_ROW, TRUSTED_SUFFIX, graph_replay, import_peer, our_backends, trusted
+from m3kernels.benchmarks.common import GRAPH_SUFFIX, TRUSTED_SUFFIX, graph_replay, import_peer, our_backends, trusted
 from m3kernels.benchmarks.harness import Case, Provider
 
 HEADS, HEAD_DIM = 16, 64
 
 
-def padded_sdpa(q, k, v, lengths: list[int]) -> torch.Tensor:
-    """The padded formulation: [B, heads, Lmax, D] with a key padding mask (SDPA cannot use its flash kernel)."""
-    b, lmax = len(lengths), max(lengths)
-    mask = torch.arange(lmax, device=q.device)[None, :] < torch.tensor(lengths, device=q.device)[:, None]
+class PaddedBatch:
+    """The padded formulation's inputs, built once (a padded pipeline holds its batch padded already): packed
+    [T, heads, D] tensors as [B, heads, Lmax, D] and the key padding mask [B, Lmax]; SDPA cannot use its flash
+    kernel with a mask."""
 
-    def pad(x):
-        out = x.new_zeros(b, lmax, HEADS, HEAD_DIM)
-        out[mask] = x
-        return out.transpose(1, 2)
+    def __init__(self, lengths: list[int], device: torch.device) -> None:
+        self.shape = (len(lengths), max(lengths), HEADS, HEAD_DIM)
+        self.mask = torch.arange(self.shape[1], device=device)[None, :] < torch.tensor(lengths, device=device)[:, None]
 
-    o = F.scaled_dot_product_attention(pad(q), pad(k), pad(v), attn_mask=mask[:, None, None, :])
-    return o.transpose(1, 2)[mask]
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        out = x.new_zeros(self.shape)
+        out[self.mask] = x.detach()
+        return out.transpose(1, 2).contiguous().requires_grad_(x.requires_grad)
+
+    def unpad(self, x: torch.Tensor) -> torch.Tensor:
+        return x.transpose(1, 2)[self.mask]
+
+    def sdpa(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=self.mask[:, None, None, :])
 
 
 def unpadded_sdpa(q, k, v, lengths: list[int]) -> torch.Tensor:
@@ -53,13 +62,15 @@ def case(device: torch.device, lengths: list[int], dtype: torch.dtype, label: st
     providers = [Provider(f"m3k:{b}", lambda b=b: m3kernels.attention_varlen(q, k, v, cu, max(lengths), backend=b))
                  for b in our_backends("attention_varlen", device)]
     if "triton" in our_backends("attention_varlen", device):
-        providers.append(Provider(GRAPH_ROW, graph_replay(
+        providers.append(Provider(f"m3k:triton{GRAPH_SUFFIX}", graph_replay(
             lambda: m3kernels.attention_varlen(q, k, v, cu, max(lengths), backend="triton"))))
     if device.type == "cuda":
         providers += [Provider(f"m3k:{b}{TRUSTED_SUFFIX}", trusted(
             lambda b=b: m3kernels.attention_varlen(q, k, v, cu, max(lengths), backend=b)))
             for b in our_backends("attention_varlen", device)]
-    providers.append(Provider("SDPA padded batch + key padding mask", lambda: padded_sdpa(q, k, v, lengths),
+    batch = PaddedBatch(lengths, device)
+    padded = [batch.pad(x) for x in (q, k, v)]
+    providers.append(Provider("SDPA padded batch + key padding mask", lambda: batch.sdpa(*padded), unpack=batch.unpad,
                               is_reference=True))
     providers.append(Provider("SDPA per text, unpadded", lambda: unpadded_sdpa(q, k, v, lengths)))
     if device.type == "cuda":
@@ -93,8 +104,16 @@ def backward_case(device: torch.device, lengths: list[int], dtype: torch.dtype, 
     truth = (ref.detach(), *torch.autograd.grad(ref, (q64, k64, v64), grad.double()))
     providers = [Provider(f"m3k:{b}", fwd_bwd(lambda q, k, v, b=b: m3kernels.attention_varlen(
         q, k, v, cu, max(lengths), backend=b))) for b in our_backends("attention_varlen", device)]
-    providers.append(Provider("SDPA padded batch + key padding mask",
-                              fwd_bwd(lambda q, k, v: padded_sdpa(q, k, v, lengths)), is_reference=True))
+    batch = PaddedBatch(lengths, device)
+    padded = [batch.pad(x) for x in (q, k, v)]
+    padded_grad = batch.pad(grad)
+
+    def padded_fwd_bwd():
+        out = batch.sdpa(*padded)
+        return (out.detach(), *torch.autograd.grad(out, padded, padded_grad))
+
+    providers.append(Provider("SDPA padded batch + key padding mask", padded_fwd_bwd,
+                              unpack=lambda out: [batch.unpad(x) for x in out], is_reference=True))
     providers.append(Provider("SDPA per text, unpadded", fwd_bwd(lambda q, k, v: unpadded_sdpa(q, k, v, lengths))))
     flops = sum(4.0 * n * n * HEADS * HEAD_DIM for n in lengths) * 3.5  # backward ~2.5x the forward
     return Case("attention_varlen fwd+bwd", f"{label} heads={HEADS} d={HEAD_DIM} {str(dtype)[6:]}", providers,
@@ -102,20 +121,20 @@ def backward_case(device: torch.device, lengths: list[int], dtype: torch.dtype, 
                 tolerance=1e-3 if dtype == torch.float32 else 5e-2, flops=flops, params={"lengths": len(lengths)})
 
 
-def cases(device: torch.device, quick: bool) -> list[Case]:
+def cases(device: torch.device, quick: bool) -> Iterator[Case]:
+    """The cases one at a time (each built when the previous one is done with: their inputs never coexist)."""
     g = torch.Generator().manual_seed(0)
     if device.type == "cpu":
         mixed = torch.randint(64, 1025, (16,), generator=g).tolist()
-        out = [case(device, [512], torch.float32, "1 text x 512"), case(device, mixed, torch.float32,
-                                                                       "16 texts U[64,1024]")]
+        yield case(device, [512], torch.float32, "1 text x 512")
+        yield case(device, mixed, torch.float32, "16 texts U[64,1024]")
         if not quick:
-            out.append(case(device, [2048], torch.float32, "1 text x 2048"))
-            out.append(case(device, [8192], torch.float32, "1 text x 8192"))
-            out.append(backward_case(device, mixed[:8], torch.float32, "8 texts U[64,1024]"))
-        return out
+            yield case(device, [2048], torch.float32, "1 text x 2048")
+            yield case(device, [8192], torch.float32, "1 text x 8192")
+            yield backward_case(device, mixed[:8], torch.float32, "8 texts U[64,1024]")
+        return
     mixed = torch.randint(64, 2049, (32,), generator=g).tolist()
-    lens = [512, 2048, 8192] if not quick else [8192]
-    out = [case(device, [n], torch.float16, f"1 text x {n}") for n in lens]
-    out.append(case(device, mixed, torch.float16, "32 texts U[64,2048]"))
-    out.append(backward_case(device, mixed, torch.float16, "32 texts U[64,2048]"))
-    return out
+    for n in [512, 2048, 8192] if not quick else [8192]:
+        yield case(device, [n], torch.float16, f"1 text x {n}")
+    yield case(device, mixed, torch.float16, "32 texts U[64,2048]")
+    yield backward_case(device, mixed, torch.float16, "32 texts U[64,2048]")

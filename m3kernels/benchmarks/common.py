@@ -31,10 +31,10 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-# The name of a row timing an op captured once in a CUDA graph and replayed: its kernels only (no host work, and
-# none of the value checks, which are off while capturing): a figure besides the eager row, not the one the
-# targets are checked on.
-GRAPH_ROW = "m3k:triton, CUDA graph replay"
+# The suffix of a row timing one of our backends captured once in a CUDA graph and replayed: its kernels only (no
+# host work, and none of the value checks, which are off while capturing): a figure besides the eager row, not the
+# one the targets are checked on.
+GRAPH_SUFFIX = ", CUDA graph replay"
 
 
 # The suffix of a row timing one of our backends inside trusted_inputs(): the eager call without its value checks

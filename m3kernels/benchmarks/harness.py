@@ -19,13 +19,17 @@ import torch
 class Provider:
     """One contender: ``fn()`` runs the op on prepared inputs; ``unavailable`` says why it cannot run. ``floor``: not
     the op but a bound on it (e.g. a plain read of the same bytes), timed beside it and not checked; the text says
-    what it measures and goes to the row's note."""
+    what it measures and goes to the row's note. ``unpack``: turns fn's output into the case's format for the
+    check, untimed (a padded formulation's output, say). ``tolerance``: this provider's own bound on the check
+    (a baseline computing in a narrower dtype than the case's kernels), else the case's."""
 
     name: str
     fn: Callable[[], Any] | None
     unavailable: str | None = None
     is_reference: bool = False
     floor: str | None = None
+    unpack: Callable[[Any], Any] | None = None
+    tolerance: float | None = None
 
 
 @dataclass
@@ -153,20 +157,25 @@ def run_case(case: Case, device: torch.device, repeats: int, ceilings: dict[str,
         try:
             with PeakMemory(device) as mem:
                 out = p.fn()
-            err = 0.0 if p.floor else float(case.check(out))
+            err = 0.0 if p.floor else float(case.check(p.unpack(out) if p.unpack else out))
         except Exception as exc:  # a failing peer is reported, not fatal
             row.status, row.note = "error", f"{type(exc).__name__}: {exc}"[:200]
             continue
         row.max_error, row.peak_extra_mib = err, round(mem.extra_mib, 1)
-        if not err <= case.tolerance:
-            row.status, row.note = "wrong", f"max error {err:.3g} > {case.tolerance:.3g}"
+        tolerance = case.tolerance if p.tolerance is None else p.tolerance
+        if not err <= tolerance:
+            row.status, row.note = "wrong", f"max error {err:.3g} > {tolerance:.3g}"
             continue
         row.status, row.note = "ok", p.floor or ""
         timed.append(p)
     samples: dict[str, list[float]] = {p.name: [] for p in timed}
     for _ in range(repeats):
-        for p in timed:
-            samples[p.name].append(_time_once(p.fn, device, case.device_time))
+        for p in list(timed):
+            try:
+                samples[p.name].append(_time_once(p.fn, device, case.device_time))
+            except Exception as exc:  # e.g. out of memory on a later call: the other providers go on
+                rows[p.name].status, rows[p.name].note = "error", f"while timing: {type(exc).__name__}: {exc}"[:200]
+                timed.remove(p)
     ref_ms = next((statistics.median(samples[p.name]) for p in timed if p.is_reference), None)
     for p in timed:
         s = sorted(samples[p.name])

@@ -18,7 +18,7 @@ import time
 import torch
 
 from m3kernels.benchmarks import attention, maxsim, sparse
-from m3kernels.benchmarks.common import GRAPH_ROW, TRUSTED_SUFFIX, trusted
+from m3kernels.benchmarks.common import GRAPH_SUFFIX, TRUSTED_SUFFIX, trusted
 from m3kernels.benchmarks.harness import _time_once
 
 
@@ -100,11 +100,14 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     wanted = tuple(args.ops.split(","))
-    lines: list[str] = []
+    if args.out:
+        open(args.out, "w").close()
 
-    def say(s: str = "") -> None:
+    def say(s: str = "") -> None:  # the file grows line by line: a run cut off by a time limit keeps its lines
         print(s, flush=True)
-        lines.append(s)
+        if args.out:
+            with open(args.out, "a") as f:
+                f.write(s + "\n")
 
     summary = []
     if device.type == "cuda":
@@ -118,16 +121,21 @@ def main(argv: list[str] | None = None) -> int:
             if not case.op.startswith(wanted):
                 continue
             for prov in case.providers:
-                if prov.fn is None or not prov.name.startswith("m3k:") or prov.name == GRAPH_ROW or \
+                if prov.fn is None or not prov.name.startswith("m3k:") or prov.name.endswith(GRAPH_SUFFIX) or \
                         prov.name.endswith(TRUSTED_SUFFIX):  # profiled as the "trusted" figure of the eager row
                     continue
-                for _ in range(3):
-                    prov.fn()
-                full = _median_ms(prov.fn, device)
-                trusted_ms = _median_ms(trusted(prov.fn), device)
-                host = _host_ms(prov.fn, device)
-                dev_ms, table = profile(prov.fn, device, args.rows) if args.rows else (0.0, "")
                 label = f"{case.op} | {case.shape} | {prov.name}"
+                try:
+                    for _ in range(3):
+                        prov.fn()
+                    full = _median_ms(prov.fn, device)
+                    trusted_ms = _median_ms(trusted(prov.fn), device)
+                    host = _host_ms(prov.fn, device)
+                    dev_ms, table = profile(prov.fn, device, args.rows) if args.rows else (0.0, "")
+                except Exception as exc:  # one failing provider must not cost the others their figures
+                    summary.append(f"{label} | error: {type(exc).__name__}: {str(exc)[:120]}")
+                    say(f"== {summary[-1]}")
+                    continue
                 summary.append(f"{label} | call {full:.3f} ms | trusted {trusted_ms:.3f} ms | host {host:.3f} ms | "
                                f"kernels {dev_ms:.3f} ms")
                 say(f"== {summary[-1]}")
@@ -136,9 +144,6 @@ def main(argv: list[str] | None = None) -> int:
         "call; kernels: device time per call)")
     for s in summary:
         say(s)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write("\n".join(lines) + "\n")
     return 0
 
 

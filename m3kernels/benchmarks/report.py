@@ -59,19 +59,19 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def write(rows: list[Row], info: dict[str, object], out_dir: Path) -> list[Path]:
+def write(rows: list[Row], info: dict[str, object], out_dir: Path, plots: bool = True) -> list[Path]:
+    """results.json (rows + machine info), results.csv, table.txt and (plots=True) one PNG per op in out_dir."""
     out_dir.mkdir(parents=True, exist_ok=True)
     records = [dataclasses.asdict(r) for r in rows]
     paths = [out_dir / "results.json", out_dir / "results.csv", out_dir / "table.txt"]
     paths[0].write_text(json.dumps({"machine": info, "rows": records}, indent=1, default=str))
     with paths[1].open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=[k for k in records[0] if k != "params"])
+        writer = csv.DictWriter(f, fieldnames=[f.name for f in dataclasses.fields(Row) if f.name != "params"])
         writer.writeheader()
         for rec in records:
             writer.writerow({k: v for k, v in rec.items() if k != "params"})
     paths[2].write_text(table(rows) + "\n")
-    paths += plot(rows, out_dir)
-    return paths
+    return paths + plot(rows, out_dir) if plots else paths
 
 
 def plot(rows: list[Row], out_dir: Path) -> list[Path]:

@@ -9,15 +9,16 @@ from pathlib import Path
 import torch
 
 from m3kernels.benchmarks import attention, encode, maxsim, report, roofline, sparse
-from m3kernels.benchmarks.harness import run_case
+from m3kernels.benchmarks.harness import Row, run_case
 
-SUITES = {"maxsim": maxsim, "lexical": sparse, "attention": attention, "encode": encode}
+# In run order: the suites holding most of the issues' targets first, so a run cut short keeps them.
+SUITES = {"maxsim": maxsim, "attention": attention, "lexical": sparse, "encode": encode}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="m3k bench", description=__doc__)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--ops", nargs="+", choices=sorted(SUITES), default=sorted(SUITES))
+    ap.add_argument("--ops", nargs="+", choices=list(SUITES), default=list(SUITES))
     ap.add_argument("--quick", action="store_true", help="fewer shapes and repeats (under 2 minutes on 2 cores)")
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--out", type=Path, default=Path("bench_out"))
@@ -28,19 +29,38 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     ceilings = roofline.measure(device, quick=args.quick)
     print(f"ceilings on {device}: {ceilings['gflops']:.0f} GFLOP/s matmul, {ceilings['gbps']:.1f} GB/s copy")
-    rows = []
-    for name in args.ops:
-        suite = SUITES[name]
-        if hasattr(suite, "rows"):  # measured in subprocesses (end to end), not as in-process providers
-            print(f"[{time.perf_counter() - started:6.1f}s] {name}", flush=True)
-            rows += suite.rows(device, args.quick)
-            continue
-        for case in suite.cases(device, args.quick):
-            print(f"[{time.perf_counter() - started:6.1f}s] {case.op}: {case.shape}", flush=True)
-            rows += run_case(case, device, repeats, ceilings)
     info = report.machine_info(device, ceilings)
+    rows: list[Row] = []
+    try:
+        for name in sorted(args.ops, key=list(SUITES).index):
+            _run_suite(name, device, args.quick, repeats, ceilings, started, rows, info, args.out)
+    except KeyboardInterrupt:  # a time limit's SIGINT: keep what was measured
+        print(f"\ninterrupted after {time.perf_counter() - started:.0f}s; the report holds the cases finished")
+        report.write(rows, info, args.out, plots=False)
+        return 130
     paths = report.write(rows, info, args.out)
     print()
     print(report.table(rows))
     print(f"\n{len(rows)} rows in {time.perf_counter() - started:.0f}s; wrote {', '.join(str(p) for p in paths)}")
     return 0
+
+
+def _run_suite(name: str, device: torch.device, quick: bool, repeats: int, ceilings: dict[str, float],
+               started: float, rows: list[Row], info: dict[str, object], out: Path) -> None:
+    """Appends one suite's rows to rows; the report is rewritten after every case (without plots), so that a run
+    stopped later keeps them. A suite that fails adds an error row and the run goes on with the next one."""
+    suite = SUITES[name]
+    try:
+        if hasattr(suite, "rows"):  # measured in subprocesses (end to end), not as in-process providers
+            print(f"[{time.perf_counter() - started:6.1f}s] {name}", flush=True)
+            rows += suite.rows(device, quick)
+        else:
+            for case in suite.cases(device, quick):
+                print(f"[{time.perf_counter() - started:6.1f}s] {case.op}: {case.shape}", flush=True)
+                rows += run_case(case, device, repeats, ceilings)
+                del case  # its inputs go before the next case's are built
+                report.write(rows, info, out, plots=False)
+    except Exception as exc:
+        print(f"{name}: {type(exc).__name__}: {exc}", flush=True)
+        rows.append(Row(name, "-", "suite", "error", note=f"{type(exc).__name__}: {exc}"[:200]))
+    report.write(rows, info, out, plots=False)

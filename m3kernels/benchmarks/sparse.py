@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
 
 import torch
 
@@ -173,8 +174,11 @@ def scores_case(device: torch.device, n_q: int, n_d: int) -> Case:
                 params={"n_q": n_q, "n_d": n_d})
 
 
-def cases(device: torch.device, quick: bool) -> list[Case]:
+def cases(device: torch.device, quick: bool) -> Iterator[Case]:
+    """The cases one at a time (each built when the previous one is done with: their inputs never coexist)."""
     if device.type == "cpu":
-        return [weights_case(device, 32, 512, 1024, torch.float32), scores_case(device, 100, 1000)]
-    return [weights_case(device, 64, 512, 1024, torch.float16), read_pass_case(device, 64, 512, 1024, torch.float16),
-            scores_case(device, 100, 1000)]
+        yield weights_case(device, 32, 512, 1024, torch.float32)
+    else:
+        yield weights_case(device, 64, 512, 1024, torch.float16)
+        yield read_pass_case(device, 64, 512, 1024, torch.float16)
+    yield scores_case(device, 100, 1000)
