@@ -26,7 +26,7 @@ set -uo pipefail
 OUT="${1:?usage: bash bench/gpu_check.sh OUTDIR [PACKDIR]}"
 PACK="${2:-}"
 BUDGET="${M3K_GPU_BUDGET:-450}"
-STEPS=" ${M3K_GPU_STEPS:-build info bench tune tests_gpu tests profile memcheck racecheck flagenv encode} "
+STEPS=" ${M3K_GPU_STEPS:-build info bench tiles tune tests_gpu tests profile memcheck racecheck flagenv encode} "
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 cd "$(dirname "$0")/.."
@@ -82,10 +82,13 @@ step build 200 env MAX_JOBS=16 M3K_CUDA_ARCHS="${ARCH:-80;90}" python3 -m pip in
 step info 20 python3 -m m3kernels.cli info
 # bench writes its results after every case (a cut-off run keeps the cases done) and runs maxsim first.
 step bench 150 python3 -m m3kernels.cli bench --quick --out "$OUT/bench"  # > 100 s on a fresh machine
+# Before the sweep times them: every CUDA forward tile gives tile 0's results bit for bit on this card.
+step tiles 40 python3 -m pytest "${PYTEST_OPTS[@]}" tests/test_cuda_backend.py -k tile
 # The sweep's own budget shrinks with what the script has left (its step timeout would otherwise cut it mid-sweep).
 TUNE_BUDGET="${M3K_TUNE_BUDGET:-75}"
 TUNE_LEFT=$((BUDGET - SECONDS - 25))
 [ "$TUNE_LEFT" -lt "$TUNE_BUDGET" ] && TUNE_BUDGET=$TUNE_LEFT
+[[ "$STEPS" == *" tune "* ]] && [ "$TUNE_BUDGET" -lt 20 ] && STEPS="${STEPS/ tune / }" && echo "tune skipped (budget)" >>"$OUT/steps.txt"
 step tune $((TUNE_BUDGET + 20)) python3 -m m3kernels.benchmarks.tune --out "$OUT/tune" --budget "$TUNE_BUDGET"
 step tests_gpu 90 python3 -m pytest "${PYTEST_OPTS[@]}" -m gpu "${TESTS[@]}"
 step tests 150 python3 -m pytest "${PYTEST_OPTS[@]}" "${XDIST[@]}" -m "not gpu" "${TESTS[@]}"

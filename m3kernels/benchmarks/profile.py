@@ -140,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                                f"kernels {dev_ms:.3f} ms")
                 say(f"== {summary[-1]}")
                 say(table)
+            del case  # its inputs go before the next case's are built
     say("== summary (call: event-timed one call; trusted: data checks skipped; host: perf_counter of the Python "
         "call; kernels: device time per call)")
     for s in summary:

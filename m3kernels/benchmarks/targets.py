@@ -141,7 +141,10 @@ def _line(name: str, text: str, met: bool | None) -> str:
 
 def _info_line(target: Target, rows: list[dict]) -> str:
     text, met = evaluate(target, rows)
-    verdict = "" if met is None else f" ({'reaches' if met else 'below'} the goal)"
+    if target.metric == "peak_mib":
+        verdict = "" if met is None else f" ({'within' if met else 'exceeds'} the bound)"
+    else:
+        verdict = "" if met is None else f" ({'reaches' if met else 'below'} the goal)"
     return f"{'info':6} {target.name}: {text}{verdict}"
 
 

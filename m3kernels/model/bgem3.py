@@ -288,7 +288,8 @@ class BGEM3(nn.Module):
     ) -> PackedOutput:
         """Runs token-budget batches (longest first) and returns the heads in the input order, on out_device
         (default: the model's device). Each batch's heads move there as soon as it is done, so that a CPU
-        out_device keeps at most one batch of outputs on the model's device."""
+        out_device keeps at most one batch of outputs on the model's device. mcls=True takes ids in insert_cls's
+        layout (tokenize(..., mcls=True)): the CLS tokens are found by position."""
         from tqdm.auto import tqdm
 
         batch_size = _checks.int_arg("batch_size", batch_size, minimum=1)

@@ -43,6 +43,15 @@ class Tokenizer:
         # lock, a thread encoding at another max_length could change it in the middle of this call's batch.
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        del state["_lock"]  # a lock neither copies nor pickles: copy.deepcopy(model) must work
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     @property
     def special_ids(self) -> tuple[int, ...]:
         """Ids FlagEmbedding drops from lexical weights: <s>, </s>, <pad>, <unk>."""

@@ -278,3 +278,11 @@ def test_mcls_finds_cls_positions_not_cls_ids(model):
     plain, mcls = model.encode(text, **kwargs), model.encode(text, mcls=True, **kwargs)
     np.testing.assert_allclose(mcls["dense_vecs"], plain["dense_vecs"], atol=1e-6)
     np.testing.assert_allclose(mcls["colbert_vecs"], plain["colbert_vecs"], atol=1e-6)
+
+
+def test_model_deep_copies(model, texts):
+    """copy.deepcopy of a model (a teacher / EMA copy) works despite the tokenizer's lock, and the copy encodes."""
+    import copy
+
+    twin = copy.deepcopy(model)
+    np.testing.assert_array_equal(twin.encode(texts[:3])["dense_vecs"], model.encode(texts[:3])["dense_vecs"])
