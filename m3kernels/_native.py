@@ -21,7 +21,7 @@ def _load_emulated(path: str):
 
 
 # python/bindings.h's kAbiVersion of the bindings this code calls (a build from older sources has another).
-ABI_VERSION = 3
+ABI_VERSION = 4
 
 try:
     if os.environ.get("M3K_CUDA_EMU_MODULE"):

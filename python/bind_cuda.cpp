@@ -59,9 +59,10 @@ void bind_cuda(py::module_& m) {
   py::list shapes;
   for (const m3k::FwdTileShape& s : m3k::kFwdTileShapes)
     shapes.append(py::make_tuple(s.warps, 16 * s.vecs, s.stages, m3k::fwd_tile_smem_bytes(s),
-                                 m3k::fwd_tile_static_smem_bytes(s), s.ldmatrix, s.qrows, s.prefetch));
+                                 m3k::fwd_tile_static_smem_bytes(s), s.ldmatrix, s.qrows, s.prefetch, s.warps_m,
+                                 s.warp_cols));
   // (warps, hidden bytes per row and stage, stages, dynamic and static shared memory bytes, ldmatrix, query rows,
-  // L2 prefetch bytes) per tile
+  // L2 prefetch bytes, warps along the query rows, doc columns per warp) per tile
   m.attr("maxsim_forward_cuda_tile_shapes") = shapes;
   m.def(
       "maxsim_backward_cuda",

@@ -12,7 +12,7 @@ namespace py = pybind11;
 // The binding interface's version, which m3kernels/_native.py compares with its own (ABI_VERSION there): raise both
 // whenever a binding's argument list changes, so that a stale build is reported instead of a pybind signature
 // error (or wrong arguments) at the first call.
-constexpr int kAbiVersion = 3;
+constexpr int kAbiVersion = 4;
 
 template <typename T>
 inline T* ptr(uintptr_t address) {

@@ -1,8 +1,9 @@
 // MaxSim on CUDA. Forward: a block walks its query rows in tiles of kBM tokens and a doc in tiles of kBN tokens;
 // each (query tile, doc tile) similarity block is a small GEMM over H, streamed through a kStages-deep cp.async
-// pipeline of [kBM + kBN, kBK] shared-memory tiles. Warp w owns doc columns [16w, 16w + 16) of every doc tile and
-// all kBM query rows, so the running max / argmax of its columns stays in registers across the whole doc; one
-// cross-warp reduction per query tile gives the row maxima and their arg-max. The [Lq, Ld] similarity block never
+// pipeline of [kBM + kBN, kBK] shared-memory tiles. The warps form a kWarpsM x kWarpsN grid: warp (wm, wn) owns
+// query rows [wm * kWarpRows, + kWarpRows) and doc columns [wn * kWarpCols, + kWarpCols) of every tile, so the
+// running max / argmax of its columns stays in registers across the whole doc; one cross-warp reduction per query
+// tile (over the kWarpsN column warps) gives the row maxima and their arg-max. The [Lq, Ld] similarity block never
 // leaves registers. Two ways to lay blocks out:
 //   * per pair (maxsim_forward_cuda): block = (query, doc); the rows' maxima are summed into the pair's score;
 //   * row blocks (maxsim_forward_rows_cuda, several queries, all pairs): block = (kBM consecutive query rows, doc),
@@ -18,19 +19,23 @@ namespace {
 using cuda::ceil_div;
 using cuda::round_up16;
 
-// Tile shape kFwdTileShapes[kIndex] (maxsim_cuda.h): kWarps warps of 16 doc columns each (kBN = 16 * kWarps doc
-// tokens per tile), kBM query rows (kMT MMA row tiles of 16), kBKVecs 16-byte vectors of hidden per row and stage,
-// kStages pipeline stages. Picked at run time (the Python layer's _FWD_TILE / _ROWS_TILE, swept by
+// Tile shape kFwdTileShapes[kIndex] (maxsim_cuda.h): kWarps warps in a kWarpsM x kWarpsN grid, each owning
+// kWarpRows query rows (kMT MMA row tiles of 16) and kWarpCols doc columns (kNT MMA column tiles of 8) of a
+// kBM x kBN tile, kBKVecs 16-byte vectors of hidden per row and stage, kStages pipeline stages. Picked at run time (the Python layer's _FWD_TILE / _ROWS_TILE, swept by
 // m3kernels/benchmarks/tune.py).
 template <typename T, int kIndex>
 struct FwdTile {
   static constexpr FwdTileShape kShape = kFwdTileShapes[kIndex];
   static constexpr int kBKVecs = kShape.vecs;
   static constexpr int kBM = kShape.qrows;        // query tokens per tile
-  static constexpr int kMT = kBM / 16;            // 16-row MMA tiles per query tile
   static constexpr int kWarps = kShape.warps;
-  static constexpr int kWarpCols = 16;           // doc columns per warp = two n8 MMA tiles
-  static constexpr int kBN = kWarps * kWarpCols;  // doc tokens per tile
+  static constexpr int kWarpsM = kShape.warps_m;    // warps along the query rows
+  static constexpr int kWarpsN = kWarps / kWarpsM;  // warps along the doc columns
+  static constexpr int kWarpRows = kBM / kWarpsM;   // query rows per warp
+  static constexpr int kMT = kWarpRows / 16;        // 16-row MMA tiles per warp
+  static constexpr int kWarpCols = kShape.warp_cols;
+  static constexpr int kNT = kWarpCols / 8;         // n8 MMA tiles per warp
+  static constexpr int kBN = kWarpsN * kWarpCols;   // doc tokens per tile
   static constexpr int kThreads = kWarps * 32;
   static constexpr int kStages = kShape.stages;
   static constexpr int kVec = 16 / sizeof(T);     // elements per 16-byte cp.async
@@ -40,6 +45,9 @@ struct FwdTile {
   static constexpr int kStageElems = kRows * kLds;
   static constexpr size_t kSmemBytes = size_t(kStages) * kStageElems * sizeof(T);
   static_assert(kBM % 32 == 0 && kBM <= kThreads, "one thread per query row in the cross-warp reduction");
+  static_assert(kWarps % kWarpsM == 0 && kWarpRows % 16 == 0, "a whole number of 16-row MMA tiles per warp");
+  static_assert(kWarpCols % 16 == 0, "ldmatrix.x4 loads 16 doc columns");
+  static_assert(kBN == fwd_tile_doc_cols(kShape), "maxsim_cuda.h states the doc columns");
   static_assert((kLds * sizeof(T) / 4) % 32 == 4, "fragment loads assume rows 4 banks apart");
   static_assert((kRows * (kBK / kVec)) % kThreads == 0, "each thread issues the same number of copies");
   static_assert(kStages >= 2, "the pipeline overlaps the next stage's copy with this stage's products");
@@ -94,28 +102,30 @@ __device__ __forceinline__ void keep_best(float& v, int& a, float v2, int a2) {
   }
 }
 
-// acc[mt][nt][h * 2 + e] += <q row (mt * 16 + h * 8 + g), d row (warp * 16 + nt * 8 + 2t + e)> over kBK.
+// acc[mt][nt][h * 2 + e] += <q row (mt * 16 + h * 8 + g), d row (nt * 8 + 2t + e)> over kBK, sq and sd pointing
+// at the warp's first query row and doc column of the stage.
 template <typename T, typename C>
-__device__ __forceinline__ void tile_products(const T* sq, const T* sd, int warp, int lane,
-                                              float (&acc)[C::kMT][2][4]) {
+__device__ __forceinline__ void tile_products(const T* sq, const T* sd, int lane, float (&acc)[C::kMT][C::kNT][4]) {
   const int g = lane >> 2, t = lane & 3;
   if constexpr (sizeof(T) == 2) {
 #pragma unroll
     for (int k = 0; k < C::kBK; k += 16) {
-      uint32_t b[2][2];
+      uint32_t b[C::kNT][2];
       if constexpr (C::kShape.ldmatrix) {
-        // B: (doc rows 0-7, k 0-7), (0-7, 8-15), (8-15, 0-7), (8-15, 8-15) of the warp's 16 columns.
-        uint32_t bb[4];
-        cuda::ldmatrix_x4(
-            bb, sd + (warp * C::kWarpCols + (lane >> 4) * 8 + (lane & 7)) * C::kLds + k + ((lane >> 3) & 1) * 8);
-        b[0][0] = bb[0];
-        b[0][1] = bb[1];
-        b[1][0] = bb[2];
-        b[1][1] = bb[3];
+#pragma unroll
+        for (int nt = 0; nt < C::kNT; nt += 2) {
+          // B: (doc rows 0-7, k 0-7), (0-7, 8-15), (8-15, 0-7), (8-15, 8-15) of columns nt * 8 .. nt * 8 + 15.
+          uint32_t bb[4];
+          cuda::ldmatrix_x4(bb, sd + (nt * 8 + (lane >> 4) * 8 + (lane & 7)) * C::kLds + k + ((lane >> 3) & 1) * 8);
+          b[nt][0] = bb[0];
+          b[nt][1] = bb[1];
+          b[nt + 1][0] = bb[2];
+          b[nt + 1][1] = bb[3];
+        }
       } else {
 #pragma unroll
-        for (int nt = 0; nt < 2; ++nt) {
-          const T* c0 = sd + (warp * C::kWarpCols + nt * 8 + g) * C::kLds + k + 2 * t;
+        for (int nt = 0; nt < C::kNT; ++nt) {
+          const T* c0 = sd + (nt * 8 + g) * C::kLds + k + 2 * t;
           b[nt][0] = ld_u32(c0);
           b[nt][1] = ld_u32(c0 + 8);
         }
@@ -135,19 +145,18 @@ __device__ __forceinline__ void tile_products(const T* sq, const T* sd, int warp
           a[3] = ld_u32(r1 + 8);
         }
 #pragma unroll
-        for (int nt = 0; nt < 2; ++nt) cuda::mma_16816<T>(acc[mt][nt], a, b[nt]);
+        for (int nt = 0; nt < C::kNT; ++nt) cuda::mma_16816<T>(acc[mt][nt], a, b[nt]);
       }
     }
   } else {
 #pragma unroll 2
     for (int k = 0; k < C::kBK; k += 4) {
-      float4 dv[2][2];
+      float4 dv[C::kNT][2];
 #pragma unroll
-      for (int nt = 0; nt < 2; ++nt)
+      for (int nt = 0; nt < C::kNT; ++nt)
 #pragma unroll
         for (int e = 0; e < 2; ++e)
-          dv[nt][e] =
-              *reinterpret_cast<const float4*>(sd + (warp * C::kWarpCols + nt * 8 + 2 * t + e) * C::kLds + k);
+          dv[nt][e] = *reinterpret_cast<const float4*>(sd + (nt * 8 + 2 * t + e) * C::kLds + k);
 #pragma unroll
       for (int mt = 0; mt < C::kMT; ++mt) {
         float4 qv[2];
@@ -155,7 +164,7 @@ __device__ __forceinline__ void tile_products(const T* sq, const T* sd, int warp
         for (int h = 0; h < 2; ++h)
           qv[h] = *reinterpret_cast<const float4*>(sq + (mt * 16 + h * 8 + g) * C::kLds + k);
 #pragma unroll
-        for (int nt = 0; nt < 2; ++nt)
+        for (int nt = 0; nt < C::kNT; ++nt)
 #pragma unroll
           for (int h = 0; h < 2; ++h)
 #pragma unroll
@@ -176,8 +185,8 @@ template <typename T, typename C>
 __global__ void __launch_bounds__(C::kThreads) maxsim_fwd_kernel(FwdArgs args) {
   M3K_DYNAMIC_SMEM(smem_raw);
   T* smem = reinterpret_cast<T*>(smem_raw);
-  __shared__ float red_val[C::kWarps][C::kBM];
-  __shared__ int32_t red_arg[C::kWarps][C::kBM];
+  __shared__ float red_val[C::kWarpsN][C::kBM];
+  __shared__ int32_t red_arg[C::kWarpsN][C::kBM];
   static_assert(int64_t(sizeof(red_val) + sizeof(red_arg)) == fwd_tile_static_smem_bytes(C::kShape),
                 "maxsim_cuda.h states the static footprint");
 
@@ -204,6 +213,10 @@ __global__ void __launch_bounds__(C::kThreads) maxsim_fwd_kernel(FwdArgs args) {
   const int64_t d0 = doc.start;
   const int ld = doc.n;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+  // (threadIdx.x < kThreads is unknown to the compiler: a single row of warps is spelled out, or the index math
+  // costs tile 0 twelve registers and a block per SM.)
+  const int wn = C::kWarpsM == 1 ? warp : warp % C::kWarpsN;
+  const int warp_row0 = C::kWarpsM == 1 ? 0 : warp / C::kWarpsN * C::kWarpRows;
   const int nk = static_cast<int>(ceil_div(H, C::kBK));
   const int nnt = static_cast<int>(ceil_div(ld, C::kBN));
   const int nmt = static_cast<int>(ceil_div(lq, C::kBM));
@@ -231,11 +244,11 @@ __global__ void __launch_bounds__(C::kThreads) maxsim_fwd_kernel(FwdArgs args) {
     }
   };
 
-  float acc[C::kMT][2][4];
+  float acc[C::kMT][C::kNT][4];
   float best[C::kMT][2];
   int arg[C::kMT][2];
 #pragma unroll
-  for (int a = 0; a < C::kMT * 8; ++a) (&acc[0][0][0])[a] = 0.f;
+  for (int a = 0; a < C::kMT * C::kNT * 4; ++a) (&acc[0][0][0])[a] = 0.f;
 #pragma unroll
   for (int a = 0; a < C::kMT * 2; ++a) {
     (&best[0][0])[a] = -INFINITY;
@@ -264,16 +277,16 @@ __global__ void __launch_bounds__(C::kThreads) maxsim_fwd_kernel(FwdArgs args) {
     }
     cuda::cp_async_commit();
     const T* sq = smem + (it % C::kStages) * C::kStageElems;
-    tile_products<T, C>(sq, sq + C::kBM * C::kLds, warp, lane, acc);
+    tile_products<T, C>(sq + warp_row0 * C::kLds, sq + (C::kBM + wn * C::kWarpCols) * C::kLds, lane, acc);
 
     if (at.kc == nk - 1) {  // this doc tile's similarities are complete: fold them into the running max
-      const int n0 = at.nt * C::kBN + warp * C::kWarpCols + 2 * t;
+      const int n0 = at.nt * C::kBN + wn * C::kWarpCols + 2 * t;
 #pragma unroll
       for (int mt = 0; mt < C::kMT; ++mt)
 #pragma unroll
         for (int h = 0; h < 2; ++h)
 #pragma unroll
-          for (int nt = 0; nt < 2; ++nt)
+          for (int nt = 0; nt < C::kNT; ++nt)
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
               const int col = n0 + nt * 8 + e;  // increasing: strict '>' keeps the first max
@@ -284,7 +297,7 @@ __global__ void __launch_bounds__(C::kThreads) maxsim_fwd_kernel(FwdArgs args) {
               }
             }
 #pragma unroll
-      for (int a = 0; a < C::kMT * 8; ++a) (&acc[0][0][0])[a] = 0.f;
+      for (int a = 0; a < C::kMT * C::kNT * 4; ++a) (&acc[0][0][0])[a] = 0.f;
 
       if (at.nt == nnt - 1) {  // the whole doc is seen: reduce this query tile's rows
 #pragma unroll
@@ -297,8 +310,8 @@ __global__ void __launch_bounds__(C::kThreads) maxsim_fwd_kernel(FwdArgs args) {
             for (int off = 1; off < 4; off <<= 1)
               keep_best(v, a, __shfl_xor_sync(0xffffffffu, v, off), __shfl_xor_sync(0xffffffffu, a, off));
             if (t == 0) {
-              red_val[warp][mt * 16 + h * 8 + g] = v;
-              red_arg[warp][mt * 16 + h * 8 + g] = a;
+              red_val[wn][warp_row0 + mt * 16 + h * 8 + g] = v;
+              red_arg[wn][warp_row0 + mt * 16 + h * 8 + g] = a;
             }
             best[mt][h] = -INFINITY;
             arg[mt][h] = -1;
@@ -308,7 +321,7 @@ __global__ void __launch_bounds__(C::kThreads) maxsim_fwd_kernel(FwdArgs args) {
           float v = red_val[0][tid];
           int a = red_arg[0][tid];
 #pragma unroll
-          for (int w = 1; w < C::kWarps; ++w) keep_best(v, a, red_val[w][tid], red_arg[w][tid]);
+          for (int w = 1; w < C::kWarpsN; ++w) keep_best(v, a, red_val[w][tid], red_arg[w][tid]);
           const int row = at.mt * C::kBM + tid;
           // a == -1 when the row's max is -inf (every similarity -inf): no doc token, as on the CPU.
           const int32_t doc_row = a < 0 ? -1 : static_cast<int32_t>(d0 + a);

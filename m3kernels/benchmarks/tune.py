@@ -188,8 +188,9 @@ def _cuda_kernels(device: torch.device) -> tuple[Any, list[tuple], int]:
 
 
 def _tile_names(shapes: list[tuple]) -> str:
-    return ", ".join(f"{t} = {w} warps x {b} B x {st} stages x {rows} rows{' ldmatrix' * ldm}"
-                     f"{f' L2::{pre}B' * bool(pre)}" for t, (w, b, st, _, _, ldm, rows, pre) in enumerate(shapes))
+    return ", ".join(f"{t} = {wm}x{w // wm} warps of {cols} columns x {b} B x {st} stages x {rows} rows"
+                     f"{' ldmatrix' * ldm}{f' L2::{pre}B' * bool(pre)}"
+                     for t, (w, b, st, _, _, ldm, rows, pre, wm, cols) in enumerate(shapes))
 
 
 def maxsim_cuda_sweep(device: torch.device, small: bool, limit: int | None) -> Sweep:
