@@ -247,6 +247,33 @@ def test_pool_in_programs_equals_the_sort_path(monkeypatch, lengths):
         assert torch.equal(a, c) and torch.equal(b, c)
 
 
+def test_pool_with_known_bounds_never_reads_rows_between_texts(monkeypatch):
+    """With both bounds known the token weights skip the per-row segment ids (the per-text pool reads only each
+    text's rows): rows in gaps between texts, with weights > 0 and ids of the vocabulary, stay out of the output,
+    which equals the torch-sort fallback's (that one drops them by segment id)."""
+    from m3kernels.sparse import triton as kernels
+
+    hidden, ids, _, _, w, b, skip = _pool_inputs([30], vocab=12)
+    b = torch.tensor([10.0], device=DEVICE)  # every weight > 0: a gap row would be pooled if it were read
+    off = torch.tensor([0, 12, 29], dtype=torch.int32, device=DEVICE)  # gaps: rows 5-11 and 21-28
+    lens = torch.tensor([5, 9, 1], dtype=torch.int32, device=DEVICE)
+    args = (hidden, ids, off, lens, w, b, skip)
+    segments = []
+    real_segment_ids = kernels.segment_ids
+    monkeypatch.setattr(kernels, "segment_ids", lambda *a: segments.append(a) or real_segment_ids(*a))
+    fast = kernels.pool(*args, 9, 12)
+    assert not segments
+    monkeypatch.setattr(kernels, "_pool_block", lambda *a: None)
+    fallback = kernels.pool(*args, 9, 12)
+    assert segments
+    for a, c in zip(fast, fallback, strict=True):
+        assert torch.equal(a, c)
+    rows = torch.cat([torch.arange(0, 5), torch.arange(12, 21), torch.tensor([29])]).to(DEVICE)
+    used = fast[2][fast[2] >= 0]
+    assert torch.isin(used, rows).all() and fast[3].tolist() == [
+        len(set(ids[r].tolist()) - {0, 2}) for r in (rows[:5], rows[5:14], rows[14:])]
+
+
 def test_pool_gets_the_bounds_the_caller_knows(monkeypatch):
     """lexical_weights passes the length bound (padded L or max_seqlen) and vocab_size to the Triton pool, which
     then reads nothing from the device to pick its sort block (None tensors would fail if read)."""

@@ -1,7 +1,8 @@
 """The sparse head on Triton kernels: fused token weights + GPU max-pool by id, and batched lexical scores.
 
 pool: one Triton kernel reads hidden [T, H] once and writes w_t = relu(h_t . w + b) for real, non-skipped
-tokens with w_t > 0 (0 marks a dropped token; a NaN weight is kept so that NaN input is detectable). The
+tokens with w_t > 0 (0 marks a dropped token; a NaN weight is kept so that NaN input is detectable; rows outside
+every text are dropped too, except on the per-text path below, which never reads them). The
 max-pool by (text, id) then runs in one program per text (_pool_texts_kernel): the kept tokens' keys
 (id << ROW_BITS | position) are sorted in registers (tl.sort), a segmented scan keeps each id run's max weight
 (first position on ties, NaN wins), and run heads go to their ranked slot. That needs every text to fit one block
@@ -53,9 +54,10 @@ def _token_weights_kernel(
     H,
     BLOCK_T: tl.constexpr,
     BLOCK_H: tl.constexpr,
+    HAS_SEG: tl.constexpr,
 ):
-    """out_t = h_t . w + b if row t is in a text, ids_t is not skipped and the value is > 0 or NaN, else 0
-    (so out = relu(h . w + b) on kept tokens and 0 marks a dropped one)."""
+    """out_t = h_t . w + b if row t is in a text (seg_t >= 0; every row without HAS_SEG), ids_t is not skipped and
+    the value is > 0 or NaN, else 0 (so out = relu(h . w + b) on kept tokens and 0 marks a dropped one)."""
     rows = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
     ok = rows < T
     rows64 = rows.to(tl.int64)
@@ -69,13 +71,17 @@ def _token_weights_kernel(
     val = acc + tl.load(bias_ptr)
     tok = tl.load(ids_ptr + rows, mask=ok, other=-1)
     # NaN is kept (as NaN) so that NaN inputs surface in the output.
-    keep = ok & (tl.load(seg_ptr + rows, mask=ok, other=-1) >= 0) & ((val > 0.0) | (val != val))
+    keep = ok & ((val > 0.0) | (val != val))
+    if HAS_SEG:
+        keep = keep & (tl.load(seg_ptr + rows, mask=ok, other=-1) >= 0)
     for s in range(n_skip):
         keep = keep & (tok != tl.load(skip_ptr + s))
     tl.store(out_ptr + rows, tl.where(keep, val, 0.0), mask=ok)
 
 
-def _token_weights(hidden: Tensor, ids: Tensor, seg: Tensor, weight: Tensor, bias: Tensor, skip: Tensor):
+def _token_weights(hidden: Tensor, ids: Tensor, seg: Tensor | None, weight: Tensor, bias: Tensor, skip: Tensor):
+    """fp32 [T]: _token_weights_kernel's weights; seg None keeps rows outside every text (the caller never reads
+    them)."""
     t, h = hidden.shape
     out = torch.empty(t, dtype=torch.float32, device=hidden.device)
     if t == 0:
@@ -85,7 +91,7 @@ def _token_weights(hidden: Tensor, ids: Tensor, seg: Tensor, weight: Tensor, bia
         _token_weights_kernel[(triton.cdiv(t, _POOL_BLOCK_T),)](
             hidden,
             ids,
-            seg,
+            ids if seg is None else seg,
             weight,
             bias,
             skip,
@@ -95,6 +101,7 @@ def _token_weights(hidden: Tensor, ids: Tensor, seg: Tensor, weight: Tensor, bia
             h,
             BLOCK_T=_POOL_BLOCK_T,
             BLOCK_H=block_h,
+            HAS_SEG=seg is not None,
             num_warps=_POOL_WARPS,
         )
     return out
@@ -149,11 +156,12 @@ def _pool_texts_kernel(
     tl.store(counts_ptr + b, count.to(tl.int64))
 
 
-def _pool_block(w: Tensor, ids: Tensor, lens: Tensor, max_len: int, id_bound: int) -> int | None:
+def _pool_block(w: Tensor | None, ids: Tensor, lens: Tensor, max_len: int, id_bound: int) -> int | None:
     """The sort block of the one-program-per-text pool, or None when a text is too long or a kept id does not fit
     the packed key. max_len / id_bound (> 0) are the caller's bounds on the text lengths / ids (kept ids are then
     taken as >= 0: the API checks that after the launch); the unknown ones, and a max_len above _POOL_MAX_TEXT,
-    are read from the device (one sync; none during CUDA graph capture, which then gets None)."""
+    are read from the device (one sync; none during CUDA graph capture, which then gets None), from the token
+    weights w (None when nothing is read)."""
     if max_len > _POOL_MAX_TEXT:  # a loose bound: the true longest text may still fit a block
         max_len = 0
     longest, lo, hi = max_len, 0, id_bound - 1
@@ -210,9 +218,14 @@ def pool(
     if b == 0:  # no texts: before[owner] below would index an empty tensor (a device assert on CUDA)
         none = torch.full((t,), -1, dtype=torch.int64, device=dev)
         return none, torch.zeros(t, dtype=torch.float32, device=dev), none.clone(), torch.zeros_like(none[:0])
-    seg = segment_ids(off, lens, t)
+    # Bounds the caller knows pick the sort block without reading anything. The per-text pool then reads only the
+    # rows of each text, so the token weights skip the per-row segment ids (a fill and a launch fewer).
+    known = 0 < max_len <= _POOL_MAX_TEXT and id_bound > 0
+    block = _pool_block(None, ids, lens, max_len, id_bound) if known and t > 0 else None
+    seg = None if block is not None else segment_ids(off, lens, t)
     w = _token_weights(hidden, ids, seg, weight.float().contiguous(), bias.float(), skip.contiguous())
-    block = _pool_block(w, ids, lens, max_len, id_bound) if t > 0 else None
+    if block is None and not known and t > 0:
+        block = _pool_block(w, ids, lens, max_len, id_bound)
     if block is not None:
         return _pool_in_programs(w, ids, off, lens, block)
     keep = w != 0  # positive or NaN
