@@ -111,6 +111,27 @@ def test_bench_keeps_rows_of_finished_cases(tmp_path, monkeypatch):
     assert "case build failed" in rows[1]["note"]
 
 
+def test_bench_device_is_checked_and_made_current(monkeypatch, capsys):
+    """--device names an existing device (a clear usage error otherwise); cuda:N becomes the current device, so
+    that the harness's CUDA events and syncs time that device."""
+    from m3kernels.benchmarks import run
+
+    current = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", current.append)
+    assert run._bench_device("cuda:1") == torch.device("cuda:1") and current == [torch.device("cuda:1")]
+    assert run._bench_device("cuda") == torch.device("cuda") and len(current) == 1
+    for bad, why in [("cuda:2", "only 2 CUDA device"), ("tpu", "--device"), ("meta", "expected cpu, cuda")]:
+        with pytest.raises(SystemExit):
+            run.main(["--device", bad, "--out", "unused"])
+        assert why in capsys.readouterr().err
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit):
+        run.main(["--device", "cuda"])
+    assert "has no CUDA device" in capsys.readouterr().err
+
+
 def test_encode_suite_reports_both_sides(monkeypatch):
     """The end-to-end suite measures our encode in a subprocess; without the FlagEmbedding venv that side is
     listed as unavailable with the reason."""

@@ -23,7 +23,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--out", type=Path, default=Path("bench_out"))
     args = ap.parse_args(argv)
-    device = torch.device(args.device)
+    try:
+        device = _bench_device(args.device)
+    except ValueError as e:
+        ap.error(str(e))
     torch.manual_seed(0)
     repeats = args.repeats or (5 if args.quick else 15) * (4 if device.type == "cuda" else 1)
     started = time.perf_counter()
@@ -43,6 +46,25 @@ def main(argv: list[str] | None = None) -> int:
     print(report.table(rows))
     print(f"\n{len(rows)} rows in {time.perf_counter() - started:.0f}s; wrote {', '.join(str(p) for p in paths)}")
     return 0
+
+
+def _bench_device(name: str) -> torch.device:
+    """The device to benchmark on. A CUDA device becomes the current one: the harness's events, syncs and streams
+    are those of the current device, so `cuda:1` timed from device 0 would time the wrong one."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise ValueError(f"--device: {e}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name}: this torch has no CUDA device (torch {torch.__version__})")
+        if device.index is not None:
+            if device.index >= torch.cuda.device_count():
+                raise ValueError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
+            torch.cuda.set_device(device)
+    elif device.type != "cpu":
+        raise ValueError(f"--device {name}: expected cpu, cuda or cuda:N")
+    return device
 
 
 def _run_suite(name: str, device: torch.device, quick: bool, repeats: int, ceilings: dict[str, float],
