@@ -173,6 +173,7 @@ def sweep_sparse() -> None:
             ids = torch.randint(0, 250002, (136,))
             w, b = torch.randn(h).to(dtype), torch.randn(1).to(dtype)
             k.pool(hidden, ids, *_segments([5, 130, 1]), w, b, torch.tensor([0, 2]))
+            k.pool(hidden, ids, *_segments([5, 130, 1]), w, b, torch.tensor([0, 2]), 130, 250002)  # no segment ids
     for lengths in ([9], [2048, 3]):  # the per-text pool's sort blocks: 16 (smallest), 256 (above), 2048 (largest)
         hidden = torch.randn(sum(lengths), 64)
         ids = torch.randint(0, 250002, (sum(lengths),))

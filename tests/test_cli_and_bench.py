@@ -138,7 +138,14 @@ def test_encode_suite_reports_both_sides(monkeypatch):
     from m3kernels.benchmarks import encode
 
     monkeypatch.delenv("M3K_FLAG_PYTHON", raising=False)
+    real_measure, devices = encode.measure, []
+    monkeypatch.setattr(encode, "measure", lambda *a: devices.append(a[5]) or real_measure(*a))
     rows = encode.rows(torch.device("cpu"), quick=True)
+    assert devices == ["cpu"]
+    missing = torch.device("cuda", max(1, torch.cuda.device_count()))
+    with pytest.raises(RuntimeError):  # the device as given (cuda:N), which the workers make current
+        encode.rows(missing, quick=True)
+    assert devices[-1] == str(missing)
     ours, flag = rows
     assert ours.status == "ok" and ours.achieved > 0 and ours.achieved_unit == "tok/s"
     assert flag.status == "unavailable" and "M3K_FLAG_PYTHON" in flag.note

@@ -97,6 +97,23 @@ def test_every_forward_tile_matches_reference(monkeypatch, dtype, tile):
         forward_with(monkeypatch, N_TILES, True, *args)
 
 
+@pytest.mark.parametrize("rows", [False, True])
+@pytest.mark.parametrize("tile", range(N_TILES))
+def test_every_forward_tile_takes_the_first_nan_column(monkeypatch, tile, rows):
+    """A query row whose similarities hold several NaNs (NaN doc rows 2, 17 and 33, in different threads and warps
+    of every tile shape) gets the first as its arg-max, in every tile (the backward follows it when the data
+    checks are off)."""
+    qrows, warps, warps_m, warp_cols = (_native.C.maxsim_forward_cuda_tile_shapes[tile][i] for i in (6, 0, 8, 9))
+    if (qrows != 32 and not rows) or cuda_maxsim.tile_smem(tile) > cuda_maxsim.shared_memory_per_block(DEVICE):
+        pytest.skip("tile not available for this launch")
+    q, cu_q = packed([3], 16, torch.float16)
+    d, cu_d = packed([40], 16, torch.float16)
+    d[[17, 33, 2]] = float("nan")
+    args = (q, cu_q[:-1], cu_q[1:] - cu_q[:-1], d, cu_d[:-1], cu_d[1:] - cu_d[:-1], False, True)
+    scores, arg = forward_with(monkeypatch, tile, rows, *args)
+    assert torch.isnan(scores).all() and (arg == 2).all(), (warps, warps_m, warp_cols, arg)
+
+
 def test_row_blocks_fall_back_to_a_tile_that_fits_the_card(monkeypatch):
     """Cards with 99 KiB of shared memory per block (sm_86 / sm_89) get the row-block tile that fits them."""
     assert cuda_maxsim.tile_smem(cuda_maxsim._ROWS_TILE) > 99 * 1024 >= cuda_maxsim.tile_smem(

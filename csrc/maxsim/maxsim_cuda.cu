@@ -94,9 +94,10 @@ struct Cursor {
 __device__ __forceinline__ uint32_t ld_u32(const void* p) { return *static_cast<const uint32_t*>(p); }
 
 // (v, a) <- the better of (v, a) and (v2, a2): larger value, then smaller index (first max on ties). NaN beats
-// every number, so a NaN similarity (NaN in q or d) reaches the score and the Python layer reports it.
+// every number, so a NaN similarity (NaN in q or d) reaches the score and the Python layer reports it; between
+// NaNs the smaller index wins too, so that every tile shape picks the same (first) NaN column.
 __device__ __forceinline__ void keep_best(float& v, int& a, float v2, int a2) {
-  if (v2 > v || (v2 == v && a2 < a) || (isnan(v2) && !isnan(v))) {
+  if (v2 > v || (v2 == v && a2 < a) || (isnan(v2) && (!isnan(v) || a2 < a))) {
     v = v2;
     a = a2;
   }

@@ -62,11 +62,13 @@ def run_ours(spec: dict, out: Path) -> None:
     from m3kernels.model import BGEM3
 
     model = BGEM3.from_pretrained(spec["model"], device=spec["device"], dtype=spec["dtype"])
+    cuda = model.device.type == "cuda"
+    if cuda:  # the syncs and memory statistics below are those of the current device
+        torch.cuda.set_device(model.device)
     kwargs = {"max_length": spec["max_length"], "return_sparse": True, "return_colbert_vecs": True,
               "batch_tokens": spec["batch_tokens"]}
     tokens = sum(len(x) for x in model.tokenize(spec["texts"], spec["max_length"]))
     model.encode(spec["texts"][:2], **kwargs)  # warm-up
-    cuda = model.device.type == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     seconds = []
@@ -136,7 +138,7 @@ def measure(config: str, n_texts: int, min_tokens: int, max_tokens: int, repeats
 def rows(device: torch.device, quick: bool) -> list[Row]:
     """`m3k bench --ops encode`: the tiny model end to end, ours against FlagEmbedding (when its venv is set)."""
     n, hi = (8, 512) if quick else (32, 2048)
-    report = measure("tiny", n, 16, hi, 1 if quick else 3, device.type, None, None, os.environ.get("M3K_FLAG_PYTHON"))
+    report = measure("tiny", n, 16, hi, 1 if quick else 3, str(device), None, None, os.environ.get("M3K_FLAG_PYTHON"))
     shape = f"tiny BGE-M3 layout, {report['n_texts']} texts U[16,{hi}] tokens, {report['dtype'][6:]}"
     flag = next((r for r in report["rows"] if r["impl"] != "m3kernels"), None)
     out = []

@@ -75,7 +75,10 @@ def _bench(model, spec, out):
 def main():
     spec = json.loads(Path(sys.argv[1]).read_text())
     out = Path(sys.argv[2])
-    model = BGEM3FlagModel(spec["model"], use_fp16=spec.get("fp16", False), devices=spec.get("device", "cpu"))
+    device = spec.get("device", "cpu")
+    if device.startswith("cuda:"):  # the syncs and memory statistics of _bench are those of the current device
+        torch.cuda.set_device(torch.device(device))
+    model = BGEM3FlagModel(spec["model"], use_fp16=spec.get("fp16", False), devices=device)
     (_outputs if spec["mode"] == "outputs" else _bench)(model, spec, out)
 
 
