@@ -58,7 +58,7 @@ def forward_with(monkeypatch, tile: int, rows: bool, *args):
     return cuda_maxsim.forward(*args)
 
 
-N_TILES = 20
+N_TILES = 22
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -59,6 +59,8 @@ constexpr FwdTileShape kFwdTileShapes[] = {
     {4, 8, 4, true, 32, 256, 1, 32},   // 17: tile 15 with 4 stages and the 256 B prefetch
     {8, 8, 3, true, 128, 0, 2, 32},    // 18: tile 9 as 2 x 4 warps of 64 rows x 32 columns (2/3 of its reads)
     {8, 8, 3, true, 128, 0, 4, 64},    // 19: tile 9 as 4 x 2 warps of 32 rows x 64 columns
+    {2, 8, 3, true, 32, 0, 1, 32},     // 20: a 64-column doc tile on 2 warps of 32 columns (1.33x; five blocks per SM)
+    {2, 8, 4, true, 32, 0, 1, 32},     // 21: tile 20 with 4 stages (four blocks per SM)
 };
 constexpr int kFwdTiles = static_cast<int>(sizeof(kFwdTileShapes) / sizeof(kFwdTileShapes[0]));
 // Doc columns per tile.
