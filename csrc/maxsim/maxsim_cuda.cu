@@ -21,8 +21,8 @@ using cuda::round_up16;
 
 // Tile shape kFwdTileShapes[kIndex] (maxsim_cuda.h): kWarps warps in a kWarpsM x kWarpsN grid, each owning
 // kWarpRows query rows (kMT MMA row tiles of 16) and kWarpCols doc columns (kNT MMA column tiles of 8) of a
-// kBM x kBN tile, kBKVecs 16-byte vectors of hidden per row and stage, kStages pipeline stages. Picked at run time (the Python layer's _FWD_TILE / _ROWS_TILE, swept by
-// m3kernels/benchmarks/tune.py).
+// kBM x kBN tile, kBKVecs 16-byte vectors of hidden per row and stage, kStages pipeline stages. Picked at run
+// time (the Python layer's _FWD_TILE / _ROWS_TILE, swept by m3kernels/benchmarks/tune.py).
 template <typename T, int kIndex>
 struct FwdTile {
   static constexpr FwdTileShape kShape = kFwdTileShapes[kIndex];
@@ -45,7 +45,8 @@ struct FwdTile {
   static constexpr int kStageElems = kRows * kLds;
   static constexpr size_t kSmemBytes = size_t(kStages) * kStageElems * sizeof(T);
   static_assert(kBM % 32 == 0 && kBM <= kThreads, "one thread per query row in the cross-warp reduction");
-  static_assert(kWarps % kWarpsM == 0 && kWarpRows % 16 == 0, "a whole number of 16-row MMA tiles per warp");
+  static_assert(kWarps % kWarpsM == 0 && kBM % kWarpsM == 0 && kWarpRows % 16 == 0,
+                "a whole number of warps and of 16-row MMA tiles per warp row");
   static_assert(kWarpCols % 16 == 0, "ldmatrix.x4 loads 16 doc columns");
   static_assert(kBN == fwd_tile_doc_cols(kShape), "maxsim_cuda.h states the doc columns");
   static_assert((kLds * sizeof(T) / 4) % 32 == 4, "fragment loads assume rows 4 banks apart");

@@ -44,14 +44,14 @@ constexpr FwdTileShape kFwdTileShapes[] = {
     {8, 16, 3, false, 32, 0, 1, 16},   // 2: 127.5 KiB of shared memory (not on sm_86 / sm_89)
     {4, 8, 3, false, 32, 0, 1, 16},    // 3
     {4, 8, 4, false, 32, 0, 1, 16},    // 4: deeper pipeline, four blocks per SM
-    {4, 16, 2, false, 32, 0, 1, 16},   // 5: Triton's footprint at the rerank shape (2 x 24 KiB buffers, four blocks per SM)
+    {4, 16, 2, false, 32, 0, 1, 16},   // 5: Triton's rerank footprint (2 x 24 KiB buffers, four blocks per SM)
     {8, 8, 4, false, 32, 0, 1, 16},    // 6
     {8, 8, 3, true, 32, 0, 1, 16},     // 7: tile 0 with ldmatrix
     {4, 8, 4, true, 32, 0, 1, 16},     // 8: tile 4 with ldmatrix
     {8, 8, 3, true, 128, 0, 1, 16},    // 9: row blocks, Triton's row-block tile (128 x 128 x 64 fp16, 3 stages)
     {8, 8, 2, true, 128, 0, 1, 16},    // 10: tile 9 with 2 stages (72 KiB: fits sm_86 / sm_89)
     {4, 8, 3, true, 128, 0, 1, 16},    // 11: row blocks, 64 doc columns
-    {4, 32, 2, true, 32, 0, 1, 16},    // 12: 512 B of each doc row per stage (longer DRAM runs; 100 KiB: not sm_86 / 89)
+    {4, 32, 2, true, 32, 0, 1, 16},    // 12: 512 B of each doc row per stage (longer DRAM runs; 100 KiB: not sm_86/89)
     {8, 8, 3, false, 32, 256, 1, 16},  // 13: tile 0 with an L2 prefetch of 256 B (DRAM reads in 256 B runs)
     {8, 8, 3, true, 32, 256, 1, 16},   // 14: tile 7 (ldmatrix) with the 256 B prefetch
     {4, 8, 3, true, 32, 0, 1, 32},     // 15: tile 7's 128-column doc tile on 4 warps of 32 columns (2/3 of its reads)
