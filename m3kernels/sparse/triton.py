@@ -156,6 +156,12 @@ def _pool_texts_kernel(
     tl.store(counts_ptr + b, count.to(tl.int64))
 
 
+def _bounds_known(max_len: int, id_bound: int) -> bool:
+    """Whether the caller's bounds pick the sort block without reading the device: both given, max_len within one
+    block (a looser one may hide a text that fits)."""
+    return 0 < max_len <= _POOL_MAX_TEXT and id_bound > 0
+
+
 def _pool_block(w: Tensor | None, ids: Tensor, lens: Tensor, max_len: int, id_bound: int) -> int | None:
     """The sort block of the one-program-per-text pool, or None when a text is too long or a kept id does not fit
     the packed key. max_len / id_bound (> 0) are the caller's bounds on the text lengths / ids (kept ids are then
@@ -165,7 +171,7 @@ def _pool_block(w: Tensor | None, ids: Tensor, lens: Tensor, max_len: int, id_bo
     if max_len > _POOL_MAX_TEXT:  # a loose bound: the true longest text may still fit a block
         max_len = 0
     longest, lo, hi = max_len, 0, id_bound - 1
-    if max_len <= 0 or id_bound <= 0:
+    if not _bounds_known(max_len, id_bound):
         if w.is_cuda and torch.cuda.is_current_stream_capturing():
             return None
         kept = torch.where(w != 0, ids, 0)
@@ -220,7 +226,7 @@ def pool(
         return none, torch.zeros(t, dtype=torch.float32, device=dev), none.clone(), torch.zeros_like(none[:0])
     # Bounds the caller knows pick the sort block without reading anything. The per-text pool then reads only the
     # rows of each text, so the token weights skip the per-row segment ids (a fill and a launch fewer).
-    known = 0 < max_len <= _POOL_MAX_TEXT and id_bound > 0
+    known = _bounds_known(max_len, id_bound)
     block = _pool_block(None, ids, lens, max_len, id_bound) if known and t > 0 else None
     seg = None if block is not None else segment_ids(off, lens, t)
     w = _token_weights(hidden, ids, seg, weight.float().contiguous(), bias.float(), skip.contiguous())
