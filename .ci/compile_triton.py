@@ -173,11 +173,12 @@ def sweep_sparse() -> None:
             ids = torch.randint(0, 250002, (136,))
             w, b = torch.randn(h).to(dtype), torch.randn(1).to(dtype)
             k.pool(hidden, ids, *_segments([5, 130, 1]), w, b, torch.tensor([0, 2]))
-            k.pool(hidden, ids, *_segments([5, 130, 1]), w, b, torch.tensor([0, 2]), 130, 250002)  # no segment ids
+            k.pool(hidden, ids, *_segments([5, 130, 1]), w, b, torch.tensor([0, 2]), 130, 250002)  # one kernel
     for lengths in ([9], [2048, 3]):  # the per-text pool's sort blocks: 16 (smallest), 256 (above), 2048 (largest)
         hidden = torch.randn(sum(lengths), 64)
         ids = torch.randint(0, 250002, (sum(lengths),))
-        k.pool(hidden, ids, *_segments(lengths), torch.randn(64), torch.randn(1), torch.tensor([0, 2]))
+        for bounds in ((), (max(lengths), 250002)):  # token weights + per-text pool; one kernel
+            k.pool(hidden, ids, *_segments(lengths), torch.randn(64), torch.randn(1), torch.tensor([0, 2]), *bounds)
     for pairwise in (False, True):
         csr = [(torch.tensor([0, 3, 3, 7]), torch.arange(7), torch.rand(7)) for _ in range(2)]
         k.scores(*csr[0], *csr[1], pairwise)
@@ -209,6 +210,7 @@ EXPECTED = {
     "_maxsim_fwd_kernel": DTYPES, "_maxsim_rows_fwd_kernel": DTYPES, "_segment_sum_kernel": (torch.float32,),
     "_maxsim_bwd_q_kernel": DTYPES, "_maxsim_bwd_d_kernel": DTYPES,
     "_token_weights_kernel": DTYPES, "_lexical_scores_kernel": (torch.float32,), "_pool_texts_kernel": (torch.float32,),
+    "_weights_pool_kernel": DTYPES,
     "_fwd_kernel": DTYPES, "_delta_kernel": DTYPES, "_dkdv_kernel": DTYPES, "_dq_kernel": DTYPES,
 }
 

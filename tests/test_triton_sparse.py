@@ -43,25 +43,34 @@ def assert_same_batch(got: SparseBatch, want: SparseBatch, dtype: torch.dtype) -
     torch.testing.assert_close(got.values.double(), want.values.double(), **tol(dtype))
 
 
+# With vocab_size the Triton pool knows both bounds and runs as one kernel (_weights_pool_kernel); without, as
+# token weights, a read of the bounds and the per-text pool.
+BOUND_CHOICES = pytest.mark.parametrize("known_bounds", [False, True], ids=["bounds read", "one kernel"])
+
+
 @pytest.mark.parametrize("dtype", KERNEL_DTYPES)
 @pytest.mark.parametrize("hidden_size", [7, 33])
-def test_padded_weights_match_reference(dtype, hidden_size):
+@BOUND_CHOICES
+def test_padded_weights_match_reference(dtype, hidden_size, known_bounds):
     # 4 texts of 21 tokens, ids from a small vocabulary (many repeats to pool), ragged attention mask with a
-    # length-1 text and a fully padded one; 21 rows per text leaves a tail in the 16-row token block.
+    # length-1 text and a fully padded one; 21 rows per text leaves a tail in the 16-row token block (and makes
+    # two chunks per text in the one-kernel pool).
     bsz, length = 4, 21
     hidden = torch.randn(bsz, length, hidden_size, device=DEVICE).to(dtype)
     w, b = linear(hidden_size)
     ids = away_from_zero(hidden, torch.randint(0, 12, (bsz, length), device=DEVICE), w, b)
     lens = torch.tensor([21, 1, 0, 13], device=DEVICE)
     mask = torch.arange(length, device=DEVICE)[None, :] < lens[:, None]
-    got = weights(hidden, ids, w, b, "triton", attention_mask=mask)
+    vocab = {"vocab_size": 12} if known_bounds else {}
+    got = weights(hidden, ids, w, b, "triton", attention_mask=mask, **vocab)
     want = weights(hidden, ids, w, b, "reference", attention_mask=mask)
     assert_same_batch(got, want, dtype)
     assert got.indptr[2] == got.indptr[3] and got.ids.numel() > 8  # the padded text is empty; pooling ran
 
 
 @pytest.mark.parametrize("dtype", KERNEL_DTYPES)
-def test_packed_weights_match_reference(dtype):
+@BOUND_CHOICES
+def test_packed_weights_match_reference(dtype, known_bounds):
     lengths = [1, 0, 13, 40]
     hidden = torch.randn(sum(lengths), 24, device=DEVICE).to(dtype)
     ids = torch.randint(0, 250_002, (sum(lengths),), device=DEVICE)
@@ -70,7 +79,8 @@ def test_packed_weights_match_reference(dtype):
     w, b = linear(24)
     ids = away_from_zero(hidden, ids, w, b)
     cu = cu_from_lengths(lengths)
-    got = weights(hidden, ids, w, b, "triton", cu_seqlens=cu)
+    bounds = {"max_seqlen": 40, "vocab_size": 250_002} if known_bounds else {}  # 64-row sort block: 4 chunks
+    got = weights(hidden, ids, w, b, "triton", cu_seqlens=cu, **bounds)
     want = weights(hidden, ids, w, b, "reference", cu_seqlens=cu)
     assert_same_batch(got, want, dtype)
     assert 1 not in got.ids.tolist()
@@ -88,7 +98,8 @@ def test_custom_skip_ids(skip_ids):
 
 
 @pytest.mark.parametrize("dtype", KERNEL_DTYPES)
-def test_weights_backward_matches_reference_autograd(dtype):
+@BOUND_CHOICES
+def test_weights_backward_matches_reference_autograd(dtype, known_bounds):
     lengths = [3, 1, 29]
     hidden = torch.randn(sum(lengths), 33, device=DEVICE).to(dtype)
     w, b = linear(33)
@@ -96,7 +107,8 @@ def test_weights_backward_matches_reference_autograd(dtype):
     cu = cu_from_lengths(lengths)
     leaves = [hidden.clone().requires_grad_(), w.clone().requires_grad_(), b.clone().requires_grad_()]
     leaves64 = [x.detach().double().requires_grad_() for x in leaves]
-    got = m3kernels.lexical_weights(*leaves[:1], ids, *leaves[1:], cu_seqlens=cu, backend="triton")
+    bounds = {"max_seqlen": 29, "vocab_size": 15} if known_bounds else {}
+    got = m3kernels.lexical_weights(*leaves[:1], ids, *leaves[1:], cu_seqlens=cu, backend="triton", **bounds)
     want = m3kernels.lexical_weights(*leaves64[:1], ids, *leaves64[1:], cu_seqlens=cu, backend="reference")
     assert torch.equal(got.ids, want.ids)
     coef = torch.randn(want.values.shape, dtype=torch.float64, device=DEVICE)
@@ -164,7 +176,8 @@ def test_scores_of_lexical_weights_output():
     torch.testing.assert_close(got.double(), scores_reference(sparse, sparse, False), **tol(torch.float32))
 
 
-def test_outputs_do_not_depend_on_allocator_contents(monkeypatch):
+@BOUND_CHOICES
+def test_outputs_do_not_depend_on_allocator_contents(monkeypatch, known_bounds):
     """Every torch.empty the backend allocates starts poisoned (NaN / huge ints): unwritten slots would show."""
     hidden = torch.randn(3, 19, 33, device=DEVICE)
     ids = torch.randint(0, 25, (3, 19), device=DEVICE)
@@ -173,7 +186,7 @@ def test_outputs_do_not_depend_on_allocator_contents(monkeypatch):
     q, d = random_batch([3, 9], 50), random_batch([4, 0, 11], 50)
     real_empty = torch.empty
     monkeypatch.setattr(torch, "empty", lambda *a, **k: poison_(real_empty(*a, **k)))
-    got = weights(hidden, ids, w, b, "triton", attention_mask=mask)
+    got = weights(hidden, ids, w, b, "triton", attention_mask=mask, vocab_size=25 if known_bounds else None)
     got_scores = m3kernels.lexical_scores(q, d, backend="triton")
     monkeypatch.undo()
     assert_same_batch(got, weights(hidden, ids, w, b, "reference", attention_mask=mask), torch.float32)
@@ -183,15 +196,17 @@ def test_outputs_do_not_depend_on_allocator_contents(monkeypatch):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("dtype", KERNEL_DTYPES)
-def test_gpu_bge_m3_batch(dtype):
-    """B=64 texts of up to 512 tokens, H=1024, the XLM-R vocabulary; then [64, 64] and pairwise scores."""
+@BOUND_CHOICES
+def test_gpu_bge_m3_batch(dtype, known_bounds):
+    """B=64 texts of up to 512 tokens, H=1024, the XLM-R vocabulary; then [64, 64] and pairwise scores. With the
+    bounds known, 64 x 32 programs of the one-kernel pool count their chunks done on the device."""
     hidden = torch.randn(64, 512, 1024, device=DEVICE).to(dtype)
     ids = torch.randint(4, 250_002, (64, 512), device=DEVICE)
     ids[:, 256:] = ids[:, :256]  # repeated ids to pool
     mask = torch.arange(512, device=DEVICE)[None, :] < torch.randint(1, 513, (64,), device=DEVICE)[:, None]
     w, b = linear(1024)
     ids = away_from_zero(hidden, ids, w, b)
-    got = weights(hidden, ids, w, b, "triton", attention_mask=mask)
+    got = weights(hidden, ids, w, b, "triton", attention_mask=mask, vocab_size=250_002 if known_bounds else None)
     want = weights(hidden, ids, w, b, "reference", attention_mask=mask)
     assert_same_batch(got, want, dtype)
     for pairwise in (False, True):
@@ -229,28 +244,30 @@ def _pool_inputs(lengths, vocab, h=16):
 
 @pytest.mark.parametrize("lengths", [[1, 7, 0, 33], [16, 17, 5]])
 def test_pool_in_programs_equals_the_sort_path(monkeypatch, lengths):
-    """The one-program-per-text pool (in-register sort + segmented scan) and the torch-sort fallback give the
-    same compact layout: ids, values, source rows and counts, bitwise (every run has repeated ids)."""
+    """The one-program-per-text pool (in-register sort + segmented scan) after the token weights, the same pool
+    fused with the token weights in one kernel (bounds known), and the torch-sort fallback give the same compact
+    layout: ids, values, source rows and counts, bitwise (every run has repeated ids)."""
     from m3kernels.sparse import triton as kernels
 
     args = _pool_inputs(lengths, vocab=12)
-    blocks = []
-    real_block = kernels._pool_block
+    blocks, launches = [], []
+    real_block, real_one_kernel = kernels._pool_block, kernels._weights_and_pool
     monkeypatch.setattr(kernels, "_pool_block", lambda *a: blocks.append(real_block(*a)) or blocks[-1])
-    fused = kernels.pool(*args)
-    assert blocks and blocks[-1] is not None  # this input takes the in-program path
-    bounded = kernels.pool(*args, max(lengths), 12)  # the caller's bounds: the same block, no read
-    assert blocks[-1] == blocks[-2]
+    monkeypatch.setattr(kernels, "_weights_and_pool", lambda *a: launches.append(a[-1]) or real_one_kernel(*a))
+    per_text = kernels.pool(*args)
+    assert blocks and blocks[-1] is not None and not launches  # the bounds read, then the per-text pool
+    one_kernel = kernels.pool(*args, max(lengths), 12)  # the caller's bounds: the same block, one launch
+    assert launches == [blocks[-1]] and blocks[-1] == blocks[-2]
     monkeypatch.setattr(kernels, "_pool_block", lambda *a: None)
     fallback = kernels.pool(*args)
-    for a, b, c in zip(fused, bounded, fallback, strict=True):
+    for a, b, c in zip(per_text, one_kernel, fallback, strict=True):
         assert torch.equal(a, c) and torch.equal(b, c)
 
 
 def test_pool_with_known_bounds_never_reads_rows_between_texts(monkeypatch):
-    """With both bounds known the token weights skip the per-row segment ids (the per-text pool reads only each
-    text's rows): rows in gaps between texts, with weights > 0 and ids of the vocabulary, stay out of the output,
-    which equals the torch-sort fallback's (that one drops them by segment id)."""
+    """With both bounds known the one-kernel pool reads each text's rows by offset, without per-row segment ids:
+    rows in gaps between texts, with weights > 0 and ids of the vocabulary, stay out of the output, which equals
+    the torch-sort fallback's (that one drops them by segment id)."""
     from m3kernels.sparse import triton as kernels
 
     hidden, ids, _, _, w, b, skip = _pool_inputs([30], vocab=12)

@@ -15,8 +15,9 @@ which entry to write into the table:
   all-pairs training shape (forward with argmax); skipped where m3kernels._C has no CUDA kernels.
 - Attention forward, 16-bit, head_dim 64 (``CONFIGS[64].fwd`` in m3kernels/attention/triton.py): one 8192-token
   text and 32 texts of U[64,2048] tokens, 16 heads.
-- Sparse token weights (``_POOL_BLOCK_T`` / ``_POOL_MAX_BLOCK_H`` / ``_POOL_WARPS`` in m3kernels/sparse/triton.py):
-  B=64, L=512, H=1024, fp16; and the warps of its per-text pool (``_POOL_SORT_WARPS``) at B=64, L=512.
+- Sparse ``lexical_weights`` with its bounds known, token weights and per-text pool in one kernel (its read tile
+  ``_POOL_BLOCK_T`` / ``_POOL_MAX_BLOCK_H`` and the warps of its sort block in ``_POOL_SORT_WARPS``, in
+  m3kernels/sparse/triton.py): B=64, L=512, H=1024, fp16.
 
 Each candidate's output is first compared with the table entry's (with the first candidate that ran, should
 the entry fail): one that disagrees is reported as a mismatch, one that fails to compile as an error. Then it is
@@ -282,48 +283,33 @@ def attention_sweep(device: torch.device, small: bool, limit: int | None) -> Swe
 
 
 def sparse_sweep(device: torch.device, small: bool, limit: int | None) -> Sweep:
-    from m3kernels.benchmarks.sparse import read_pass_inputs
+    from m3kernels._segments import uniform_segments
+    from m3kernels.benchmarks.sparse import VOCAB, packed_sparse_inputs
     from m3kernels.sparse import triton as kernels
 
     batch, length, hidden = (2, 9, 100) if small else (64, 512, 1024)
-    h, ids, weight, bias, skip = read_pass_inputs(device, batch, length, hidden, torch.float16)
+    h, ids, weight, bias, skip = packed_sparse_inputs(device, batch, length, hidden, torch.float16)
     weight, bias = weight.float(), bias.float()
-
-    names = ("_POOL_BLOCK_T", "_POOL_MAX_BLOCK_H", "_POOL_WARPS")
-    return Sweep(
-        "sparse token weights (read pass of lexical_weights)",
-        f"m3kernels/sparse/triton.py ({', '.join(names)})",
-        _candidates(tuple(getattr(kernels, n) for n in names),
-                    itertools.product((4, 8, 16, 32, 64), (128, 256, 512, 1024), (2, 4, 8)), limit),
-        lambda cfg: swap_attrs(kernels, names, cfg),
-        [Shape(f"B={batch} L={length} H={hidden} fp16",
-               lambda: kernels._token_weights(h, ids, None, weight, bias, skip),  # bounds known: no segment ids
-               bytes=float(h.numel() * h.element_size()))],
-    )
-
-
-def sparse_pool_sweep(device: torch.device, small: bool, limit: int | None) -> Sweep:
-    from m3kernels._segments import uniform_segments
-    from m3kernels.benchmarks.sparse import read_pass_inputs
-    from m3kernels.sparse import triton as kernels
-
-    batch, length = (2, 9) if small else (64, 512)
-    h, ids, weight, bias, skip = read_pass_inputs(device, batch, length, 64, torch.float16)
-    w = kernels._token_weights(h, ids, None, weight.float(), bias.float(), skip)  # every row is in a text
     off, lens = uniform_segments(batch, length, device)
-    block = kernels._pool_block(w, ids, lens, length, 0)  # the block lexical_weights picks (one read: a tool)
+    block = kernels._pool_block(None, ids, lens, length, VOCAB)
     entry = kernels._sort_warps_key(block)
 
     def run() -> torch.Tensor:
-        out_ids, out_vals, out_src, counts = kernels._pool_in_programs(w, ids, off, lens, block)
-        return torch.cat([out_ids.double(), out_vals.double(), out_src.double(), counts.double()])
+        outs = kernels.pool(h, ids, off, lens, weight, bias, skip, length, VOCAB)  # bounds known: one kernel
+        return torch.cat([x.double() for x in outs])
+
+    def apply(cfg: tuple) -> contextlib.ExitStack:
+        stack = swap_attrs(kernels, ("_POOL_BLOCK_T", "_POOL_MAX_BLOCK_H"), cfg[:2])
+        stack.enter_context(swap(kernels._POOL_SORT_WARPS, entry, cfg[2]))
+        return stack
 
     return Sweep(
-        "sparse per-text pool (sort in registers)",
-        f"m3kernels/sparse/triton.py _POOL_SORT_WARPS[{entry}] (sort block {block})",
-        _candidates((kernels._POOL_SORT_WARPS[entry],), ((w_,) for w_ in (1, 2, 4, 8, 16)), limit),
-        lambda cfg: swap(kernels._POOL_SORT_WARPS, entry, cfg[0]),
-        [Shape(f"B={batch} L={length}, {batch * length} token weights", run, rtol=0.0)],
+        "sparse lexical_weights kernel (token weights + per-text pool in one launch)",
+        f"m3kernels/sparse/triton.py (_POOL_BLOCK_T, _POOL_MAX_BLOCK_H, _POOL_SORT_WARPS[{entry}]), sort block {block}",
+        _candidates((kernels._POOL_BLOCK_T, kernels._POOL_MAX_BLOCK_H, kernels._POOL_SORT_WARPS[entry]),
+                    itertools.product((4, 8, 16, 32, 64), (128, 256, 512, 1024), (2, 4, 8)), limit),
+        apply,
+        [Shape(f"B={batch} L={length} H={hidden} fp16", run, bytes=float(h.numel() * h.element_size()))],
     )
 
 
@@ -361,10 +347,10 @@ def maxsim_backward_sorted_sweep(device: torch.device, small: bool, limit: int |
 
 
 # In order of the open targets they serve (each sweep gets an equal share of the time left, so what a fast one leaves
-# goes to those after it): the CUDA rerank parity, the Triton rerank, the sparse read pass, the all-pairs forwards,
-# attention, then the backward and the sparse pool.
+# goes to those after it): the CUDA rerank parity, the Triton rerank, the sparse kernel, the all-pairs forwards,
+# attention, then the backward.
 SWEEPS = (maxsim_cuda_sweep, maxsim_sweep, sparse_sweep, maxsim_cuda_rows_sweep, maxsim_rows_sweep, attention_sweep,
-          maxsim_backward_atomic_sweep, maxsim_backward_sorted_sweep, sparse_pool_sweep)
+          maxsim_backward_atomic_sweep, maxsim_backward_sorted_sweep)
 
 
 def _median_ms(fn: Callable[[], object], device: torch.device) -> float:

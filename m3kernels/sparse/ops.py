@@ -42,10 +42,10 @@ def pool_backward(
 
 
 def new_pool_outputs(hidden: Tensor, batch: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Pool outputs on hidden's device: out_ids int64 [T], out_vals fp32 [T] (0), out_src int64 [T] (-1: unused
-    slot) and counts int64 [B]."""
+    """Pool outputs on hidden's device, every slot unused: out_ids int64 [T] (-1), out_vals fp32 [T] (0), out_src
+    int64 [T] (-1) and counts int64 [B] (uninitialised)."""
     t, dev = hidden.shape[0], hidden.device
-    return (torch.zeros(t, dtype=torch.int64, device=dev), torch.zeros(t, dtype=torch.float32, device=dev),
+    return (torch.full((t,), -1, dtype=torch.int64, device=dev), torch.zeros(t, dtype=torch.float32, device=dev),
             torch.full((t,), -1, dtype=torch.int64, device=dev), torch.empty(batch, dtype=torch.int64, device=dev))
 
 

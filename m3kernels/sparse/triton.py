@@ -1,16 +1,20 @@
 """The sparse head on Triton kernels: fused token weights + GPU max-pool by id, and batched lexical scores.
 
-pool: one Triton kernel reads hidden [T, H] once and writes w_t = relu(h_t . w + b) for real, non-skipped
-tokens with w_t > 0 (0 marks a dropped token; a NaN weight is kept so that NaN input is detectable; rows outside
-every text are dropped too, except on the per-text path below, which never reads them). The
-max-pool by (text, id) then runs in one program per text (_pool_texts_kernel): the kept tokens' keys
-(id << ROW_BITS | position) are sorted in registers (tl.sort), a segmented scan keeps each id run's max weight
-(first position on ties, NaN wins), and run heads go to their ranked slot. That needs every text to fit one block
-(<= _POOL_MAX_TEXT tokens) and ids below 2^(63 - ROW_BITS) - 1: bounds the caller passes (max_len, id_bound),
-or one device sync reads them. Otherwise (and during CUDA graph capture without both bounds, where no sync is allowed)
-the pool is a stable sort by (text, id, -w, row) in torch
-ops: the first entry of each (text, id) run is the max, its rank among the text's runs gives its slot. No host
-loop over texts, no [B, L, vocab] tensor. The output is the compact per-text layout of csrc/sparse/sparse.h.
+pool: token weights w_t = relu(h_t . w + b) for real, non-skipped tokens with w_t > 0 (0 marks a dropped token; a
+NaN weight is kept so that NaN input is detectable), max-pooled by (text, id). The pool of a text sorts the kept
+tokens' keys (id << ROW_BITS | position) in registers (tl.sort) in one program, a segmented scan keeps each id
+run's max weight (first position on ties, NaN wins), and run heads go to their ranked slot. That needs every text
+to fit one block (<= _POOL_MAX_TEXT tokens) and ids below 2^(63 - ROW_BITS) - 1:
+- with both bounds known to the caller (max_len, id_bound), one kernel does it all (_weights_pool_kernel): program
+  (text, chunk) reads one chunk of the text's rows once and stores their weights, and the program that finishes a
+  text's last chunk (a per-text counter) pools that text, while the other programs are still reading;
+- otherwise the weights come first (_token_weights_kernel, rows outside every text dropped by segment id), one
+  device sync reads the bounds, and one program per text pools (_pool_texts_kernel);
+- where the bounds do not fit (and during CUDA graph capture without both bounds, where no sync is allowed) the
+  pool is a stable sort by (text, id, -w, row) in torch ops: the first entry of each (text, id) run is the max,
+  its rank among the text's runs gives its slot.
+No host loop over texts, no [B, L, vocab] tensor. The output is the compact per-text layout of
+csrc/sparse/sparse.h.
 
 scores: one Triton program per (query row, block of BLOCK_N doc rows) (or per block of pairs when pairwise):
 every query entry is looked up in every doc row of the block by a vectorised binary search over the doc's
@@ -41,70 +45,56 @@ _SCORES_BLOCK_N = 32
 
 
 @triton.jit
-def _token_weights_kernel(
-    h_ptr,
-    ids_ptr,
-    seg_ptr,
-    w_ptr,
-    bias_ptr,
-    skip_ptr,
-    n_skip,
-    out_ptr,
-    T,
-    H,
-    BLOCK_T: tl.constexpr,
-    BLOCK_H: tl.constexpr,
-    HAS_SEG: tl.constexpr,
-):
-    """out_t = h_t . w + b if row t is in a text (seg_t >= 0; every row without HAS_SEG), ids_t is not skipped and
-    the value is > 0 or NaN, else 0 (so out = relu(h . w + b) on kept tokens and 0 marks a dropped one)."""
-    rows = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
-    ok = rows < T
-    rows64 = rows.to(tl.int64)
+def _weights_of_rows(h_ptr, ids_ptr, w_ptr, bias_ptr, skip_ptr, n_skip, rows, ok, H,
+                     BLOCK_T: tl.constexpr, BLOCK_H: tl.constexpr):
+    """fp32 [BLOCK_T]: h_r . w + b for the rows r (int64) where ok, ids_r is not skipped and the value is > 0 or
+    NaN, else 0 (so relu(h . w + b) on kept tokens, and 0 marks a dropped one)."""
     rh = tl.arange(0, BLOCK_H)
     acc = tl.zeros([BLOCK_T], tl.float32)
     for h0 in range(0, H, BLOCK_H):
         h_ok = h0 + rh < H
-        h = tl.load(h_ptr + rows64[:, None] * H + h0 + rh[None, :], mask=ok[:, None] & h_ok[None, :], other=0.0)
+        h = tl.load(h_ptr + rows[:, None] * H + h0 + rh[None, :], mask=ok[:, None] & h_ok[None, :], other=0.0)
         w = tl.load(w_ptr + h0 + rh, mask=h_ok, other=0.0)
         acc += tl.sum(h.to(tl.float32) * w[None, :], axis=1)
     val = acc + tl.load(bias_ptr)
     tok = tl.load(ids_ptr + rows, mask=ok, other=-1)
     # NaN is kept (as NaN) so that NaN inputs surface in the output.
     keep = ok & ((val > 0.0) | (val != val))
-    if HAS_SEG:
-        keep = keep & (tl.load(seg_ptr + rows, mask=ok, other=-1) >= 0)
     for s in range(n_skip):
         keep = keep & (tok != tl.load(skip_ptr + s))
-    tl.store(out_ptr + rows, tl.where(keep, val, 0.0), mask=ok)
+    return tl.where(keep, val, 0.0)
 
 
-def _token_weights(hidden: Tensor, ids: Tensor, seg: Tensor | None, weight: Tensor, bias: Tensor, skip: Tensor):
-    """fp32 [T]: _token_weights_kernel's weights; seg None keeps rows outside every text (the caller never reads
-    them)."""
+@triton.jit
+def _token_weights_kernel(
+    h_ptr, ids_ptr, seg_ptr, w_ptr, bias_ptr, skip_ptr, n_skip, out_ptr, T, H,
+    BLOCK_T: tl.constexpr, BLOCK_H: tl.constexpr,
+):
+    """out_t = _weights_of_rows for rows t in a text (seg_t >= 0), 0 for rows outside every text."""
+    rows = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
+    ok = rows < T
+    ok = ok & (tl.load(seg_ptr + rows, mask=ok, other=-1) >= 0)
+    val = _weights_of_rows(h_ptr, ids_ptr, w_ptr, bias_ptr, skip_ptr, n_skip, rows.to(tl.int64), ok, H,
+                           BLOCK_T, BLOCK_H)
+    tl.store(out_ptr + rows, val, mask=rows < T)
+
+
+def _token_weights(hidden: Tensor, ids: Tensor, seg: Tensor, weight: Tensor, bias: Tensor, skip: Tensor):
+    """fp32 [T]: _token_weights_kernel's weights (0 for rows outside every text: seg < 0)."""
     t, h = hidden.shape
     out = torch.empty(t, dtype=torch.float32, device=hidden.device)
     if t == 0:
         return out
-    block_h = max(16, min(_POOL_MAX_BLOCK_H, triton.next_power_of_2(h)))
     with _triton_compat.device_context(hidden):
         _token_weights_kernel[(triton.cdiv(t, _POOL_BLOCK_T),)](
-            hidden,
-            ids,
-            ids if seg is None else seg,
-            weight,
-            bias,
-            skip,
-            skip.numel(),
-            out,
-            t,
-            h,
-            BLOCK_T=_POOL_BLOCK_T,
-            BLOCK_H=block_h,
-            HAS_SEG=seg is not None,
-            num_warps=_POOL_WARPS,
+            hidden, ids, seg, weight, bias, skip, skip.numel(), out, t, h,
+            BLOCK_T=_POOL_BLOCK_T, BLOCK_H=_block_h(h), num_warps=_POOL_WARPS,
         )
     return out
+
+
+def _block_h(h: int) -> int:
+    return max(16, min(_POOL_MAX_BLOCK_H, triton.next_power_of_2(h)))
 
 
 @triton.jit
@@ -115,21 +105,18 @@ def _run_max(first_a, w_a, at_a, first_b, w_b, at_b):
 
 
 @triton.jit
-def _pool_texts_kernel(
-    ids_ptr, w_ptr, off_ptr, len_ptr, keys_ptr, out_ids_ptr, out_vals_ptr, out_src_ptr, counts_ptr,
+def _pool_text(
+    ids_ptr, w_ptr, keys_ptr, out_ids_ptr, out_vals_ptr, out_src_ptr, counts_ptr, b, start, n,
     ROW_BITS: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    """Program b pools text b (rows off[b] .. off[b] + len[b], at most BLOCK = 2^ROW_BITS: the rows past them, which
-    only a length bound below the text's length can leave, are dropped rather than read unsorted): keys of kept tokens
-    (w != 0) sorted ascending, so each id's tokens form a run in position order; a run's max weight (first
-    position on ties) goes to slot off[b] + (run index). Slots past the text's count get id -1, value 0, src -1.
-    keys_ptr [T] is scratch: the sorted keys pass through it so that each position can read its neighbours."""
-    b = tl.program_id(0)
-    start = tl.load(off_ptr + b).to(tl.int64)
-    n = tl.minimum(tl.load(len_ptr + b), BLOCK)
+    """Pools text b (rows start .. start + n, n <= BLOCK = 2^ROW_BITS) from its token weights w: keys of kept
+    tokens (w != 0) sorted ascending, so each id's tokens form a run in position order; a run's max weight (first
+    position on ties) goes to slot start + (run index). Slots past the text's count get id -1, value 0, src -1.
+    keys_ptr [T] is scratch: the sorted keys pass through it so that each position can read its neighbours. The
+    weights are read through L2 only (.cg): other programs of the same launch may have written them."""
     r = tl.arange(0, BLOCK)
     ok = r < n
-    w = tl.load(w_ptr + start + r, mask=ok, other=0.0)
+    w = tl.load(w_ptr + start + r, mask=ok, other=0.0, cache_modifier=".cg")
     tok = tl.load(ids_ptr + start + r, mask=ok, other=0)
     key = tl.where(ok & (w != 0.0), (tok << ROW_BITS) | r.to(tl.int64), _INT64_MAX)
     key = tl.sort(key)
@@ -142,7 +129,7 @@ def _pool_texts_kernel(
     first = valid & ((r == 0) | ((prev >> ROW_BITS) != run_id))
     last = valid & ((nxt == _INT64_MAX) | ((nxt >> ROW_BITS) != run_id))
     at = (key & (BLOCK - 1)).to(tl.int32)
-    w_sorted = tl.load(w_ptr + start + at, mask=valid, other=0.0)
+    w_sorted = tl.load(w_ptr + start + at, mask=valid, other=0.0, cache_modifier=".cg")
     _, best, best_at = tl.associative_scan((first, w_sorted, at), 0, _run_max)
     rank = tl.cumsum(first.to(tl.int32), 0) - 1
     count = tl.sum(first.to(tl.int32), 0)
@@ -154,6 +141,51 @@ def _pool_texts_kernel(
     tl.store(out_vals_ptr + start + r, tl.zeros([BLOCK], tl.float32), mask=rest)
     tl.store(out_src_ptr + start + r, tl.full([BLOCK], -1, tl.int64), mask=rest)
     tl.store(counts_ptr + b, count.to(tl.int64))
+
+
+@triton.jit
+def _pool_texts_kernel(
+    ids_ptr, w_ptr, off_ptr, len_ptr, keys_ptr, out_ids_ptr, out_vals_ptr, out_src_ptr, counts_ptr,
+    ROW_BITS: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """Program b pools text b (rows off[b] .. off[b] + len[b]; rows past BLOCK, which only a length bound below
+    the text's length can leave, are dropped rather than read unsorted) from the weights w."""
+    b = tl.program_id(0)
+    start = tl.load(off_ptr + b).to(tl.int64)
+    n = tl.minimum(tl.load(len_ptr + b), BLOCK)
+    _pool_text(ids_ptr, w_ptr, keys_ptr, out_ids_ptr, out_vals_ptr, out_src_ptr, counts_ptr, b, start, n,
+               ROW_BITS, BLOCK)
+
+
+@triton.jit
+def _weights_pool_kernel(
+    h_ptr, ids_ptr, weight_ptr, bias_ptr, skip_ptr, n_skip, off_ptr, len_ptr, done_ptr, w_ptr, keys_ptr,
+    out_ids_ptr, out_vals_ptr, out_src_ptr, counts_ptr, H, CHUNKS,
+    BLOCK_T: tl.constexpr, BLOCK_H: tl.constexpr, ROW_BITS: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """Program (b, c) = divmod(pid, CHUNKS) stores the token weights (_weights_of_rows) of rows c * BLOCK_T ..
+    (c + 1) * BLOCK_T of text b (rows off[b] .. off[b] + min(len[b], BLOCK)) into w_ptr, then counts its chunk
+    done (done_ptr [B], zeroed); the program that counts the text's last chunk pools it (_pool_text). An empty
+    text has one chunk of no rows, so that its count is written too. Chunks run fastest in pid: the programs of a
+    text run close together, and its pool overlaps the reading of the texts after it."""
+    pid = tl.program_id(0)
+    b = pid // CHUNKS
+    c = pid % CHUNKS
+    start = tl.load(off_ptr + b).to(tl.int64)
+    n = tl.minimum(tl.load(len_ptr + b), BLOCK)
+    chunks = tl.maximum(tl.cdiv(n, BLOCK_T), 1)
+    if c < chunks:
+        r = c * BLOCK_T + tl.arange(0, BLOCK_T)
+        ok = r < n
+        rows = start + r
+        val = _weights_of_rows(h_ptr, ids_ptr, weight_ptr, bias_ptr, skip_ptr, n_skip, rows, ok, H, BLOCK_T, BLOCK_H)
+        tl.store(w_ptr + rows, val, mask=ok)
+        # Every thread's stores come before the count (barrier), the count releases them to the pooling program
+        # and acquires the other chunks' stores for it.
+        tl.debug_barrier()
+        if tl.atomic_add(done_ptr + b, 1, sem="acq_rel", scope="gpu") == chunks - 1:
+            _pool_text(ids_ptr, w_ptr, keys_ptr, out_ids_ptr, out_vals_ptr, out_src_ptr, counts_ptr, b, start, n,
+                       ROW_BITS, BLOCK)
 
 
 def _bounds_known(max_len: int, id_bound: int) -> bool:
@@ -192,18 +224,41 @@ def _sort_warps_key(block: int) -> int:
     return next(top for top in sorted(_POOL_SORT_WARPS) if block <= top)
 
 
+def _pool_launch(x: Tensor, off: Tensor, block: int):
+    """For the per-text pool of x's T rows in B = len(off) texts with sort block `block`: its outputs (every slot
+    unused, as rows outside every text belong to no program and keep that), keys scratch [T] and launch options."""
+    keys = torch.empty(x.shape[0], dtype=torch.int64, device=x.device)
+    warps = _POOL_SORT_WARPS[_sort_warps_key(block)]
+    options = {"ROW_BITS": block.bit_length() - 1, "BLOCK": block, "num_warps": warps}
+    return new_pool_outputs(x, off.shape[0]), keys, options
+
+
 def _pool_in_programs(w: Tensor, ids: Tensor, off: Tensor, lens: Tensor, block: int):
-    # Rows outside every text (gaps between offsets) belong to no program: they keep the empty-slot values.
-    out_ids, out_vals, out_src, counts = new_pool_outputs(w, off.shape[0])
-    out_ids.fill_(-1)
-    keys = torch.empty(w.shape[0], dtype=torch.int64, device=w.device)
+    """The per-text pool of the token weights w [T] (one program per text)."""
+    outs, keys, options = _pool_launch(w, off, block)
     with _triton_compat.device_context(w):
-        _pool_texts_kernel[(off.shape[0],)](
-            ids, w, off, lens, keys, out_ids, out_vals, out_src, counts,
-            ROW_BITS=block.bit_length() - 1, BLOCK=block,
-            num_warps=_POOL_SORT_WARPS[_sort_warps_key(block)],
+        _pool_texts_kernel[(off.shape[0],)](ids, w, off, lens, keys, *outs, **options)
+    return outs
+
+
+def _chunks_per_text(block: int) -> int:
+    return triton.cdiv(block, _POOL_BLOCK_T)
+
+
+def _weights_and_pool(hidden: Tensor, ids: Tensor, off: Tensor, lens: Tensor, weight: Tensor, bias: Tensor,
+                      skip: Tensor, block: int):
+    """Token weights and per-text pool in one launch (_weights_pool_kernel): B * (block / BLOCK_T) programs."""
+    t, h = hidden.shape
+    outs, keys, options = _pool_launch(hidden, off, block)
+    w = torch.empty(t, dtype=torch.float32, device=hidden.device)
+    done = torch.zeros(off.shape[0], dtype=torch.int32, device=hidden.device)
+    chunks = _chunks_per_text(block)
+    with _triton_compat.device_context(hidden):
+        _weights_pool_kernel[(off.shape[0] * chunks,)](
+            hidden, ids, weight, bias, skip, skip.numel(), off, lens, done, w, keys, *outs, h, chunks,
+            BLOCK_T=_POOL_BLOCK_T, BLOCK_H=_block_h(h), **options,
         )
-    return out_ids, out_vals, out_src, counts
+    return outs
 
 
 def pool(
@@ -224,12 +279,15 @@ def pool(
     if b == 0:  # no texts: before[owner] below would index an empty tensor (a device assert on CUDA)
         none = torch.full((t,), -1, dtype=torch.int64, device=dev)
         return none, torch.zeros(t, dtype=torch.float32, device=dev), none.clone(), torch.zeros_like(none[:0])
-    # Bounds the caller knows pick the sort block without reading anything. The per-text pool then reads only the
-    # rows of each text, so the token weights skip the per-row segment ids (a fill and a launch fewer).
+    weight, bias, skip = weight.float().contiguous(), bias.float(), skip.contiguous()
+    # Bounds the caller knows pick the sort block without reading anything: then one launch does it all (while
+    # its grid fits one launch: 2^31 - 1 programs).
     known = _bounds_known(max_len, id_bound)
     block = _pool_block(None, ids, lens, max_len, id_bound) if known and t > 0 else None
-    seg = None if block is not None else segment_ids(off, lens, t)
-    w = _token_weights(hidden, ids, seg, weight.float().contiguous(), bias.float(), skip.contiguous())
+    if block is not None and b * _chunks_per_text(block) < 2**31:
+        return _weights_and_pool(hidden, ids, off, lens, weight, bias, skip, block)
+    seg = segment_ids(off, lens, t)
+    w = _token_weights(hidden, ids, seg, weight, bias, skip)
     if block is None and not known and t > 0:
         block = _pool_block(w, ids, lens, max_len, id_bound)
     if block is not None:
