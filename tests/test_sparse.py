@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import m3kernels
-from m3kernels import SparseBatch
+from m3kernels import SparseBatch, _checks
 from tests.helpers import ALL_DTYPES, DEVICE, cu_from_lengths, fast_backends, poison_allocations, tol
 
 POOL_BACKENDS = fast_backends("lexical_weights")
@@ -104,6 +104,27 @@ def test_bad_offsets_run_the_pool_clamped_then_raise(backend, monkeypatch):
     with pytest.raises(ValueError, match="non-decreasing"):
         m3kernels.lexical_weights(h, torch.arange(10, device=DEVICE), w, 0.0, cu_seqlens=bad, backend=backend)
     assert seen == [([0, 7, 7, 10], [7, 0, 3, 0]) if DEVICE.type == "cpu" else ([0, 7, 0, 10], [7, 0, 10, 0])]
+
+
+@pytest.mark.parametrize("backend", POOL_BACKENDS)
+def test_checked_call_sizes_its_output_from_the_checks_read(backend, monkeypatch):
+    """A checked call reads its entry count with the value checks, so compacting the output needs no sync of its
+    own (nonzero of unknown size syncs on a GPU; nonzero_static of the known size does not); without the checks
+    the count is not read and nonzero runs. Same SparseBatch either way."""
+    h, ids, weight, bias = tricky_batch()
+    mask = torch.rand(ids.shape, device=DEVICE) > 0.2
+    calls = []
+    real_nonzero, real_static = torch.Tensor.nonzero, torch.nonzero_static
+    monkeypatch.setattr(torch.Tensor, "nonzero", lambda x, *a, **k: calls.append("nonzero") or real_nonzero(x, *a, **k))
+    monkeypatch.setattr(torch, "nonzero_static", lambda x, **k: calls.append(k["size"]) or real_static(x, **k))
+    checked = m3kernels.lexical_weights(h, ids, weight, bias, attention_mask=mask, backend=backend)
+    assert calls == [checked.ids.numel()] and checked.ids.numel() > 10
+    calls.clear()
+    with _checks.trusted_inputs():
+        trusted = m3kernels.lexical_weights(h, ids, weight, bias, attention_mask=mask, backend=backend)
+    assert calls == ["nonzero"]
+    for part in ("indptr", "ids", "values"):
+        assert torch.equal(getattr(checked, part), getattr(trusted, part))
 
 
 @pytest.mark.parametrize("backend", POOL_BACKENDS)

@@ -50,14 +50,16 @@ def _cached_skip_tensor(skip: tuple[int, ...], device: torch.device) -> Tensor:
 
 
 def _check_values_after(real_ids: Tensor, vocab_size: int | None, cu_seqlens: Tensor | None, total: int,
-                        max_seqlen: int | None, out_vals: Tensor) -> bool:
+                        max_seqlen: int | None, out_vals: Tensor, indptr: Tensor | None) -> tuple[bool, int | None]:
     """The value checks after the launch, with one read-back: cu_seqlens as passed (the kernels ran on it clamped
     into bounds), max_seqlen against the longest text, the range of the real tokens' ids, and the sum of the
-    output values. Raises on bad values; returns whether the output holds NaN."""
+    output values; with them the output's entry count indptr[-1] (None: not read), so that building the
+    SparseBatch needs no sync of its own. Raises on bad values; returns (whether the output holds NaN, count)."""
     parts = [] if cu_seqlens is None else [cu_seqlens]
     if real_ids.numel():
         parts.extend(torch.aminmax(real_ids))
-    host = _checks.read_back(*parts, _checks.float_sum(out_vals))
+    host = _checks.read_back(*parts, *([] if indptr is None else [indptr[-1:]]), _checks.float_sum(out_vals))
+    count = None if indptr is None else int(host.pop(-2)[0])
     if cu_seqlens is not None:
         lengths = _checks.cu_seqlens_values("cu_seqlens", host[0], total)
         longest = int(lengths.max())  # cu_seqlens has >= 2 entries
@@ -69,7 +71,7 @@ def _check_values_after(real_ids: Tensor, vocab_size: int | None, cu_seqlens: Te
             raise ValueError(f"input_ids must be >= 0; got {lo}")
         if vocab_size is not None and hi >= vocab_size:
             raise ValueError(f"input_ids holds {hi}, outside the vocabulary (vocab_size={vocab_size})")
-    return _checks.sum_has_nan(host[-1], out_vals)
+    return _checks.sum_has_nan(host[-1], out_vals), count
 
 
 def lexical_weights(
@@ -180,13 +182,19 @@ def lexical_weights(
             hidden, ids, off, lens, weight.float(), bias.float(), skip_t, max_seqlen or 0, vocab_size or 0
         )
         indptr = torch.nn.functional.pad(torch.cumsum(counts, 0), (1, 0))  # [0, counts[0], counts[0] + counts[1], ...]
-    if checks and _check_values_after(real_ids, vocab_size, cu_seqlens, hidden.shape[0], max_seqlen, out_vals):
-        _checks.raise_nan(weight=weight, bias=bias, hidden=hidden[~torch.isin(ids, skip_t)])
+    entries = None
+    if checks:
+        has_nan, entries = _check_values_after(real_ids, vocab_size, cu_seqlens, hidden.shape[0], max_seqlen, out_vals,
+                                               None if name == "reference" else indptr)
+        if has_nan:
+            _checks.raise_nan(weight=weight, bias=bias, hidden=hidden[~torch.isin(ids, skip_t)])
     if name == "reference":
         return result
     # Text b's entries sit in slots off[b] .. off[b] + counts[b] and offsets increase with b, so the used
-    # slots (src >= 0) in order are already the CSR layout.
-    used = (src >= 0).nonzero().squeeze(1)  # one nonzero for both gathers (a bool mask index runs one each)
+    # slots (src >= 0) in order are already the CSR layout: one nonzero for both gathers (a bool mask index runs
+    # one each), of the size the checks read (a nonzero of unknown size syncs).
+    used = (src >= 0).nonzero() if entries is None else torch.nonzero_static(src >= 0, size=entries)
+    used = used.squeeze(1)
     return SparseBatch.trusted(indptr, out_ids.index_select(0, used), out_vals.index_select(0, used))
 
 
