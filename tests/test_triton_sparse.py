@@ -348,3 +348,16 @@ def test_pool_falls_back_for_huge_ids_and_long_texts(monkeypatch):
     assert kernels._pool_block(torch.ones(29, device=DEVICE), ids, lens, 0, 0) is None
     got = weights(hidden, ids, w, b, "triton", cu_seqlens=cu)
     assert_same_batch(got, weights(hidden, ids, w, b, "reference", cu_seqlens=cu), torch.float32)
+
+
+def test_benchmark_kernels_case_runs_the_triton_pools(monkeypatch):
+    """The bench's "lexical_weights kernels" case on tiny shapes with the Triton providers (skipped by the bench on
+    CPU tensors): the one-kernel pool and the two-kernel path both agree with the float64 truth."""
+    from m3kernels.benchmarks import sparse as bench_sparse
+    from m3kernels.benchmarks.harness import run_case
+
+    monkeypatch.setattr(bench_sparse, "our_backends", lambda op, device: ["triton"])
+    case = bench_sparse.kernels_case(DEVICE, 3, 17, 8, torch.float32)
+    rows = {r.provider: r for r in run_case(case, DEVICE, repeats=1, ceilings={"gflops": 1.0, "gbps": 1.0})}
+    for name in ("m3k:triton", "m3k:triton, two kernels (token weights, then per-text pool)"):
+        assert rows[name].status == "ok" and rows[name].max_error < 1e-4, rows[name]

@@ -131,6 +131,10 @@ def kernels_case(device: torch.device, batch: int, length: int, hidden: int, dty
         providers.append(Provider(f"m3k:{name}",
                                   lambda pool=pool: pool(h, ids, off, lens, w32, b32, skip, length, VOCAB),
                                   unpack=_compact_to_dense(batch, length)))
+    if "triton" in our_backends("lexical_weights", device):
+        providers.append(Provider("m3k:triton, two kernels (token weights, then per-text pool)",
+                                  _triton_two_kernels(h, ids, off, lens, w32, b32, skip, length),
+                                  unpack=_compact_to_dense(batch, length)))
     providers.append(Provider("torch GEMV + relu + skip mask (read pass only)", gemv, is_reference=True,
                               unpack=lambda w: _token_weights_to_dense(w.float(), ids, batch)))
     providers.append(Provider("torch sum of the hidden states", lambda: h.sum(dtype=torch.float32),
@@ -139,6 +143,21 @@ def kernels_case(device: torch.device, batch: int, length: int, hidden: int, dty
                 check=lambda out: (out - truth).abs().max().item(), tolerance=5e-2,
                 bytes=float(h.numel() * h.element_size()), params={"batch": batch, "length": length},
                 device_time=True)
+
+
+def _triton_two_kernels(h, ids, off, lens, w32, b32, skip, length: int):
+    """The Triton pool as it runs without known bounds, minus its sync (the block is the one-kernel path's): segment
+    ids, token weights, then one program per text. Beside the one-kernel row, it says what fusing the two gains."""
+    from m3kernels.maxsim.triton import segment_ids
+    from m3kernels.sparse import triton as kernels
+
+    block = kernels._pool_block(None, ids, lens, length, VOCAB)
+
+    def run():
+        w = kernels._token_weights(h, ids, segment_ids(off, lens, h.shape[0]), w32, b32, skip)
+        return kernels._pool_in_programs(w, ids, off, lens, block)
+
+    return run
 
 
 def _token_weights_to_dense(w: torch.Tensor, ids: torch.Tensor, batch: int) -> torch.Tensor:

@@ -80,6 +80,8 @@ TARGETS = [
            SPARSE, "m3k:triton", "pct", 70, info=True),
     Target("sparse weights kernels >= 70% copy bandwidth (cuda, two kernels, device time)", "lexical_weights kernels",
            SPARSE, "m3k:cuda", "pct", 70, info=True),
+    Target("sparse one kernel no slower than two (triton, device time)", "lexical_weights kernels", SPARSE,
+           "m3k:triton", "time_vs", 1.0, "m3k:triton, two kernels (token weights, then per-text pool)", info=True),
 ]
 
 
