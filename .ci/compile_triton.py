@@ -169,12 +169,12 @@ def sweep_sparse() -> None:
 
     for dtype in DTYPES:
         for h in (100, 1024):
-            hidden = torch.randn(136, h).to(dtype)
-            ids = torch.randint(0, 250002, (136,))
+            hidden = torch.randn(306, h).to(dtype)
+            ids = torch.randint(0, 250002, (306,))
             w, b = torch.randn(h).to(dtype), torch.randn(1).to(dtype)
-            k.pool(hidden, ids, *_segments([5, 130, 1]), w, b, torch.tensor([0, 2]))
-            k.pool(hidden, ids, *_segments([5, 130, 1]), w, b, torch.tensor([0, 2]), 130, 250002)  # one kernel
-    for lengths in ([9], [2048, 3]):  # the per-text pool's sort blocks: 16 (smallest), 256 (above), 2048 (largest)
+            k.pool(hidden, ids, *_segments([5, 300, 1]), w, b, torch.tensor([0, 2]))
+            k.pool(hidden, ids, *_segments([5, 300, 1]), w, b, torch.tensor([0, 2]), 512, 250002)  # one kernel, L=512
+    for lengths in ([9], [2048, 3]):  # the per-text pool's sort blocks: 16 (smallest), 512 (above), 2048 (largest)
         hidden = torch.randn(sum(lengths), 64)
         ids = torch.randint(0, 250002, (sum(lengths),))
         for bounds in ((), (max(lengths), 250002)):  # token weights + per-text pool; one kernel
