@@ -219,6 +219,30 @@ def test_gpu_bge_m3_batch(dtype, known_bounds):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_one_kernel_pool_equals_two_kernels_under_load(monkeypatch):
+    """The one-kernel pool's cross-program handoff (per-text counters; the last chunk's program pools the weights
+    the others wrote) on 4096 texts of U[1, 512] tokens, five times over buffers poisoned before each run: bitwise
+    the two-kernel path's output (the interpreter runs programs one after another, so only a GPU can break this)."""
+    from m3kernels.sparse import triton as kernels
+
+    lengths = torch.randint(1, 513, (4096,)).tolist()
+    hidden, ids, off, lens, w, b, skip = _pool_inputs(lengths, vocab=250_002, h=256)
+    hidden = hidden.half()
+    b = torch.tensor([0.5], device=DEVICE)
+    real_empty = torch.empty
+    monkeypatch.setattr(torch, "empty", lambda *a, **k: poison_(real_empty(*a, **k)))
+    monkeypatch.setattr(kernels, "_ONE_KERNEL_MAX_BLOCK", 0)
+    want = kernels.pool(hidden, ids, off, lens, w, b, skip, 512, 250_002)
+    monkeypatch.undo()
+    monkeypatch.setattr(torch, "empty", lambda *a, **k: poison_(real_empty(*a, **k)))
+    for _ in range(5):
+        got = kernels.pool(hidden, ids, off, lens, w, b, skip, 512, 250_002)
+        for a, c in zip(got, want, strict=True):
+            assert torch.equal(a, c)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_gpu_scores_past_65535_doc_blocks():
     """Over 65535 blocks of 32 docs (2.1M docs, the grid axis-1 limit): the flat grid must reach every doc."""
     nd = 65_536 * 32 + 100
@@ -262,6 +286,38 @@ def test_pool_in_programs_equals_the_sort_path(monkeypatch, lengths):
     fallback = kernels.pool(*args)
     for a, b, c in zip(per_text, one_kernel, fallback, strict=True):
         assert torch.equal(a, c) and torch.equal(b, c)
+
+
+@pytest.mark.parametrize("block_t", [4, 64])
+def test_one_kernel_pool_with_other_chunk_sizes(monkeypatch, block_t):
+    """The tune sweep's extremes of the one-kernel pool's chunk (_POOL_BLOCK_T): texts of many chunks and of less
+    than one, bitwise equal to the torch-sort fallback."""
+    from m3kernels.sparse import triton as kernels
+
+    monkeypatch.setattr(kernels, "_POOL_BLOCK_T", block_t)
+    args = _pool_inputs([1, 7, 0, 33, 64], vocab=12)
+    one_kernel = kernels.pool(*args, 64, 12)
+    monkeypatch.setattr(kernels, "_pool_block", lambda *a: None)
+    for a, c in zip(one_kernel, kernels.pool(*args), strict=True):
+        assert torch.equal(a, c)
+
+
+def test_sort_blocks_above_the_one_kernel_limit_take_two_kernels(monkeypatch):
+    """Bounds known but a sort block above _ONE_KERNEL_MAX_BLOCK: token weights, then the per-text pool, with the
+    block from the bounds (nothing read), same results."""
+    from m3kernels.sparse import triton as kernels
+
+    args = _pool_inputs([1, 7, 0, 33], vocab=12)
+    one_kernel = kernels.pool(*args, 33, 12)
+    launches, reads = [], []
+    real_one_kernel, real_block = kernels._weights_and_pool, kernels._pool_block
+    monkeypatch.setattr(kernels, "_weights_and_pool", lambda *a: launches.append(a) or real_one_kernel(*a))
+    monkeypatch.setattr(kernels, "_pool_block", lambda w, *a: reads.append(w) or real_block(w, *a))
+    monkeypatch.setattr(kernels, "_ONE_KERNEL_MAX_BLOCK", 32)  # this input's block is 64
+    two_kernels = kernels.pool(*args, 33, 12)
+    assert not launches and reads == [None]
+    for a, c in zip(one_kernel, two_kernels, strict=True):
+        assert torch.equal(a, c)
 
 
 def test_pool_with_known_bounds_never_reads_rows_between_texts(monkeypatch):

@@ -95,7 +95,7 @@ def packed_sparse_inputs(device: torch.device, batch: int, length: int, hidden: 
     return h, ids, weight, bias, torch.tensor(sorted(SPECIAL), device=device)
 
 
-def _compact_to_dense(batch: int, length: int):
+def compact_to_dense(batch: int, length: int):
     """A pool backend's compact per-text outputs (texts of `length` rows back to back) -> dense fp32 [B, vocab]."""
     def unpack(outs: tuple) -> torch.Tensor:
         out_ids, out_vals, out_src, _ = outs
@@ -130,11 +130,11 @@ def kernels_case(device: torch.device, batch: int, length: int, hidden: int, dty
         pool = _backend.kernel_module("lexical_weights", name).pool
         providers.append(Provider(f"m3k:{name}",
                                   lambda pool=pool: pool(h, ids, off, lens, w32, b32, skip, length, VOCAB),
-                                  unpack=_compact_to_dense(batch, length)))
+                                  unpack=compact_to_dense(batch, length)))
     if "triton" in our_backends("lexical_weights", device):
         providers.append(Provider("m3k:triton, two kernels (token weights, then per-text pool)",
                                   _triton_two_kernels(h, ids, off, lens, w32, b32, skip, length),
-                                  unpack=_compact_to_dense(batch, length)))
+                                  unpack=compact_to_dense(batch, length)))
     providers.append(Provider("torch GEMV + relu + skip mask (read pass only)", gemv, is_reference=True,
                               unpack=lambda w: _token_weights_to_dense(w.float(), ids, batch)))
     providers.append(Provider("torch sum of the hidden states", lambda: h.sum(dtype=torch.float32),

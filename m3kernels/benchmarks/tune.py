@@ -17,7 +17,8 @@ which entry to write into the table:
   text and 32 texts of U[64,2048] tokens, 16 heads.
 - Sparse ``lexical_weights`` with its bounds known, token weights and per-text pool in one kernel (its read tile
   ``_POOL_BLOCK_T`` / ``_POOL_MAX_BLOCK_H`` and the warps of its sort block in ``_POOL_SORT_WARPS``, in
-  m3kernels/sparse/triton.py): B=64, L=512, H=1024, fp16.
+  m3kernels/sparse/triton.py): B=64, L=512, H=1024, fp16. The two-kernel path (unknown bounds, or sort blocks above
+  ``_ONE_KERNEL_MAX_BLOCK``) shares those constants; its token-weights warps (``_POOL_WARPS``) are not swept.
 
 Each candidate's output is first compared with the table entry's (with the first candidate that ran, should
 the entry fail): one that disagrees is reported as a mismatch, one that fails to compile as an error. Then it is
@@ -284,7 +285,7 @@ def attention_sweep(device: torch.device, small: bool, limit: int | None) -> Swe
 
 def sparse_sweep(device: torch.device, small: bool, limit: int | None) -> Sweep:
     from m3kernels._segments import uniform_segments
-    from m3kernels.benchmarks.sparse import VOCAB, packed_sparse_inputs
+    from m3kernels.benchmarks.sparse import VOCAB, compact_to_dense, packed_sparse_inputs
     from m3kernels.sparse import triton as kernels
 
     batch, length, hidden = (2, 9, 100) if small else (64, 512, 1024)
@@ -293,10 +294,11 @@ def sparse_sweep(device: torch.device, small: bool, limit: int | None) -> Sweep:
     off, lens = uniform_segments(batch, length, device)
     block = kernels._pool_block(None, ids, lens, length, VOCAB)
     entry = kernels._sort_warps_key(block)
+    to_dense = compact_to_dense(batch, length)
 
-    def run() -> torch.Tensor:
+    def run() -> torch.Tensor:  # dense [B, vocab]: an entry in the wrong text or id shows as an O(1) error
         outs = kernels.pool(h, ids, off, lens, weight, bias, skip, length, VOCAB)  # bounds known: one kernel
-        return torch.cat([x.double() for x in outs])
+        return to_dense(outs)
 
     def apply(cfg: tuple) -> contextlib.ExitStack:
         stack = swap_attrs(kernels, ("_POOL_BLOCK_T", "_POOL_MAX_BLOCK_H"), cfg[:2])

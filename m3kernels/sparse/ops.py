@@ -5,7 +5,8 @@ Every kernel backend provides two plain functions:
          skip int64 [S], max_len, id_bound) -> (out_ids int64 [T], out_vals fp32 [T], out_src int64 [T],
          counts int64 [B])
         relu(h . w + b) max-pooled by id per text, compact per text as in csrc/sparse/sparse.h: text b's
-        entries sit in slots off[b] .. off[b] + counts[b] (ids ascending); unused slots have out_src = -1.
+        entries sit in slots off[b] .. off[b] + counts[b] (ids ascending); unused slots hold id -1,
+        value 0, out_src -1.
         max_len > 0: no text is longer; id_bound > 0: every id is below it (0: unknown). Bounds the caller
         knows without reading the device; a backend may use them to skip a sync (the Triton pool does).
     scores(q_indptr, q_ids, q_vals, d_indptr, d_ids, d_vals, pairwise) -> fp32 [Nq, Nd] or [N]

@@ -5,11 +5,12 @@ NaN weight is kept so that NaN input is detectable), max-pooled by (text, id). T
 tokens' keys (id << ROW_BITS | position) in registers (tl.sort) in one program, a segmented scan keeps each id
 run's max weight (first position on ties, NaN wins), and run heads go to their ranked slot. That needs every text
 to fit one block (<= _POOL_MAX_TEXT tokens) and ids below 2^(63 - ROW_BITS) - 1:
-- with both bounds known to the caller (max_len, id_bound), one kernel does it all (_weights_pool_kernel): program
-  (text, chunk) reads one chunk of the text's rows once and stores their weights, and the program that finishes a
-  text's last chunk (a per-text counter) pools that text, while the other programs are still reading;
+- with both bounds known to the caller (max_len, id_bound) and a sort block up to _ONE_KERNEL_MAX_BLOCK, one kernel
+  does it all (_weights_pool_kernel): program (text, chunk) reads one chunk of the text's rows once and stores their
+  weights, and the program that finishes a text's last chunk (a per-text counter) pools that text, while the other
+  programs are still reading;
 - otherwise the weights come first (_token_weights_kernel, rows outside every text dropped by segment id), one
-  device sync reads the bounds, and one program per text pools (_pool_texts_kernel);
+  device sync reads the bounds unless both are known, and one program per text pools (_pool_texts_kernel);
 - where the bounds do not fit (and during CUDA graph capture without both bounds, where no sync is allowed) the
   pool is a stable sort by (text, id, -w, row) in torch ops: the first entry of each (text, id) run is the max,
   its rank among the text's runs gives its slot.
@@ -39,6 +40,10 @@ _POOL_MAX_BLOCK_H = 256
 _POOL_WARPS = 4
 _POOL_MAX_TEXT = 2048  # longest text the one-program-per-text pool sorts in registers (compile time grows fast)
 _POOL_SORT_WARPS = {512: 4, _POOL_MAX_TEXT: 8}  # warps of the per-text pool: the first entry whose block >= BLOCK
+# Largest sort block of the one-kernel pool. Every program of that kernel, the readers too, gets the sort's warps,
+# registers and shared memory: at block 2048 (8 warps, 99 registers, 16 KiB on sm_90) that would leave ~2 blocks per
+# SM for the read, untimed; above this block the weights and the pool run as two kernels.
+_ONE_KERNEL_MAX_BLOCK = 512
 _INT64_MAX = tl.constexpr(2**63 - 1)  # the sort key of a dropped token (sorts last)
 _SCORES_BLOCK_E = 16
 _SCORES_BLOCK_N = 32
@@ -94,6 +99,7 @@ def _token_weights(hidden: Tensor, ids: Tensor, seg: Tensor, weight: Tensor, bia
 
 
 def _block_h(h: int) -> int:
+    """BLOCK_H of the token-weights read for hidden size h: the power of two >= h, within [16, _POOL_MAX_BLOCK_H]."""
     return max(16, min(_POOL_MAX_BLOCK_H, triton.next_power_of_2(h)))
 
 
@@ -107,16 +113,17 @@ def _run_max(first_a, w_a, at_a, first_b, w_b, at_b):
 @triton.jit
 def _pool_text(
     ids_ptr, w_ptr, keys_ptr, out_ids_ptr, out_vals_ptr, out_src_ptr, counts_ptr, b, start, n,
-    ROW_BITS: tl.constexpr, BLOCK: tl.constexpr,
+    ROW_BITS: tl.constexpr, BLOCK: tl.constexpr, W_CACHE: tl.constexpr,
 ):
     """Pools text b (rows start .. start + n, n <= BLOCK = 2^ROW_BITS) from its token weights w: keys of kept
     tokens (w != 0) sorted ascending, so each id's tokens form a run in position order; a run's max weight (first
     position on ties) goes to slot start + (run index). Slots past the text's count get id -1, value 0, src -1.
-    keys_ptr [T] is scratch: the sorted keys pass through it so that each position can read its neighbours. The
-    weights are read through L2 only (.cg): other programs of the same launch may have written them."""
+    keys_ptr [T] is scratch: the sorted keys pass through it so that each position can read its neighbours.
+    W_CACHE: the cache modifier of the weight loads (".cg", L2 only, where other programs of the same launch wrote
+    them)."""
     r = tl.arange(0, BLOCK)
     ok = r < n
-    w = tl.load(w_ptr + start + r, mask=ok, other=0.0, cache_modifier=".cg")
+    w = tl.load(w_ptr + start + r, mask=ok, other=0.0, cache_modifier=W_CACHE)
     tok = tl.load(ids_ptr + start + r, mask=ok, other=0)
     key = tl.where(ok & (w != 0.0), (tok << ROW_BITS) | r.to(tl.int64), _INT64_MAX)
     key = tl.sort(key)
@@ -129,7 +136,7 @@ def _pool_text(
     first = valid & ((r == 0) | ((prev >> ROW_BITS) != run_id))
     last = valid & ((nxt == _INT64_MAX) | ((nxt >> ROW_BITS) != run_id))
     at = (key & (BLOCK - 1)).to(tl.int32)
-    w_sorted = tl.load(w_ptr + start + at, mask=valid, other=0.0, cache_modifier=".cg")
+    w_sorted = tl.load(w_ptr + start + at, mask=valid, other=0.0, cache_modifier=W_CACHE)
     _, best, best_at = tl.associative_scan((first, w_sorted, at), 0, _run_max)
     rank = tl.cumsum(first.to(tl.int32), 0) - 1
     count = tl.sum(first.to(tl.int32), 0)
@@ -154,7 +161,7 @@ def _pool_texts_kernel(
     start = tl.load(off_ptr + b).to(tl.int64)
     n = tl.minimum(tl.load(len_ptr + b), BLOCK)
     _pool_text(ids_ptr, w_ptr, keys_ptr, out_ids_ptr, out_vals_ptr, out_src_ptr, counts_ptr, b, start, n,
-               ROW_BITS, BLOCK)
+               ROW_BITS, BLOCK, "")
 
 
 @triton.jit
@@ -185,7 +192,7 @@ def _weights_pool_kernel(
         tl.debug_barrier()
         if tl.atomic_add(done_ptr + b, 1, sem="acq_rel", scope="gpu") == chunks - 1:
             _pool_text(ids_ptr, w_ptr, keys_ptr, out_ids_ptr, out_vals_ptr, out_src_ptr, counts_ptr, b, start, n,
-                       ROW_BITS, BLOCK)
+                       ROW_BITS, BLOCK, ".cg")
 
 
 def _bounds_known(max_len: int, id_bound: int) -> bool:
@@ -241,7 +248,15 @@ def _pool_in_programs(w: Tensor, ids: Tensor, off: Tensor, lens: Tensor, block: 
     return outs
 
 
+def _one_kernel_grid(b: int, block: int) -> int | None:
+    """Programs of the one-kernel pool for b texts and sort block `block` (B * block / BLOCK_T), or None where it
+    does not run: a block above _ONE_KERNEL_MAX_BLOCK, or a grid over one launch's 2^31 - 1 programs."""
+    programs = b * _chunks_per_text(block)
+    return programs if block <= _ONE_KERNEL_MAX_BLOCK and programs < 2**31 else None
+
+
 def _chunks_per_text(block: int) -> int:
+    """Chunks of _POOL_BLOCK_T rows per text in the one-kernel pool (the text's rows are at most the sort block)."""
     return triton.cdiv(block, _POOL_BLOCK_T)
 
 
@@ -252,10 +267,9 @@ def _weights_and_pool(hidden: Tensor, ids: Tensor, off: Tensor, lens: Tensor, we
     outs, keys, options = _pool_launch(hidden, off, block)
     w = torch.empty(t, dtype=torch.float32, device=hidden.device)
     done = torch.zeros(off.shape[0], dtype=torch.int32, device=hidden.device)
-    chunks = _chunks_per_text(block)
     with _triton_compat.device_context(hidden):
-        _weights_pool_kernel[(off.shape[0] * chunks,)](
-            hidden, ids, weight, bias, skip, skip.numel(), off, lens, done, w, keys, *outs, h, chunks,
+        _weights_pool_kernel[(_one_kernel_grid(off.shape[0], block),)](
+            hidden, ids, weight, bias, skip, skip.numel(), off, lens, done, w, keys, *outs, h, _chunks_per_text(block),
             BLOCK_T=_POOL_BLOCK_T, BLOCK_H=_block_h(h), **options,
         )
     return outs
@@ -280,11 +294,10 @@ def pool(
         none = torch.full((t,), -1, dtype=torch.int64, device=dev)
         return none, torch.zeros(t, dtype=torch.float32, device=dev), none.clone(), torch.zeros_like(none[:0])
     weight, bias, skip = weight.float().contiguous(), bias.float(), skip.contiguous()
-    # Bounds the caller knows pick the sort block without reading anything: then one launch does it all (while
-    # its grid fits one launch: 2^31 - 1 programs).
+    # Bounds the caller knows pick the sort block without reading anything: then one launch can do it all.
     known = _bounds_known(max_len, id_bound)
     block = _pool_block(None, ids, lens, max_len, id_bound) if known and t > 0 else None
-    if block is not None and b * _chunks_per_text(block) < 2**31:
+    if block is not None and _one_kernel_grid(b, block) is not None:
         return _weights_and_pool(hidden, ids, off, lens, weight, bias, skip, block)
     seg = segment_ids(off, lens, t)
     w = _token_weights(hidden, ids, seg, weight, bias, skip)
