@@ -4,8 +4,8 @@
 # builds m3kernels with its CUDA kernels, runs the test suite on the GPU (no interpreter: bf16 and large shapes
 # included), the GPU benchmarks (`m3k bench --quick`), the real-size fp16 encode against FlagEmbedding,
 # the host / checks / kernel split of one call per op (bench/profile_ops.py), compute-sanitizer on the CUDA
-# backend tests and a sweep of the Triton config tables on the target shapes
-# (m3kernels/benchmarks/tune.py); logs, the benchmark table and a met / missed line per GPU target of the issues
+# backend tests, a sweep of the Triton config tables on the target shapes (m3kernels/benchmarks/tune.py) and
+# Nsight Compute's counters of the rerank forward kernels (m3kernels/benchmarks/ncu_rerank.py); logs, the benchmark table and a met / missed line per GPU target of the issues
 # (m3kernels/benchmarks/targets.py) go to OUTDIR, the targets printed last.
 # PACKDIR (optional, e.g. the device tool's $OUT, which returns at most 8 files): after every step OUTDIR is
 # packed into PACKDIR/gpu_check.tgz and PACKDIR/steps.txt, so a run cut off by its time limit still returns
@@ -26,7 +26,7 @@ set -uo pipefail
 OUT="${1:?usage: bash bench/gpu_check.sh OUTDIR [PACKDIR]}"
 PACK="${2:-}"
 BUDGET="${M3K_GPU_BUDGET:-450}"
-STEPS=" ${M3K_GPU_STEPS:-build info bench tiles tune tests_gpu tests profile memcheck racecheck flagenv encode} "
+STEPS=" ${M3K_GPU_STEPS:-build info bench tiles tune tests_gpu ncu tests profile memcheck racecheck flagenv encode} "
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 cd "$(dirname "$0")/.."
@@ -91,6 +91,15 @@ TUNE_LEFT=$((BUDGET - SECONDS - 25))
 [[ "$STEPS" == *" tune "* ]] && [ "$TUNE_BUDGET" -lt 20 ] && STEPS="${STEPS/ tune / }" && echo "tune skipped (budget)" >>"$OUT/steps.txt"
 step tune $((TUNE_BUDGET + 20)) python3 -m m3kernels.benchmarks.tune --out "$OUT/tune" --budget "$TUNE_BUDGET"
 step tests_gpu 90 python3 -m pytest "${PYTEST_OPTS[@]}" -m gpu "${TESTS[@]}"
+# Hardware counters of the rerank forward kernels, Triton's and CUDA tiles (M3K_NCU_TILES): why the CUDA kernel is
+# slower. Clock control off: the card's clocks stay as they are.
+NCU="$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -n 1)"
+if [ -n "$NCU" ]; then
+    step ncu 60 "$NCU" --profile-from-start off --clock-control none -k regex:maxsim_fwd --section SpeedOfLight \
+        --section Occupancy --section LaunchStats --section WarpStateStats --section MemoryWorkloadAnalysis \
+        --section MemoryWorkloadAnalysis_Tables --section SchedulerStats \
+        python3 -m m3kernels.benchmarks.ncu_rerank --tiles "${M3K_NCU_TILES:-0,7,15,20}"
+fi
 step tests 150 python3 -m pytest "${PYTEST_OPTS[@]}" "${XDIST[@]}" -m "not gpu" "${TESTS[@]}"
 step profile 60 python3 bench/profile_ops.py --rows 8 --out "$OUT/profile.txt"
 if command -v compute-sanitizer >/dev/null; then
@@ -108,6 +117,9 @@ echo "== steps"; cat "$OUT/steps.txt"
 echo "== test summary"; tail -n 3 "$OUT/tests.log" "$OUT/tests_gpu.log" 2>/dev/null
 echo "== encode (real size, fp16)"; tail -n 5 "$OUT/encode.log" 2>/dev/null
 echo "== host vs device per call (profile.txt)"; sed -n '/^== summary/,$p' "$OUT/profile.txt" 2>/dev/null | cut -c1-200
+echo "== rerank kernels under ncu (full report in ncu.log)"
+grep -E "maxsim_fwd|one launch|Duration|DRAM Throughput|Achieved Occupancy|Registers Per Thread|Issued Instruction" \
+    "$OUT/ncu.log" 2>/dev/null | cut -c1-150
 echo "== config sweep (best candidate per shape; full table in tune.log)"
 grep -E "^== |<- table|^  best" "$OUT/tune.log" 2>/dev/null | cut -c1-160
 echo "== bench"; cat "$OUT/bench/table.txt" 2>/dev/null || tail -n 20 "$OUT/bench.log" 2>/dev/null

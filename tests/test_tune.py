@@ -90,3 +90,15 @@ def test_a_sweep_that_cannot_build_its_inputs_does_not_stop_the_others(tmp_path,
     assert "broken: could not build its inputs: OutOfMemoryError" in capsys.readouterr().out
     rows = json.loads((tmp_path / "tune.json").read_text())["rows"]
     assert [r["status"] for r in rows] == ["ok", "ok"]
+
+
+def test_ncu_rerank_launches_of_triton_and_cuda_tiles_agree():
+    """The launches bench/gpu_check.sh profiles with Nsight Compute: Triton's rerank forward and the CUDA tiles
+    (where the CUDA kernels are built, e.g. on the host emulation) compute the same scores."""
+    from m3kernels.benchmarks import ncu_rerank
+
+    runs = ncu_rerank.launches([0, 15], torch.device("cpu"), small=True)
+    scores = [run()[0] for _, run in runs]
+    assert runs[0][0] == "triton" and scores[0].shape == (1, 5) and torch.isfinite(scores[0]).all()
+    for (label, _), got in zip(runs[1:], scores[1:], strict=True):
+        torch.testing.assert_close(got, scores[0], rtol=1e-3, atol=1e-3, msg=label)
