@@ -56,7 +56,7 @@ def test_uniform_segments_values(n, length):
 
 def test_ops_read_the_device_once_per_call(monkeypatch):
     """One read-back per call: attention_varlen the offsets and the three NaN sums; maxsim_varlen both offsets
-    and the output's sum; lexical_weights the offsets, the ids' range and the output's sum."""
+    and the output's sum; lexical_weights the offsets, the ids' range, the output's entry count and sum."""
     reads = []
     real = _checks.read_back
 
@@ -76,7 +76,7 @@ def test_ops_read_the_device_once_per_call(monkeypatch):
     reads.clear()
     m3kernels.lexical_weights(torch.randn(10, 8), torch.randint(0, 50, (10,)), torch.randn(8), 0.1, cu_seqlens=cu,
                               backend="cpu")
-    assert reads == [4]  # offsets, the ids' min and max and the output's sum, after the launch
+    assert reads == [5]  # offsets, the ids' min and max, the entry count and the output's sum, after the launch
 
 
 @pytest.mark.parametrize("op", ["attention", "maxsim", "sparse"])
