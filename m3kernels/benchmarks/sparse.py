@@ -126,12 +126,13 @@ def kernels_case(device: torch.device, batch: int, length: int, hidden: int, dty
         return torch.relu(h @ weight + bias).masked_fill(torch.isin(ids, skip), 0)
 
     providers = []
-    for name in our_backends("lexical_weights", device):
+    backends = our_backends("lexical_weights", device)
+    for name in backends:
         pool = _backend.kernel_module("lexical_weights", name).pool
         providers.append(Provider(f"m3k:{name}",
                                   lambda pool=pool: pool(h, ids, off, lens, w32, b32, skip, length, VOCAB),
                                   unpack=compact_to_dense(batch, length)))
-    if "triton" in our_backends("lexical_weights", device):
+    if "triton" in backends:
         providers.append(Provider("m3k:triton, two kernels (token weights, then per-text pool)",
                                   _triton_two_kernels(h, ids, off, lens, w32, b32, skip, length),
                                   unpack=compact_to_dense(batch, length)))
