@@ -243,6 +243,27 @@ def test_gpu_one_kernel_pool_equals_two_kernels_under_load(monkeypatch):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_one_kernel_pool_is_cuda_graph_capturable():
+    """With both bounds known the pool reads nothing from the device: it captures into a CUDA graph, and each
+    replay zeroes its per-text counters again (a second replay on new data gives the eager result)."""
+    from m3kernels.sparse import triton as kernels
+
+    hidden, ids, off, lens, w, b, skip = _pool_inputs(torch.randint(1, 513, (64,)).tolist(), vocab=250_002, h=1024)
+    hidden = hidden.half()
+    kernels.pool(hidden, ids, off, lens, w, b, skip, 512, 250_002)  # compiles outside the capture
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = kernels.pool(hidden, ids, off, lens, w, b, skip, 512, 250_002)
+    for _ in range(2):
+        hidden.copy_(torch.randn_like(hidden))
+        graph.replay()
+        for a, c in zip(captured, kernels.pool(hidden, ids, off, lens, w, b, skip, 512, 250_002), strict=True):
+            assert torch.equal(a, c)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_gpu_scores_past_65535_doc_blocks():
     """Over 65535 blocks of 32 docs (2.1M docs, the grid axis-1 limit): the flat grid must reach every doc."""
     nd = 65_536 * 32 + 100
