@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator
+from unittest import mock
 
 import torch
 
@@ -147,16 +148,14 @@ def kernels_case(device: torch.device, batch: int, length: int, hidden: int, dty
 
 
 def _triton_two_kernels(h, ids, off, lens, w32, b32, skip, length: int):
-    """The Triton pool as it runs without known bounds, minus its sync (the block is the one-kernel path's): segment
-    ids, token weights, then one program per text. Beside the one-kernel row, it says what fusing the two gains."""
-    from m3kernels.maxsim.triton import segment_ids
+    """The Triton pool with the one-kernel path switched off (_ONE_KERNEL_MAX_BLOCK = 0): segment ids, token
+    weights, then one program per text, with the block from the same bounds (no read). Beside the one-kernel row,
+    it says what fusing the two gains."""
     from m3kernels.sparse import triton as kernels
 
-    block = kernels._pool_block(None, ids, lens, length, VOCAB)
-
     def run():
-        w = kernels._token_weights(h, ids, segment_ids(off, lens, h.shape[0]), w32, b32, skip)
-        return kernels._pool_in_programs(w, ids, off, lens, block)
+        with mock.patch.object(kernels, "_ONE_KERNEL_MAX_BLOCK", 0):
+            return kernels.pool(h, ids, off, lens, w32, b32, skip, length, VOCAB)
 
     return run
 
