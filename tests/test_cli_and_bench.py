@@ -91,6 +91,25 @@ def test_a_provider_failing_while_timed_leaves_the_others():
     assert rows["late"].status == "error" and "while timing" in rows["late"].note and rows["late"].median_ms is None
 
 
+@pytest.mark.parametrize("rows", [2**21 - 1, 2**21])
+def test_int32_peer_is_skipped_on_docs_of_2_31_elements(monkeypatch, rows):
+    """late-interaction-kernels indexes the docs in int32: on the H200 it read out of bounds at the rerank shape and
+    the illegal address failed every later provider of the process, so it must not run from 2^31 elements on."""
+    called = []
+    peer = type("Peer", (), {"maxsim_varlen": staticmethod(lambda *a: called.append(1)),
+                             "flash_maxsim": staticmethod(lambda *a, **k: None)})
+    monkeypatch.setattr(bench_maxsim, "import_peer", lambda name: (peer, None))
+    d = torch.zeros(1, 1024, dtype=torch.float16).expand(rows, 1024)  # 2^31 elements without the memory
+    cu = torch.tensor([0, rows], dtype=torch.int32)
+    by_name = {p.name: p for p in bench_maxsim._gpu_peers(torch.zeros(32, 1024), cu.new_tensor([0, 32]), d, cu)}
+    lik = by_name["late-interaction-kernels maxsim_varlen"]
+    if d.numel() >= 2**31:
+        assert lik.fn is None and "int32" in lik.unavailable
+    else:
+        lik.fn()
+        assert called == [1]
+
+
 def test_bench_keeps_rows_of_finished_cases(tmp_path, monkeypatch):
     """A suite that fails, or a run interrupted by a time limit's SIGINT, keeps the rows measured so far in
     results.json (rewritten after every case)."""

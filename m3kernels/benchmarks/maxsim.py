@@ -132,6 +132,10 @@ def _gpu_peers(q: torch.Tensor, cu_q: torch.Tensor, d: torch.Tensor, cu_d: torch
     out.append(Provider("flash-maxsim (packed docs)", (lambda: fm.flash_maxsim(q, d, doc_lengths=cu_d)[None])
                         if fm else None, why))
     lik, why = import_peer("late_interaction_kernels")
+    if lik is not None and d.numel() >= 2**31:
+        # Its varlen kernel indexes the docs with int32 offsets: on the H200, wrong scores (commit 264c894) and an
+        # illegal memory access (2026-11-28) that poisons the CUDA context for every later provider.
+        lik, why = None, f"skipped: late-interaction-kernels 0.4.5 indexes docs in int32 ({d.numel()} elements >= 2^31)"
     out.append(Provider("late-interaction-kernels maxsim_varlen", (lambda: lik.maxsim_varlen(
         q, d, cu_q, cu_d, int(cu_q[-1]), max_d)) if lik else None, why))
     return out
