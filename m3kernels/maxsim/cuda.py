@@ -12,11 +12,12 @@ from m3kernels.maxsim.ops import ROW_MAX_BUFFER, define_backend, kernel_args, ne
 
 # Block shapes of the forward kernel, indices into csrc/maxsim/maxsim_cuda.h's kFwdTileShapes. Per pair: 0 (8 warps
 # x 128 B of hidden per stage x 3 stages, 32 query rows; the shape measured on the H200). Row blocks (several
-# queries, all pairs): 9 (128 query rows x 128 doc rows x 128 B, 3 stages: the Triton row-block entry's shape; not
-# yet timed on a GPU), or on cards with less shared memory per block than it needs (116 KiB; sm_86 / sm_89 have
-# 99 KiB) 10, its two-stage twin (80 KiB). m3kernels/benchmarks/tune.py times the others.
+# queries, all pairs): 19 (128 query rows x 128 doc rows x 128 B, 3 stages, 4 x 2 warps of 32 rows x 64 columns:
+# the fastest in the H200 sweep of 2026-11-28, 1.22x tile 9), or on cards with less shared memory per block than it
+# needs (116 KiB; sm_86 / sm_89 have 99 KiB) 10, tile 9's two-stage twin (80 KiB). m3kernels/benchmarks/tune.py
+# times the others.
 _FWD_TILE = 0
-_ROWS_TILE = 9
+_ROWS_TILE = 19
 _ROWS_TILE_SMALL_SMEM = 10
 _ROW_MAX_BUFFER = ROW_MAX_BUFFER  # see ops.use_row_blocks (0: always the per-pair kernel unless training)
 _EMULATED_SMEM = 227 * 1024  # csrc/emu/cuda_emu.h's limit (sm_90's)

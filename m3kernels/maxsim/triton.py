@@ -50,7 +50,7 @@ _FWD_CONFIGS = {
 # The row-block forward, keyed as _FWD_CONFIGS -> BLOCK_M, BLOCK_D, BLOCK_H, num_warps, num_stages.
 _ROWS_CONFIGS = {
     (128, 2): (128, 128, 128, 8, 3),
-    (1 << 30, 2): (128, 128, 64, 8, 3),
+    (1 << 30, 2): (128, 128, 64, 4, 3),
     (1 << 30, 4): (64, 32, 32, 4, 2),
 }
 _ROW_MAX_BUFFER = ROW_MAX_BUFFER  # see ops.use_row_blocks (0: always the per-pair kernel unless training)

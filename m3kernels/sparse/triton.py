@@ -36,7 +36,7 @@ from m3kernels.sparse.ops import define_backend, new_pool_outputs, new_scores
 _triton_compat.patch_interpreter()
 
 _POOL_BLOCK_T = 16
-_POOL_MAX_BLOCK_H = 256
+_POOL_MAX_BLOCK_H = 128  # the H200 sweep of the one-kernel pool (2026-11-28): 1.09x 256
 _POOL_WARPS = 4
 _POOL_MAX_TEXT = 2048  # longest text the one-program-per-text pool sorts in registers (compile time grows fast)
 _POOL_SORT_WARPS = {512: 4, _POOL_MAX_TEXT: 8}  # warps of the per-text pool: the first entry whose block >= BLOCK
