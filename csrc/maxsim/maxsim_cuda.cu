@@ -229,20 +229,31 @@ __global__ void __launch_bounds__(C::kThreads) maxsim_fwd_kernel(FwdArgs args) {
 
   // Stage `slot` <- q rows [mt * kBM, +kBM) and d rows [nt * kBN, +kBN), hidden [kc * kBK, +kBK); rows past
   // the item and columns past H are zero-filled (H * sizeof(T) is a multiple of 16: a chunk is all in or out).
-  auto load_stage = [&](const Cursor& c, int64_t slot) {
-    T* sq = smem + slot * C::kStageElems;
-    const int64_t k0 = int64_t(c.kc) * C::kBK;
-    constexpr int kChunks = C::kBK / C::kVec;
+  // Copy `rep` of a thread moves 16-byte chunk ch of stage row r0 + rep * kRowsPerRep (query rows first): both
+  // fixed per thread, so a stage costs one pointer step and one bounds check per copy, not the row's index math
+  // (which made the copies two thirds of the loop's instructions, and the kernel issue-bound, on the H200).
+  constexpr int kChunks = C::kBK / C::kVec;
+  constexpr int kRowsPerRep = C::kThreads / kChunks;
+  constexpr int kQReps = C::kBM / kRowsPerRep;
+  static_assert(C::kThreads % kChunks == 0 && C::kBM % kRowsPerRep == 0 && C::kBN % kRowsPerRep == 0,
+                "each copy of a thread stays in one row, and all of a rep's rows are query rows or doc rows");
+  const int r0 = tid / kChunks, ch = tid % kChunks;
+  T* const smem_thread = smem + r0 * C::kLds + ch * C::kVec;
+  auto load_stage = [&](const Cursor& c, int slot) {
+    T* const dst = smem_thread + slot * C::kStageElems;
+    const int64_t k = int64_t(c.kc) * C::kBK + ch * C::kVec;
+    const bool k_in = k < H;
+    const int q_left = lq - c.mt * C::kBM - r0, d_left = ld - c.nt * C::kBN - r0;
+    const T* const q_src = q + (q0 + c.mt * C::kBM + r0) * H + k;
+    const T* const d_src = d + (d0 + c.nt * C::kBN + r0) * H + k;
+    const int64_t step = kRowsPerRep * H;
 #pragma unroll
-    for (int rep = 0; rep < C::kRows * kChunks / C::kThreads; ++rep) {
-      const int e = tid + rep * C::kThreads;
-      const int r = e / kChunks, ch = e % kChunks;
-      const int64_t k = k0 + ch * C::kVec;
-      const bool is_q = r < C::kBM;
-      const int row = is_q ? c.mt * C::kBM + r : c.nt * C::kBN + (r - C::kBM);
-      const bool valid = row < (is_q ? lq : ld) && k < H;
-      const T* src = (is_q ? q + (q0 + row) * H : d + (d0 + row) * H) + k;
-      cuda::cp_async_16<C::kShape.prefetch>(sq + r * C::kLds + ch * C::kVec, valid ? src : q, valid);
+    for (int rep = 0; rep < C::kRows / kRowsPerRep; ++rep) {
+      const bool is_q = rep < kQReps;
+      const int n = is_q ? rep : rep - kQReps;  // this copy's row is the thread's first + n * kRowsPerRep
+      const bool valid = k_in && n * kRowsPerRep < (is_q ? q_left : d_left);
+      const T* src = (is_q ? q_src : d_src) + n * step;
+      cuda::cp_async_16<C::kShape.prefetch>(dst + rep * kRowsPerRep * C::kLds, valid ? src : q, valid);
     }
   };
 
@@ -269,16 +280,19 @@ __global__ void __launch_bounds__(C::kThreads) maxsim_fwd_kernel(FwdArgs args) {
   }
 
   Cursor at;
+  int read_slot = 0, write_slot = C::kStages - 1;  // it % kStages and (it + kStages - 1) % kStages
   for (int64_t it = 0; it < total; ++it) {
     cuda::cp_async_wait<C::kStages - 2>();
     // Stage `it` is visible to all, and every warp is done with stage it - 1, which the next copy reuses.
     __syncthreads();
     if (it + C::kStages - 1 < total) {
-      load_stage(load_at, (it + C::kStages - 1) % C::kStages);
+      load_stage(load_at, write_slot);
       load_at.next(nk, nnt);
     }
     cuda::cp_async_commit();
-    const T* sq = smem + (it % C::kStages) * C::kStageElems;
+    const T* sq = smem + read_slot * C::kStageElems;
+    read_slot = read_slot == C::kStages - 1 ? 0 : read_slot + 1;
+    write_slot = write_slot == C::kStages - 1 ? 0 : write_slot + 1;
     tile_products<T, C>(sq + warp_row0 * C::kLds, sq + (C::kBM + wn * C::kWarpCols) * C::kLds, lane, acc);
 
     if (at.kc == nk - 1) {  // this doc tile's similarities are complete: fold them into the running max
