@@ -110,6 +110,15 @@ def test_int32_peer_is_skipped_on_docs_of_2_31_elements(monkeypatch, rows):
         assert called == [1]
 
 
+def test_peers_can_be_switched_off(monkeypatch):
+    """gpu_check.sh reruns the bench with M3K_BENCH_PEERS=0 after a peer broke the CUDA context."""
+    from m3kernels.benchmarks.common import import_peer
+    assert import_peer("json")[0] is not None
+    monkeypatch.setenv("M3K_BENCH_PEERS", "0")
+    module, why = import_peer("json")
+    assert module is None and "M3K_BENCH_PEERS=0" in why
+
+
 def test_bench_keeps_rows_of_finished_cases(tmp_path, monkeypatch):
     """A suite that fails, or a run interrupted by a time limit's SIGINT, keeps the rows measured so far in
     results.json (rewritten after every case)."""

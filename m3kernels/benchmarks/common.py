@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +20,10 @@ def our_backends(op: str, device: torch.device) -> list[str]:
 
 
 def import_peer(module: str) -> tuple[object | None, str | None]:
-    """(module, None) or (None, reason) for an optional peer package."""
+    """(module, None) or (None, reason) for an optional peer package; none with M3K_BENCH_PEERS=0 (a rerun after
+    a peer broke the CUDA context: an illegal address fails every later call of the process)."""
+    if os.environ.get("M3K_BENCH_PEERS") == "0":
+        return None, "skipped: M3K_BENCH_PEERS=0"
     try:
         return importlib.import_module(module), None
     except Exception as exc:  # peers may fail in many ways (ImportError, missing .so, CUDA init)
