@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import m3kernels
+from m3kernels import _arch
 from tests.helpers import DEVICE, KERNEL_DTYPES, backends, cu_from_lengths, tol
 
 pytestmark = pytest.mark.skipif(
@@ -266,7 +267,7 @@ def test_tiles_per_architecture(monkeypatch):
     assert kernels._tiles("dq", 128, torch.float16, cpu) == kernels.CONFIGS[128].dq
     ampere = kernels.AMPERE_OVERRIDES[128]
     for arch, want in ((80, ampere), (89, ampere), (90, kernels.CONFIGS[128]._asdict())):
-        monkeypatch.setattr(kernels, "_arch", lambda device, arch=arch: arch)
+        monkeypatch.setattr(_arch, "compute_capability", lambda device, arch=arch: arch)
         assert kernels._tiles("dkdv", 128, torch.bfloat16, cpu) == want["dkdv"]
         assert kernels._tiles("dq", 128, torch.float16, cpu) == want["dq"]
         assert kernels._tiles("fwd", 128, torch.float16, cpu) == kernels.CONFIGS[128].fwd  # not overridden
@@ -277,9 +278,8 @@ def test_tiles_per_architecture(monkeypatch):
 @pytest.mark.parametrize("dtype", [d for d in KERNEL_DTYPES if d != torch.float32], ids=str)
 def test_ampere_tiles(monkeypatch, dtype):
     """The sm_8x head_dim-128 backward tiles give the reference gradients (interpreter: their shapes, not speed)."""
-    from m3kernels.attention import triton as kernels
 
-    monkeypatch.setattr(kernels, "_arch", lambda device: 80)
+    monkeypatch.setattr(_arch, "compute_capability", lambda device: 80)
     _check([3, 70, 1], heads=1, head_dim=128, dtype=dtype)
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import m3kernels
+from m3kernels import _arch
 from m3kernels.maxsim import ops, reference
 from m3kernels.maxsim import triton as triton_maxsim
 from tests.helpers import DEVICE, KERNEL_DTYPES, backends, cu_from_lengths, poison_, tol
@@ -55,6 +56,18 @@ def test_forward_kernel_choice():
     assert ops.use_row_blocks(64, 2048, 64, False, True, big)  # training: row blocks
     assert not ops.use_row_blocks(8, big, 8, False, False, big)  # inference: no large row-max buffer
     assert ops.use_row_blocks(8, big, 8, False, True, big)  # ... unless the argmax has that size anyway
+
+
+def test_row_block_tiles_per_architecture(monkeypatch):
+    """sm_8x keeps the 8-warp row-block tile (4 warps spill there); sm_90 and the interpreter take the swept one."""
+    cpu, key = torch.device("cpu"), (1 << 30, 2)
+    assert triton_maxsim._rows_configs(cpu) is triton_maxsim._ROWS_CONFIGS
+    for arch, warps in ((80, 8), (86, 8), (89, 8), (90, 4)):
+        monkeypatch.setattr(_arch, "compute_capability", lambda device, arch=arch: arch)
+        table = triton_maxsim._rows_configs(cpu)
+        assert table[key][3] == warps
+        assert {k: v for k, v in table.items() if k != key} == {
+            k: v for k, v in triton_maxsim._ROWS_CONFIGS.items() if k != key}
 
 
 @pytest.mark.parametrize("dtype", KERNEL_DTYPES)

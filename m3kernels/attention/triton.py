@@ -20,7 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
-from m3kernels import _triton_compat
+from m3kernels import _arch, _triton_compat
 from m3kernels.attention.ops import define_backend
 
 _triton_compat.patch_interpreter()
@@ -66,20 +66,11 @@ FP32_CONFIGS: dict[int, Configs] = {block_d: Configs(*[_FP32_TILES] * 3) for blo
 FP32_CONFIGS[128] = Configs(_FP32_TILES, _FP32_TILES, Tiles(16, 16, 4, 1))
 
 
-def _arch(device: torch.device) -> int | None:
-    """The compute capability the kernels compile for (e.g. 90), None off CUDA (the interpreter)."""
-    if device.type != "cuda":
-        return None
-    major, minor = torch.cuda.get_device_capability(device)
-    return 10 * major + minor
-
-
 def _tiles(kind: str, block_d: int, dtype: torch.dtype, device: torch.device) -> Tiles:
     """The fixed tiles of one kernel: per head_dim bucket, dtype (fp32 or 16-bit) and architecture family."""
     if dtype == torch.float32:
         return getattr(FP32_CONFIGS[block_d], kind)
-    arch = _arch(device)
-    if arch is not None and 80 <= arch < 90 and kind in AMPERE_OVERRIDES.get(block_d, {}):
+    if _arch.is_sm8x(device) and kind in AMPERE_OVERRIDES.get(block_d, {}):
         return AMPERE_OVERRIDES[block_d][kind]
     return getattr(CONFIGS[block_d], kind)
 

@@ -44,6 +44,7 @@ from typing import Any
 
 import torch
 
+from m3kernels import _arch
 from m3kernels.benchmarks import roofline
 
 
@@ -244,13 +245,14 @@ def maxsim_rows_sweep(device: torch.device, small: bool, limit: int | None) -> S
     def apply(cfg: tuple) -> contextlib.AbstractContextManager:
         if cfg == PER_PAIR:
             return swap(kernels, "use_row_blocks", lambda *_: False)
-        return swap(kernels._ROWS_CONFIGS, key, cfg)
+        return swap(kernels._rows_configs(device), key, cfg)
 
     grid = itertools.product((64, 128), (64, 128), (32, 64), (4, 8), (3,))
+    table = "_ROWS_CONFIGS_SM8X" if _arch.is_sm8x(device) else "_ROWS_CONFIGS"
     return Sweep(
         "maxsim forward, several queries (row-block kernel, 16-bit, H > 128)",
-        "m3kernels/maxsim/triton.py _ROWS_CONFIGS[(1 << 30, 2)] = (BLOCK_M, BLOCK_D, BLOCK_H, warps, stages)",
-        _candidates(kernels._ROWS_CONFIGS[key], grid, limit, first=(PER_PAIR,)),  # the kernel choice first
+        f"m3kernels/maxsim/triton.py {table}[(1 << 30, 2)] = (BLOCK_M, BLOCK_D, BLOCK_H, warps, stages)",
+        _candidates(kernels._rows_configs(device)[key], grid, limit, first=(PER_PAIR,)),  # the kernel choice first
         apply,
         [_maxsim_shape(f"all-pairs Nq=Nd={n} Lq=32 Ld={d_len} H={hidden} {str(dtype)[6:]}, with argmax", kernels,
                        [32] * n, [d_len] * n, hidden, dtype, device, need_argmax=True)],

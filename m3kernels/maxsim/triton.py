@@ -36,7 +36,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from m3kernels import _triton_compat
+from m3kernels import _arch, _triton_compat
 from m3kernels.maxsim.ops import ROW_MAX_BUFFER, define_backend, new_outputs, use_row_blocks
 
 # (hidden-size bucket upper bound, element size in bytes) -> BLOCK_D, BLOCK_H, num_warps, num_stages.
@@ -47,12 +47,16 @@ _FWD_CONFIGS = {
     (1 << 30, 2): (64, 128, 4, 3),
     (1 << 30, 4): (32, 64, 4, 2),
 }
-# The row-block forward, keyed as _FWD_CONFIGS -> BLOCK_M, BLOCK_D, BLOCK_H, num_warps, num_stages.
+# The row-block forward, keyed as _FWD_CONFIGS -> BLOCK_M, BLOCK_D, BLOCK_H, num_warps, num_stages. 16-bit, H > 128:
+# 4 warps, 1.18x the 8-warp tile in the H200 sweep of 2026-11-28 (bench/RESULTS.md).
 _ROWS_CONFIGS = {
     (128, 2): (128, 128, 128, 8, 3),
     (1 << 30, 2): (128, 128, 64, 4, 3),
     (1 << 30, 4): (64, 32, 32, 4, 2),
 }
+# Ampere / Ada (sm_8x, mma.sync): with 4 warps the 128 x 128 fp32 accumulator takes 255 registers and spills 32-72 B
+# per thread (.ci/compile_triton.py); 8 warps there, as before the sweep. Not timed on an sm_8x card.
+_ROWS_CONFIGS_SM8X = {**_ROWS_CONFIGS, (1 << 30, 2): (128, 128, 64, 8, 3)}
 _ROW_MAX_BUFFER = ROW_MAX_BUFFER  # see ops.use_row_blocks (0: always the per-pair kernel unless training)
 _SUM_BLOCK_N = 128
 _BWD_BLOCK_E = 16
@@ -269,11 +273,16 @@ def _segment_sum_kernel(rowmax_ptr, q_off_ptr, q_len_ptr, Tq, scores_ptr, nd, nu
     tl.store(scores_ptr + i * nd + cols, acc, mask=ok)
 
 
+def _rows_configs(device: torch.device) -> dict[tuple[int, int], tuple[int, ...]]:
+    """The row-block forward's tile table for device's architecture family."""
+    return _ROWS_CONFIGS_SM8X if _arch.is_sm8x(device) else _ROWS_CONFIGS
+
+
 def _forward_rows(q, q_off, q_len, d, d_off, d_len, scores, argmax, need_argmax) -> None:
     """All-pairs forward of several queries: fills scores [nq, nd] (and argmax [Tq, nd]) via the row-max buffer."""
     tq, h = q.shape
     nq, nd = q_off.shape[0], d_off.shape[0]
-    block_m, block_d, block_h, warps, stages = _config(_ROWS_CONFIGS, h, q.dtype)
+    block_m, block_d, block_h, warps, stages = _config(_rows_configs(q.device), h, q.dtype)
     num_m = triton.cdiv(tq, block_m)
     if num_m * nd >= 2**31:
         raise ValueError(f"{tq} query rows x {nd} docs exceed the 2^31 - 1 programs of one launch; split the docs")
