@@ -278,7 +278,6 @@ def test_tiles_per_architecture(monkeypatch):
 @pytest.mark.parametrize("dtype", [d for d in KERNEL_DTYPES if d != torch.float32], ids=str)
 def test_ampere_tiles(monkeypatch, dtype):
     """The sm_8x head_dim-128 backward tiles give the reference gradients (interpreter: their shapes, not speed)."""
-
     monkeypatch.setattr(_arch, "compute_capability", lambda device: 80)
     _check([3, 70, 1], heads=1, head_dim=128, dtype=dtype)
 

@@ -6,10 +6,10 @@ which entry to write into the table:
 
 - MaxSim forward, one query, 16-bit, H > 128 (``_FWD_CONFIGS`` in m3kernels/maxsim/triton.py): the rerank shape
   (fp16, 1 query of 32 tokens, 10,000 docs of U[64,512] tokens, H=1024).
-- MaxSim forward, several queries (``_ROWS_CONFIGS``): the all-pairs training shape (bf16, 64 x 64, Lq=32,
-  Ld=256), with the per-pair kernel on the same shape as one more candidate; the backward tiles (``_BWD_TILES``)
-  on that shape, one entry per dD path: atomic, and sorted (deterministic) (its GB/s count the doc rows gathered,
-  one per query token and doc).
+- MaxSim forward, several queries (``_ROWS_CONFIGS``, ``_ROWS_CONFIGS_SM8X`` on sm_8x): the all-pairs training
+  shape (bf16, 64 x 64, Lq=32, Ld=256), with the per-pair kernel on the same shape as one more candidate; the
+  backward tiles (``_BWD_TILES``) on that shape, one entry per dD path: atomic, and sorted (deterministic) (its GB/s
+  count the doc rows gathered, one per query token and doc).
 - MaxSim forward on the CUDA kernel (m3kernels/maxsim/cuda.py, indices into its block shapes): ``_FWD_TILE`` (per
   pair) on the rerank shape, ``_ROWS_TILE`` (row blocks, with the per-pair kernel as one more candidate) on the
   all-pairs training shape (forward with argmax); skipped where m3kernels._C has no CUDA kernels.
@@ -44,7 +44,6 @@ from typing import Any
 
 import torch
 
-from m3kernels import _arch
 from m3kernels.benchmarks import roofline
 
 
@@ -248,7 +247,7 @@ def maxsim_rows_sweep(device: torch.device, small: bool, limit: int | None) -> S
         return swap(kernels._rows_configs(device), key, cfg)
 
     grid = itertools.product((64, 128), (64, 128), (32, 64), (4, 8), (3,))
-    table = "_ROWS_CONFIGS_SM8X" if _arch.is_sm8x(device) else "_ROWS_CONFIGS"
+    table = "_ROWS_CONFIGS_SM8X" if kernels._rows_configs(device) is kernels._ROWS_CONFIGS_SM8X else "_ROWS_CONFIGS"
     return Sweep(
         "maxsim forward, several queries (row-block kernel, 16-bit, H > 128)",
         f"m3kernels/maxsim/triton.py {table}[(1 << 30, 2)] = (BLOCK_M, BLOCK_D, BLOCK_H, warps, stages)",

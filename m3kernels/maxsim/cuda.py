@@ -14,7 +14,7 @@ from m3kernels.maxsim.ops import ROW_MAX_BUFFER, define_backend, kernel_args, ne
 # x 128 B of hidden per stage x 3 stages, 32 query rows; the shape measured on the H200). Row blocks (several
 # queries, all pairs): 19 (128 query rows x 128 doc rows x 128 B, 3 stages, 4 x 2 warps of 32 rows x 64 columns:
 # the fastest in the H200 sweep of 2026-11-28, 1.22x tile 9), or on cards with less shared memory per block than it
-# needs (116 KiB; sm_86 / sm_89 have 99 KiB) 10, tile 9's two-stage twin (80 KiB). m3kernels/benchmarks/tune.py
+# needs (110 KiB; sm_86 / sm_89 have 99 KiB) 10, tile 9's two-stage twin (80 KiB). m3kernels/benchmarks/tune.py
 # times the others.
 _FWD_TILE = 0
 _ROWS_TILE = 19
