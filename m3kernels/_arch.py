@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 
@@ -11,7 +13,12 @@ def compute_capability(device: torch.device) -> int | None:
     this module, so .ci/compile_triton.py can stand in every target's architecture with one patch."""
     if device.type != "cuda":
         return None
-    major, minor = torch.cuda.get_device_capability(device)
+    return _capability(torch.cuda.current_device() if device.index is None else device.index)
+
+
+@functools.cache
+def _capability(index: int) -> int:  # read once per device: the lookup sits on every call's host path
+    major, minor = torch.cuda.get_device_capability(index)
     return 10 * major + minor
 
 
