@@ -10,8 +10,8 @@
 # PACKDIR (optional, e.g. the device tool's $OUT, which returns at most 8 files): after every step OUTDIR is
 # packed into PACKDIR/gpu_check.tgz and PACKDIR/steps.txt, so a run cut off by its time limit still returns
 # everything finished so far.
-# Steps run in order of value for the open targets (build, bench and the sweep first; the encode target is met: it
-# runs last) and share
+# Steps run in order of value for the open targets (build, bench, the sweep and the sanitizers first; ncu's counters
+# were read in the last run; the encode target is met: it runs last) and share
 # M3K_GPU_BUDGET seconds (default 450, so the whole script stays within
 # 8 minutes): each gets its own timeout, cut to what is left, and is skipped when under 15 s remain; a step that
 # runs out gets SIGINT first (pytest then still prints its failures). Tests run without -x (one failure must not
@@ -26,7 +26,7 @@ set -uo pipefail
 OUT="${1:?usage: bash bench/gpu_check.sh OUTDIR [PACKDIR]}"
 PACK="${2:-}"
 BUDGET="${M3K_GPU_BUDGET:-450}"
-STEPS=" ${M3K_GPU_STEPS:-build info bench tiles tune tests_gpu ncu tests profile memcheck racecheck flagenv encode} "
+STEPS=" ${M3K_GPU_STEPS:-build info bench tiles tune memcheck racecheck tests_gpu tests profile ncu flagenv encode} "
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 cd "$(dirname "$0")/.."
@@ -101,7 +101,19 @@ TUNE_LEFT=$((BUDGET - SECONDS - 25))
 [ "$TUNE_LEFT" -lt "$TUNE_BUDGET" ] && TUNE_BUDGET=$TUNE_LEFT
 [[ "$STEPS" == *" tune "* ]] && [ "$TUNE_BUDGET" -lt 20 ] && STEPS="${STEPS/ tune / }" && echo "tune skipped (budget)" >>"$OUT/steps.txt"
 step tune $((TUNE_BUDGET + 20)) python3 -m m3kernels.benchmarks.tune --out "$OUT/tune" --budget "$TUNE_BUDGET"
+# The CUDA kernels changed since the last sanitizer run: memcheck over the CUDA backend tests, racecheck (slower) over
+# the kernels that share memory between threads: the forward tiles' cp.async pipeline, the ordered dD backward and
+# the sparse pool's block sort.
+if command -v compute-sanitizer >/dev/null; then
+    step memcheck 40 compute-sanitizer --tool memcheck --error-exitcode 9 python3 -m pytest -q -x -p no:cacheprovider \
+        tests/test_cuda_backend.py -k "not 1024 and not long_text and not triton"
+    step racecheck 50 compute-sanitizer --tool racecheck --error-exitcode 9 python3 -m pytest -q -x \
+        -p no:cacheprovider tests/test_cuda_backend.py \
+        -k "every_forward_tile_matches or backward_matches or lexical_weights_packed"
+fi
 step tests_gpu 90 python3 -m pytest "${PYTEST_OPTS[@]}" -m gpu "${TESTS[@]}"
+step tests 150 python3 -m pytest "${PYTEST_OPTS[@]}" "${XDIST[@]}" -m "not gpu" "${TESTS[@]}"
+step profile 60 python3 bench/profile_ops.py --rows 8 --out "$OUT/profile.txt"
 # Hardware counters of the rerank forward kernels, Triton's and CUDA tiles (M3K_NCU_TILES): why the CUDA kernel is
 # slower. Clock control off: the card's clocks stay as they are.
 NCU="$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -n 1)"
@@ -110,14 +122,6 @@ if [ -n "$NCU" ]; then
         --section Occupancy --section LaunchStats --section WarpStateStats --section MemoryWorkloadAnalysis \
         --section MemoryWorkloadAnalysis_Tables --section SchedulerStats \
         python3 -m m3kernels.benchmarks.ncu_rerank --tiles "${M3K_NCU_TILES:-0,7,15,20}"
-fi
-step tests 150 python3 -m pytest "${PYTEST_OPTS[@]}" "${XDIST[@]}" -m "not gpu" "${TESTS[@]}"
-step profile 60 python3 bench/profile_ops.py --rows 8 --out "$OUT/profile.txt"
-if command -v compute-sanitizer >/dev/null; then
-    step memcheck 40 compute-sanitizer --tool memcheck --error-exitcode 9 python3 -m pytest -q -x -p no:cacheprovider \
-        tests/test_cuda_backend.py -k "not 1024 and not long_text and not triton"
-    step racecheck 40 compute-sanitizer --tool racecheck --error-exitcode 9 python3 -m pytest -q -x \
-        -p no:cacheprovider tests/test_cuda_backend.py -k "not 1024 and not long_text and not triton"
 fi
 if [ -n "${M3K_FLAG_PYTHON:-}" ]; then
     step flagenv 30 "$M3K_FLAG_PYTHON" -c "import FlagEmbedding, transformers; print(transformers.__version__)"

@@ -37,6 +37,13 @@ def int_arg(name: str, value: object, *, minimum: int = 0, below: int = 2**63) -
     return number
 
 
+def flag(name: str, value: object) -> bool:
+    """A boolean argument: bool or NumPy bool; anything else (a string such as "False" is truthy) is a TypeError."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool; got {value!r}")
+    return bool(value)
+
+
 def kernel_dtype(backend: str, name: str, t: torch.Tensor) -> None:
     """float64 is for the reference backend (the oracle); the kernels take float32/float16/bfloat16."""
     if backend != "reference" and t.dtype not in KERNEL_DTYPES:

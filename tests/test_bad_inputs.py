@@ -24,6 +24,9 @@ CU2 = torch.tensor([0, 3, 4], dtype=torch.int32, device=DEVICE)
         ({"q_mask": torch.ones(2, 5, dtype=torch.bool, device=DEVICE)}, ValueError, r"q_mask must have shape \(2, 4\)"),
         ({"d_mask": torch.ones(3, 5, device=DEVICE)}, TypeError, "d_mask must have dtype bool"),
         ({"pairwise": True}, ValueError, "as many queries as docs"),
+        ({"pairwise": "False"}, TypeError, "pairwise must be a bool"),  # a truthy string
+        ({"normalize": 1}, TypeError, "normalize must be a bool"),
+        ({"deterministic": "yes"}, TypeError, "deterministic must be a bool"),
         ({"backend": "tpu"}, ValueError, "backend must be one of"),
         ({"backend": 3}, TypeError, "backend must be a str"),
     ],
@@ -74,6 +77,12 @@ def test_maxsim_varlen_rejects_bad_cu_seqlens(cu_q, match):
         m3kernels.maxsim_varlen(
             torch.randn(4, 8, device=DEVICE), cu_q.to(DEVICE), torch.randn(4, 8, device=DEVICE), CU2[[0, 2]]
         )
+
+
+def test_maxsim_varlen_rejects_non_bool_flags():
+    q, cu = torch.randn(4, 8, device=DEVICE), CU2[[0, 2]]
+    with pytest.raises(TypeError, match="pairwise must be a bool"):
+        m3kernels.maxsim_varlen(q, cu, q, cu, pairwise="False")
 
 
 H = torch.randn(2, 6, 8, device=DEVICE)
@@ -137,6 +146,8 @@ def test_lexical_scores_rejects():
         m3kernels.lexical_scores(SparseBatch.from_dicts([{"1": 1.0}], DEVICE), sb, pairwise=True)
     with pytest.raises(ValueError, match="d must hold at least one text"):
         m3kernels.lexical_scores(sb, SparseBatch.from_dicts([], DEVICE))
+    with pytest.raises(TypeError, match="pairwise must be a bool"):
+        m3kernels.lexical_scores(sb, sb, pairwise="False")
 
 
 @pytest.mark.parametrize(

@@ -138,6 +138,65 @@ def test_ties_and_all_negative_similarities(backend):
     assert g[0, :, 0].tolist() == [0.0, 1.0, 0.0]
 
 
+@pytest.mark.parametrize("backend", ["reference", "auto"])  # auto: float64 runs on the reference
+def test_reference_gradient_goes_to_the_first_max(backend):
+    """The oracle's gradient follows the kernels' saved arg-max: the first of tied maxima takes it all."""
+    d = torch.tensor([[[1.0, 0.0], [2.0, 0.0], [2.0, 0.0]]], dtype=torch.float64, requires_grad=True)
+    q = torch.tensor([[[1.0, 0.0], [0.5, 0.0]]], dtype=torch.float64)
+    for pairwise in (False, True):
+        (g,) = torch.autograd.grad(m3kernels.maxsim(q, d, pairwise=pairwise, backend=backend).sum(), (d,))
+        assert g[0, :, 0].tolist() == [0.0, 1.5, 0.0]
+
+
+@pytest.mark.parametrize("backend", [*BACKENDS, "reference"])
+def test_gradients_without_doc_tokens_are_zero(backend):
+    """No doc tokens at all (every doc empty, or no rows): scores 0 and zero gradients, from the reference too."""
+    q = torch.randn(2, 3, 4, device=DEVICE, requires_grad=True)
+    d = torch.randn(2, 5, 4, device=DEVICE, requires_grad=True)
+    out = m3kernels.maxsim(q, d, d_mask=torch.zeros(2, 5, dtype=torch.bool, device=DEVICE), backend=backend)
+    gq, gd = torch.autograd.grad(out.sum(), (q, d))
+    assert out.tolist() == [[0.0, 0.0], [0.0, 0.0]] and not gq.any() and not gd.any()
+    q = torch.randn(4, 4, device=DEVICE, requires_grad=True)
+    d = torch.randn(0, 4, device=DEVICE, requires_grad=True)
+    cu_q, cu_d = cu_from_lengths([4]), cu_from_lengths([0, 0])
+    out = m3kernels.maxsim_varlen(q, cu_q, d, cu_d, backend=backend)
+    gq, gd = torch.autograd.grad(out.sum(), (q, d))
+    assert out.tolist() == [[0.0, 0.0]] and not gq.any() and gd.shape == (0, 4)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("pairwise", [False, True])
+def test_normalize_with_an_empty_query_gives_zero(backend, pairwise):
+    """normalize divides by max(valid query tokens, 1): an empty query scores 0, not NaN."""
+    q, d = torch.randn(6, 16, device=DEVICE), torch.randn(9, 16, device=DEVICE)
+    cu_q, cu_d = cu_from_lengths([0, 6]), cu_from_lengths([4, 5])
+    got = m3kernels.maxsim_varlen(q, cu_q, d, cu_d, pairwise=pairwise, normalize=True, backend=backend)
+    want = m3kernels.maxsim_varlen(q.double(), cu_q, d.double(), cu_d, pairwise=pairwise, normalize=True,
+                                   backend="reference")
+    assert not got[0].any()
+    torch.testing.assert_close(got.double(), want, **tol(torch.float32))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_varlen_strided_inputs_and_int64_offsets(backend):
+    """Strided q / d rows (every other column of a wider tensor) and int64 cu_seqlens, forward and gradients."""
+    q_wide = torch.randn(7, 48, device=DEVICE, requires_grad=True)
+    d_wide = torch.randn(40, 48, device=DEVICE, requires_grad=True)
+    q, d = q_wide[:, ::2], d_wide[:, 1::2]
+    assert not q.is_contiguous() and not d.is_contiguous()
+    cu_q, cu_d = cu_from_lengths([3, 4]).long(), cu_from_lengths([1, 0, 33, 6]).long()
+    got = m3kernels.maxsim_varlen(q, cu_q, d, cu_d, backend=backend)
+    grad = torch.randn_like(got)
+    gq, gd = torch.autograd.grad(got, (q_wide, d_wide), grad)
+    q64, d64 = q.detach().double().requires_grad_(), d.detach().double().requires_grad_()
+    want = m3kernels.maxsim_varlen(q64, cu_q, d64, cu_d, backend="reference")
+    rq, rd = torch.autograd.grad(want, (q64, d64), grad.double())
+    torch.testing.assert_close(got.double(), want, **tol(torch.float32))
+    torch.testing.assert_close(gq[:, ::2].double(), rq, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(gd[:, 1::2].double(), rd, atol=1e-5, rtol=1e-5)
+    assert not gq[:, 1::2].any() and not gd[:, ::2].any()
+
+
 @settings(deadline=None)
 @given(
     q_lens=st.lists(st.integers(0, 40), min_size=1, max_size=4),

@@ -54,6 +54,11 @@ def _finish(scores: Tensor, q_len: Tensor, pairwise: bool, normalize: bool) -> T
     return scores / (count if pairwise else count[:, None])
 
 
+def _flags(pairwise: object, normalize: object, deterministic: object) -> tuple[bool, bool, bool]:
+    return (_checks.flag("pairwise", pairwise), _checks.flag("normalize", normalize),
+            _checks.flag("deterministic", deterministic))
+
+
 def _resolve(backend: str, q: Tensor, device: torch.device, nq: int, nd: int, pairwise: bool) -> str:
     """The backend for these items, after the pairwise item-count check (so that its error comes first)."""
     if pairwise and nq != nd:
@@ -132,6 +137,7 @@ def maxsim(
         (the gradient flows through the arg-max doc token of every query token; first max on ties).
     """
     device = _check_pair(q, d, 3)
+    pairwise, normalize, deterministic = _flags(pairwise, normalize, deterministic)
     if q.shape[0] == 0 or d.shape[0] == 0:
         raise ValueError(f"q and d must hold at least one item each; got Nq={q.shape[0]}, Nd={d.shape[0]}")
     _checks.row_count("q", q.shape[0] * q.shape[1])
@@ -181,6 +187,7 @@ def maxsim_varlen(
         float32 [Nq, Nd] or [N] (float64 for float64 inputs); same formula as :func:`maxsim`.
     """
     device = _check_pair(q, d, 2)
+    pairwise, normalize, deterministic = _flags(pairwise, normalize, deterministic)
     cu_q = _checks.cu_seqlens("cu_seqlens_q", cu_seqlens_q, q.shape[0])
     cu_d = _checks.cu_seqlens("cu_seqlens_d", cu_seqlens_d, d.shape[0])
     _checks.same_device(q=q, cu_seqlens_q=cu_q, cu_seqlens_d=cu_d)

@@ -9,6 +9,12 @@ from __future__ import annotations
 import torch
 
 
+def _row_max(sim: torch.Tensor) -> torch.Tensor:
+    """Max over the last dim, its gradient to the first maximum (torch.max's index); with no doc tokens at all, a
+    zero sum that keeps the result in the autograd graph (the callers replace every entry: all docs are empty)."""
+    return sim.max(dim=-1).values if sim.shape[-1] > 0 else sim.sum(dim=-1)
+
+
 def maxsim_padded(
     q: torch.Tensor,
     d: torch.Tensor,
@@ -22,19 +28,20 @@ def maxsim_padded(
 
     score = sum_{i valid} max_{j valid} <q_i, d_j>; a doc without valid tokens contributes 0 for every query
     token (score 0). A query token whose every similarity is -inf (infinite inputs) contributes -inf.
+    Gradients (autograd) reach the first maximum of each max, as the kernels' saved arg-max does (amax would
+    split them between ties); with infinite inputs they follow IEEE arithmetic, unlike the kernels', which
+    skip a -inf maximum.
     """
     q = q.to(compute_dtype)
     d = d.to(compute_dtype)
     if pairwise:
         sim = torch.einsum("nih,njh->nij", q, d)
         sim = sim.masked_fill(~d_mask[:, None, :], float("-inf"))
-        best = sim.amax(dim=-1) if sim.shape[-1] > 0 else sim.new_full(sim.shape[:-1], float("-inf"))
-        best = torch.where(d_mask.any(-1)[:, None], best, 0.0)  # empty docs; a real -inf max stays -inf
+        best = torch.where(d_mask.any(-1)[:, None], _row_max(sim), 0.0)  # empty docs; a real -inf max stays
         return torch.where(q_mask, best, 0.0).sum(dim=-1)  # where, not *: a NaN behind the mask stays out
     sim = torch.einsum("aih,bjh->aibj", q, d)
     sim = sim.masked_fill(~d_mask[None, None, :, :], float("-inf"))
-    best = sim.amax(dim=-1) if sim.shape[-1] > 0 else sim.new_full(sim.shape[:-1], float("-inf"))
-    best = torch.where(d_mask.any(-1)[None, None, :], best, 0.0)  # empty docs; a real -inf max stays -inf
+    best = torch.where(d_mask.any(-1)[None, None, :], _row_max(sim), 0.0)  # empty docs; a real -inf max stays
     return torch.where(q_mask[:, :, None], best, 0.0).sum(dim=1)
 
 
@@ -48,7 +55,7 @@ def pad_packed(x: torch.Tensor, off: torch.Tensor, lens: torch.Tensor) -> tuple[
     padded = (
         x[rows.reshape(-1)].reshape(n, width, x.shape[1])
         if x.shape[0] > 0
-        else x.new_zeros(n, width, x.shape[1])
+        else x.new_zeros(n, width, x.shape[1]) + x.sum()  # no rows: zeros still in x's graph (zero gradient)
     )
     return torch.where(mask[..., None], padded, 0.0), mask  # where, not *: NaN * 0 is NaN
 

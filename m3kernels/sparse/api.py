@@ -217,6 +217,7 @@ def lexical_scores(q: SparseBatch, d: SparseBatch, *, pairwise: bool = False, ba
         if len(s) == 0:
             raise ValueError(f"{name} must hold at least one text")
     device = _checks.same_device(q=q.ids, d=d.ids)
+    pairwise = _checks.flag("pairwise", pairwise)
     if pairwise and len(q) != len(d):
         raise ValueError(f"pairwise=True needs as many queries as docs; got {len(q)} and {len(d)}")
     name = _backend.resolve("lexical_scores", backend, device)
