@@ -123,8 +123,9 @@ W = torch.randn(8, device=DEVICE)
           "max_seqlen": 0}, ValueError, r"max_seqlen \(0\) is below the longest text in cu_seqlens \(4\)"),
     ],
 )
-def test_lexical_weights_rejects(kwargs, exc, match):
-    args = {"hidden": H, "input_ids": IDS, "weight": W, "bias": 0.0} | kwargs
+@pytest.mark.parametrize("backend", ["auto", "reference"])  # the reference names input_ids too
+def test_lexical_weights_rejects(kwargs, exc, match, backend):
+    args = {"hidden": H, "input_ids": IDS, "weight": W, "bias": 0.0, "backend": backend} | kwargs
     with pytest.raises(exc, match=match):
         m3kernels.lexical_weights(
             args.pop("hidden"), args.pop("input_ids"), args.pop("weight"), args.pop("bias"), **args

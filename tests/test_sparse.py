@@ -141,6 +141,43 @@ def test_lexical_weights_gradients(backend):
         torch.testing.assert_close(a.double(), b, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("backend", [*POOL_BACKENDS, "reference"])
+def test_lexical_weights_tied_tokens_give_the_first_the_gradient(backend):
+    """An id at two positions with equal weights: its value's gradient reaches the first position only, on the
+    kernels and on the float64 oracle alike (not split between the ties)."""
+    dtype = torch.float64 if backend == "reference" else torch.float32
+    h = torch.randn(6, 8, dtype=dtype, device=DEVICE)
+    h[3] = h[1]  # id 7 at rows 1 and 3 with the same weight; row 5 is another id
+    ids = torch.tensor([0, 7, 9, 7, 2, 12], device=DEVICE)
+    weight = torch.randn(8, dtype=dtype, device=DEVICE)
+    h.requires_grad_()
+    sb = m3kernels.lexical_weights(h, ids, weight, 10.0, cu_seqlens=cu_from_lengths([6]), backend=backend)
+    assert sb.ids.tolist() == [7, 9, 12]
+    (g,) = torch.autograd.grad(sb.values.sum(), (h,))
+    assert g[1].abs().sum() > 0 and not g[3].any() and not g[0].any()
+
+
+@pytest.mark.parametrize("backend", [*SCORE_BACKENDS, "reference"])
+@pytest.mark.parametrize("pairwise", [False, True])
+def test_lexical_scores_are_differentiable_on_every_backend(backend, pairwise):
+    """A training loss over lexical_scores reaches the values (and through them hidden / weight / bias)."""
+    h, ids, weight, bias = tricky_batch(bsz=3)
+    weight.requires_grad_()
+    sb = m3kernels.lexical_weights(h, ids, weight, bias)
+    scores = m3kernels.lexical_scores(sb, sb, pairwise=pairwise, backend=backend)
+    assert scores.requires_grad
+    g = torch.randn_like(scores)
+    (got,) = torch.autograd.grad(scores, (weight,), g)
+    w64 = weight.detach().double().requires_grad_()
+    sb64 = m3kernels.lexical_weights(h.double(), ids, w64, bias.double())
+    want_scores = m3kernels.lexical_scores(sb64, sb64, pairwise=pairwise, backend="reference")
+    (want,) = torch.autograd.grad(want_scores, (w64,), g.double())
+    torch.testing.assert_close(got.double(), want, atol=1e-4, rtol=1e-4)
+    with torch.no_grad():  # no gradient needed: the kernels run (and agree)
+        torch.testing.assert_close(m3kernels.lexical_scores(sb, sb, pairwise=pairwise, backend=backend),
+                                   scores.detach(), atol=1e-4, rtol=1e-5)
+
+
 def test_reference_gradcheck_float64():
     h = torch.randn(2, 5, 4, dtype=torch.float64, requires_grad=True)
     ids = torch.tensor([[5, 6, 5, 7, 2], [9, 9, 4, 0, 8]])

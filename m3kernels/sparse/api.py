@@ -206,7 +206,10 @@ def lexical_scores(q: SparseBatch, d: SparseBatch, *, pairwise: bool = False, ba
         pairwise: q[i] with d[i] only (Nq == Nd).
 
     Returns:
-        float32 [Nq, Nd] (or [N]), accumulated in float64 on the CPU kernel.
+        float32 [Nq, Nd] (or [N]), accumulated in float64 on the CPU kernel. Differentiable in q.values and
+        d.values on every backend: when a gradient is needed (grad mode on and values that require grad, e.g.
+        from lexical_weights in training) the scores come from the reference's torch formulation (a dense
+        matmul over the ids present in the two batches) whatever the backend, as the kernels have no backward.
     """
     for name, s in (("q", q), ("d", d)):
         if not isinstance(s, SparseBatch):
@@ -221,7 +224,8 @@ def lexical_scores(q: SparseBatch, d: SparseBatch, *, pairwise: bool = False, ba
     if pairwise and len(q) != len(d):
         raise ValueError(f"pairwise=True needs as many queries as docs; got {len(q)} and {len(d)}")
     name = _backend.resolve("lexical_scores", backend, device)
-    if name == "reference":
+    needs_grad = torch.is_grad_enabled() and (q.values.requires_grad or d.values.requires_grad)
+    if name == "reference" or needs_grad:  # the kernels have no backward: the differentiable torch formulation
         return reference.lexical_scores(q, d, pairwise=pairwise)
     vals = (q.values.detach().float().contiguous(), d.values.detach().float().contiguous())
     module = _backend.kernel_module("lexical_scores", name)
