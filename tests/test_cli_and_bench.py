@@ -160,6 +160,10 @@ def test_bench_device_is_checked_and_made_current(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         run.main(["--device", "cuda"])
     assert "has no CUDA device" in capsys.readouterr().err
+    for repeats in ("0", "-1"):  # -1 used to run every suite on no samples and exit 0
+        with pytest.raises(SystemExit):
+            run.main(["--device", "cpu", "--repeats", repeats, "--out", "unused"])
+        assert "--repeats must be >= 1" in capsys.readouterr().err
 
 
 def test_encode_suite_reports_both_sides(monkeypatch):

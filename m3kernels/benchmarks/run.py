@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
         device = _bench_device(args.device)
     except ValueError as e:
         ap.error(str(e))
+    if args.repeats is not None and args.repeats < 1:
+        ap.error(f"--repeats must be >= 1; got {args.repeats}")
     torch.manual_seed(0)
     repeats = args.repeats or (5 if args.quick else 15) * (4 if device.type == "cuda" else 1)
     started = time.perf_counter()

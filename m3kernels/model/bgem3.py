@@ -197,7 +197,11 @@ class BGEM3(nn.Module):
         _checks.int_arg("max_seqlen", max_seqlen)
         if _checks.data_checks_enabled():
             host_cu, *bounds = _checks.read_back(cu_seqlens, *(torch.aminmax(input_ids) if input_ids.numel() else ()))
-            longest = int(_checks.cu_seqlens_values("cu_seqlens", host_cu, input_ids.numel()).max())
+            lengths = _checks.cu_seqlens_values("cu_seqlens", host_cu, input_ids.numel())
+            if (lengths < 1).any():  # every text starts with its <s>, the dense head's token
+                raise ValueError(f"cu_seqlens holds an empty text (text {int(np.argmax(lengths < 1))}); "
+                                 "every text needs at least its <s> token")
+            longest = int(lengths.max())
             vocab = self.encoder.config.vocab_size
             if bounds and (int(bounds[0]) < 0 or int(bounds[1]) >= vocab):
                 lo, hi = (int(b) for b in bounds)
@@ -296,6 +300,11 @@ class BGEM3(nn.Module):
         batch_tokens = _checks.int_arg(
             "batch_tokens", _or_default(batch_tokens, DEFAULT_BATCH_TOKENS), minimum=1
         )
+        if len(ids) == 0:
+            raise ValueError("ids must hold at least one text")
+        empty = next((i for i, x in enumerate(ids) if len(x) == 0), None)
+        if empty is not None:
+            raise ValueError(f"ids[{empty}] is empty; every text needs at least its <s> token")
         out_device = self.device if out_device is None else torch.device(out_device)
         batches = plan_batches([len(x) for x in ids], batch_tokens, batch_size)
         disable = (len(batches) < 10 or None) if show_progress is None else not show_progress
@@ -444,7 +453,7 @@ class BGEM3(nn.Module):
         Padded doc positions never win a max here (FlagEmbedding scores them 0 inside a padded batch).
         The pairs are encoded and scored batch_size at a time, as FlagEmbedding does, so that the multi-vector
         outputs of one chunk only are held at once. None stands for the default."""
-        if isinstance(sentence_pairs, list) and not sentence_pairs:
+        if isinstance(sentence_pairs, (list, tuple)) and not sentence_pairs:
             return []
         one = isinstance(sentence_pairs[0], str)
         pairs = [tuple(sentence_pairs)] if one else [tuple(p) for p in sentence_pairs]

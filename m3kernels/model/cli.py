@@ -121,9 +121,12 @@ def encode_main(argv: list[str]) -> int:
             output="torch",
             show_progress=args.progress or None,
         )
+        write_output(out, res, len(texts))
+    except ModuleNotFoundError as e:  # tokenizers / tqdm: the optional "model" extra
+        print(f"m3k encode: {e}; install them with pip install 'm3kernels[model]'", file=sys.stderr)
+        return 2
     except (OSError, ValueError, CheckpointError) as e:
         print(f"m3k encode: {e}", file=sys.stderr)
         return 2
-    write_output(out, res, len(texts))
     print(f"m3k encode: {len(texts)} texts -> {out}", file=sys.stderr)
     return 0

@@ -76,3 +76,11 @@ def test_read_texts_splits_at_newlines_only(tmp_path):
     unterminated = tmp_path / "last.txt"
     unterminated.write_text("a\nb")
     assert read_texts(unterminated) == ["a", "b"]
+
+
+def test_unwritable_output_exits_2(tiny_ckpt, tmp_path, capsys):
+    inp = tmp_path / "in.txt"
+    inp.write_text("a\n")
+    out = str(tmp_path / "missing" / "o.npz")
+    assert encode_main(["--model", str(tiny_ckpt), "--input", str(inp), "--output", out]) == 2
+    assert "No such file or directory" in capsys.readouterr().err

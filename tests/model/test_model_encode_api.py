@@ -286,3 +286,17 @@ def test_model_deep_copies(model, texts):
 
     twin = copy.deepcopy(model)
     np.testing.assert_array_equal(twin.encode(texts[:3])["dense_vecs"], model.encode(texts[:3])["dense_vecs"])
+
+
+def test_empty_texts_are_rejected_before_the_heads(model):
+    """A text needs at least its <s> (the dense head's token): an empty one in packed input would shift the other
+    texts' heads (a leading one) or index past the tokens (a trailing one), so it is a ValueError naming it."""
+    ids = torch.tensor([0, 5, 6, 2, 0, 7, 2])
+    for cu, which in (([0, 0, 4, 7], "text 0"), ([0, 4, 7, 7], "text 2")):
+        with pytest.raises(ValueError, match=f"empty text \\({which}\\)"):
+            model.forward_packed(ids, torch.tensor(cu, dtype=torch.int32), 4, colbert=True)
+    with pytest.raises(ValueError, match=r"ids\[1\] is empty"):
+        model.encode_ids([[0, 5, 6, 2], []])
+    with pytest.raises(ValueError, match="at least one text"):
+        model.encode_ids([])
+    assert model.compute_score(()) == []
