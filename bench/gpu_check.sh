@@ -152,6 +152,7 @@ grep -E "^== |<- table|^  best" "$OUT/tune.log" 2>/dev/null | cut -c1-160
 echo "== bench"; cat "$OUT/bench/table.txt" 2>/dev/null || tail -n 20 "$OUT/bench.log" 2>/dev/null
 if [ -f "$OUT/bench/results.json" ]; then
     echo "== targets"
-    python3 -m m3kernels.benchmarks.targets "$OUT/bench/results.json" "$OUT/encode_real.json" 2>&1 | tee "$OUT/targets.txt"
+    python3 -m m3kernels.benchmarks.targets "$OUT/bench/results.json" "$OUT/encode_real.json" \
+        --tune "$OUT/tune/tune.json" 2>&1 | tee "$OUT/targets.txt"
 fi
 pack

@@ -244,6 +244,32 @@ def test_gpu_targets_summary(tmp_path, capsys):
     assert out[0] == "targets (Test GPU):"
 
 
+
+def test_gpu_targets_read_the_sweep(tmp_path, capsys):
+    """With --tune, the summary sets the sweep's fastest CUDA rerank tile beside the Triton table entry."""
+    from m3kernels.benchmarks import targets
+    from m3kernels.benchmarks.tune import CUDA_RERANK_SWEEP, TRITON_RERANK_SWEEP
+
+    shape = "rerank Nq=1 Lq=32 Nd=10000 Ld=U[64,512] H=1024 fp16"
+
+    def row(sweep, config, entry, ms, pct, status="ok"):
+        return {"sweep": sweep, "shape": shape, "config": config, "is_table_entry": entry, "status": status,
+                "ms": ms, "pct_copy_bw": pct}
+
+    tune = {"rows": [row(CUDA_RERANK_SWEEP, "(0,)", True, 1.9, 73.0),
+                     row(CUDA_RERANK_SWEEP, "(15,)", False, 1.45, 95.0),
+                     row(CUDA_RERANK_SWEEP, "(7,)", False, 0.1, 0.0, status="wrong"),
+                     row(TRITON_RERANK_SWEEP, "(64, 128, 4, 3)", True, 1.35, 102.0),
+                     row(TRITON_RERANK_SWEEP, "(32, 128, 4, 3)", False, 1.2, 110.0)]}
+    (tmp_path / "tune.json").write_text(json.dumps(tune))
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"machine": {"gpu": "Test GPU"}, "rows": []}))
+    assert targets.main([str(results), "--tune", str(tmp_path / "tune.json")]) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last == ("info   MaxSim rerank, kernels alone in this run's sweep: best CUDA tile (15,) 1.450 ms, "
+                    "95% of copy, vs triton's entry 1.350 ms (within 10%; reaches 80% of copy)")
+    assert targets.sweep_lines({"rows": tune["rows"][:3]})[0].endswith("not in tune.json")
+
 def test_profile_splits_a_call(tmp_path, capsys):
     from m3kernels.benchmarks import profile
 

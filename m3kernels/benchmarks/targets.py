@@ -1,7 +1,10 @@
 """The GPU targets of the issues, checked against a `m3k bench` results.json (and bench_encode's JSON): one line
 per target with the measured figure, so a short GPU run ends with an unambiguous summary.
 
-    python -m m3kernels.benchmarks.targets OUT/bench/results.json [OUT/encode_real.json]
+    python -m m3kernels.benchmarks.targets OUT/bench/results.json [OUT/encode_real.json] [--tune OUT/tune/tune.json]
+
+With the config sweep's tune.json, also the best CUDA rerank tile of that sweep against the Triton table entry,
+kernels alone on the same inputs: whether a tile change would meet the CUDA targets, before a run that applies it.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from pathlib import Path
 
 from m3kernels.benchmarks.common import GRAPH_SUFFIX, TRUSTED_SUFFIX
 from m3kernels.benchmarks.maxsim import PEER_ROW
+from m3kernels.benchmarks.tune import CUDA_RERANK_SWEEP, TRITON_RERANK_SWEEP
 
 
 @dataclass(frozen=True)
@@ -171,8 +175,35 @@ def report(results: dict, encode: dict | None) -> list[str]:
     return lines
 
 
+def sweep_lines(tune: dict) -> list[str]:
+    """From tune.json: the fastest CUDA per-pair tile at the rerank shape against the Triton table entry (both
+    kernels alone, do_bench medians on the same inputs), with the CUDA targets' goals (10%, 80% of copy)."""
+    def rows(sweep: str) -> list[dict]:
+        return [r for r in tune.get("rows", []) if r["sweep"] == sweep and r["shape"].startswith("rerank")
+                and r["status"] == "ok" and r.get("ms")]
+
+    cuda, triton = rows(CUDA_RERANK_SWEEP), rows(TRITON_RERANK_SWEEP)
+    entry = next((r for r in triton if r["is_table_entry"]), None)
+    if not cuda or entry is None:
+        return [f"{'info':6} MaxSim rerank, the sweep's best CUDA tile vs triton: not in tune.json"]
+    best = min(cuda, key=lambda r: r["ms"])
+    within = entry["ms"] / best["ms"] >= 1 / 1.1
+    return [
+        f"{'info':6} MaxSim rerank, kernels alone in this run's sweep: best CUDA tile {best['config']}"
+        f"{' (the table entry)' if best['is_table_entry'] else ''} {best['ms']:.3f} ms, "
+        f"{best.get('pct_copy_bw') or 0:.0f}% of copy, vs triton's entry {entry['ms']:.3f} ms "
+        f"({'within' if within else 'not within'} 10%; {'reaches' if (best.get('pct_copy_bw') or 0) >= 80 else 'below'}"
+        " 80% of copy)"
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
+    args = list(sys.argv[1:] if argv is None else argv)
+    tune_path = None
+    if "--tune" in args:
+        at = args.index("--tune")
+        tune_path = Path(args[at + 1]) if at + 1 < len(args) else None
+        del args[at:at + 2]
     if not args:
         print(__doc__)
         return 2
@@ -180,7 +211,10 @@ def main(argv: list[str] | None = None) -> int:
     encode = json.loads(Path(args[1]).read_text()) if len(args) > 1 and Path(args[1]).exists() else None
     device = results.get("machine", {}).get("gpu") or results.get("machine", {}).get("device")
     print(f"targets ({device}):")
-    print("\n".join(report(results, encode)))
+    lines = report(results, encode)
+    if tune_path is not None and tune_path.exists():
+        lines += sweep_lines(json.loads(tune_path.read_text()))
+    print("\n".join(lines))
     return 0
 
 
