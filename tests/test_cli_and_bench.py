@@ -141,7 +141,7 @@ def test_bench_keeps_rows_of_finished_cases(tmp_path, monkeypatch):
     assert "case build failed" in rows[1]["note"]
 
 
-def test_bench_device_is_checked_and_made_current(monkeypatch, capsys):
+def test_bench_device_is_checked_and_made_current(monkeypatch, capsys, tmp_path):
     """--device names an existing device (a clear usage error otherwise); cuda:N becomes the current device, so
     that the harness's CUDA events and syncs time that device."""
     from m3kernels.benchmarks import run
@@ -162,7 +162,7 @@ def test_bench_device_is_checked_and_made_current(monkeypatch, capsys):
     assert "has no CUDA device" in capsys.readouterr().err
     for repeats in ("0", "-1"):  # -1 used to run every suite on no samples and exit 0
         with pytest.raises(SystemExit):
-            run.main(["--device", "cpu", "--repeats", repeats, "--out", "unused"])
+            run.main(["--device", "cpu", "--repeats", repeats, "--out", str(tmp_path)])
         assert "--repeats must be >= 1" in capsys.readouterr().err
 
 

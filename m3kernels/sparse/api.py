@@ -206,10 +206,11 @@ def lexical_scores(q: SparseBatch, d: SparseBatch, *, pairwise: bool = False, ba
         pairwise: q[i] with d[i] only (Nq == Nd).
 
     Returns:
-        float32 [Nq, Nd] (or [N]), accumulated in float64 on the CPU kernel. Differentiable in q.values and
-        d.values on every backend: when a gradient is needed (grad mode on and values that require grad, e.g.
-        from lexical_weights in training) the scores come from the reference's torch formulation (a dense
-        matmul over the ids present in the two batches) whatever the backend, as the kernels have no backward.
+        float32 [Nq, Nd] (or [N]), accumulated in float64 on the CPU kernel. Differentiable (reverse mode) in
+        q.values and d.values on every backend: when a gradient is needed (grad mode on and values that require
+        grad, e.g. from lexical_weights in training) the scores come from the reference's torch formulation (the
+        docs dense over the ids present in the two batches, summed per query row) whatever the backend, as the
+        kernels have no backward.
     """
     for name, s in (("q", q), ("d", d)):
         if not isinstance(s, SparseBatch):

@@ -66,7 +66,8 @@ def lexical_scores(
 ) -> Tensor:
     """sum over ids in both rows of w_q * w_d: [Nq, Nd] (or [N] pairwise). The docs go dense over the union of
     the ids present (never the full vocabulary); each query entry then picks its id's column and is summed into
-    its row by index_add (no matmul over that data-dependent width, whose backward torch.compile cannot trace)."""
+    its row by an accumulating index_put (no matmul over that data-dependent width, whose backward torch.compile
+    cannot trace; not index_add, whose CUDA atomics would make the sums vary between runs)."""
     vocab, inverse = torch.unique(torch.cat([q.ids, d.ids]), return_inverse=True)
     qi, di = inverse[: q.ids.numel()], inverse[q.ids.numel() :]
     dd = torch.zeros(len(d), vocab.numel(), dtype=compute_dtype, device=d.device)
@@ -74,6 +75,6 @@ def lexical_scores(
     q_rows, q_vals = q.row_ids(), q.values.to(compute_dtype)
     if pairwise:
         out = torch.zeros(len(q), dtype=compute_dtype, device=q.device)
-        return out.index_add(0, q_rows, q_vals * dd[q_rows, qi])
+        return out.index_put((q_rows,), q_vals * dd[q_rows, qi], accumulate=True)
     out = torch.zeros(len(q), len(d), dtype=compute_dtype, device=q.device)
-    return out.index_add(0, q_rows, (dd[:, qi] * q_vals).T)
+    return out.index_put((q_rows,), (dd[:, qi] * q_vals).T, accumulate=True)
