@@ -55,6 +55,20 @@ void bind_cuda(py::module_& m) {
       py::call_guard<py::gil_scoped_release>());
   m.def("maxsim_forward_rows_cuda_workspace_bytes", &m3k::maxsim_forward_rows_cuda_workspace_bytes,
         "Bytes of device scratch maxsim_forward_rows_cuda needs for total_q query rows and nd docs.");
+  m.def(
+      "maxsim_forward_tokens_cuda",
+      [](uintptr_t q, int q_dtype, uintptr_t d, int d_dtype, int64_t hidden, uintptr_t q_off, uintptr_t q_len, int64_t nq,
+         int64_t q_rows, uintptr_t d_off, uintptr_t d_len, int64_t nd, int64_t d_rows, uintptr_t scores, uintptr_t argmax,
+         uintptr_t workspace, uintptr_t stream, int tile) {
+        raise_on_error(m3k::maxsim_forward_tokens_cuda(
+            maxsim_problem(q, q_dtype, d, d_dtype, hidden, q_off, q_len, nq, q_rows, d_off, d_len, nd, d_rows, false),
+            ptr<float>(scores), ptr<int32_t>(argmax), ptr<void>(workspace), stream_of(stream), tile));
+      },
+      "MaxSim forward of all pairs by token tiles (see csrc/maxsim/maxsim_cuda.h); argmax may be 0; workspace of "
+      "maxsim_forward_tokens_cuda_workspace_bytes(total_q, nd, total_d) bytes.",
+      py::call_guard<py::gil_scoped_release>());
+  m.def("maxsim_forward_tokens_cuda_workspace_bytes", &m3k::maxsim_forward_tokens_cuda_workspace_bytes,
+        "Bytes of device scratch maxsim_forward_tokens_cuda needs for total_q query rows, nd docs, total_d doc rows.");
   m.attr("maxsim_forward_cuda_tiles") = m3k::kFwdTiles;
   py::list shapes;
   for (const m3k::FwdTileShape& s : m3k::kFwdTileShapes)

@@ -256,9 +256,9 @@ def test_gpu_targets_read_the_sweep(tmp_path, capsys):
         return {"sweep": sweep, "shape": shape, "config": config, "is_table_entry": entry, "status": status,
                 "ms": ms, "pct_copy_bw": pct}
 
-    tune = {"rows": [row(CUDA_RERANK_SWEEP, "(0,)", True, 1.9, 73.0),
-                     row(CUDA_RERANK_SWEEP, "(15,)", False, 1.45, 95.0),
-                     row(CUDA_RERANK_SWEEP, "(7,)", False, 0.1, 0.0, status="wrong"),
+    tune = {"rows": [row(CUDA_RERANK_SWEEP, "('pairs', 0)", True, 1.9, 73.0),
+                     row(CUDA_RERANK_SWEEP, "('tokens', 15)", False, 1.45, 95.0),
+                     row(CUDA_RERANK_SWEEP, "('pairs', 7)", False, 0.1, 0.0, status="wrong"),
                      row(TRITON_RERANK_SWEEP, "(64, 128, 4, 3)", True, 1.35, 102.0),
                      row(TRITON_RERANK_SWEEP, "(32, 128, 4, 3)", False, 1.2, 110.0)]}
     (tmp_path / "tune.json").write_text(json.dumps(tune))
@@ -266,7 +266,8 @@ def test_gpu_targets_read_the_sweep(tmp_path, capsys):
     results.write_text(json.dumps({"machine": {"gpu": "Test GPU"}, "rows": []}))
     assert targets.main([str(results), "--tune", str(tmp_path / "tune.json")]) == 0
     last = capsys.readouterr().out.splitlines()[-1]
-    assert last == ("info   MaxSim rerank, kernels alone in this run's sweep: best CUDA tile (15,) 1.450 ms, "
+    assert last == ("info   MaxSim rerank, kernels alone in this run's sweep: best CUDA (layout, tile) ('tokens', 15) "
+                    "1.450 ms, "
                     "95% of copy, vs triton's entry 1.350 ms (within 10%; reaches 80% of copy)")
     assert targets.sweep_lines({"rows": tune["rows"][:3]})[0].endswith("not in tune.json")
 

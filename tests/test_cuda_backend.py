@@ -51,10 +51,12 @@ def test_maxsim_varlen_matches_reference(dtype, pairwise, hidden):
     assert torch.all(empty_doc == 0)
 
 
-def forward_with(monkeypatch, tile: int, rows: bool, *args):
-    """m3kernels.maxsim.cuda.forward with forward tile `tile`, by row blocks or per (query, doc) pair."""
-    monkeypatch.setattr(cuda_maxsim, "_ROWS_TILE" if rows else "_FWD_TILE", tile)
-    monkeypatch.setattr(cuda_maxsim, "use_row_blocks", lambda *_: rows)
+def forward_with(monkeypatch, tile: int, layout: str, *args):
+    """m3kernels.maxsim.cuda.forward with forward tile `tile`, per (query, doc) pair ("pairs"), by row blocks
+    ("rows") or by token tiles ("tokens")."""
+    monkeypatch.setattr(cuda_maxsim, "use_row_blocks", lambda *_: layout == "rows")
+    monkeypatch.setattr(cuda_maxsim, "_TOKENS_TILE", tile if layout == "tokens" else None)
+    monkeypatch.setattr(cuda_maxsim, "_ROWS_TILE" if layout == "rows" else "_FWD_TILE", tile)
     return cuda_maxsim.forward(*args)
 
 
@@ -64,11 +66,13 @@ N_TILES = 22
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("tile", range(N_TILES))
 def test_every_forward_tile_matches_reference(monkeypatch, dtype, tile):
-    """Every block shape of the forward kernel (the tune sweep's candidates), per pair and by row blocks, gives the
-    reference scores; per pair bitwise the same scores and argmax as tile 0 (each dot product takes the same k
-    steps in every shape), by row blocks the same argmax and the same bits as row blocks of tile 0 (the row maxima
-    are the same; only their sum order differs from per pair). The ragged lengths straddle the 64- and 128-row doc
-    tiles. Tiles a card cannot hold in shared memory are skipped (tile 2 needs 127.5 KiB: not on sm_86 / sm_89)."""
+    """Every block shape of the forward kernel (the tune sweep's candidates), per pair, by row blocks and by token
+    tiles, gives the reference scores; per pair and by token tiles bitwise the same scores and argmax as tile 0 per
+    pair (each dot product takes the same k steps in every shape, and token tiles sum the row maxima in the per-pair
+    order), by row blocks the same argmax and the same bits as row blocks of tile 0 (the row maxima are the same;
+    only their sum order differs from per pair). The ragged lengths straddle the 64- and 128-row doc tiles, so token
+    tiles hold parts of several docs. Tiles a card cannot hold in shared memory are skipped (tile 2 needs 127.5 KiB:
+    not on sm_86 / sm_89)."""
     assert _native.C.maxsim_forward_cuda_tiles == N_TILES
     warps, chunk_bytes, stages, dynamic, static, _, qrows, _, warps_m, warp_cols = (
         _native.C.maxsim_forward_cuda_tile_shapes[tile])
@@ -82,35 +86,38 @@ def test_every_forward_tile_matches_reference(monkeypatch, dtype, tile):
     d, cu_d = packed([*D_LENS, 65, 63], 200, dtype)
     args = (q, cu_q[:-1], cu_q[1:] - cu_q[:-1], d, cu_d[:-1], cu_d[1:] - cu_d[:-1], False, True)
     want = ref_scores(q, cu_q, d, cu_d, False)
-    base_scores, base_arg = forward_with(monkeypatch, 0, False, *args)
-    base_rows, _ = forward_with(monkeypatch, 0, True, *args)
-    rows, rows_arg = forward_with(monkeypatch, tile, True, *args)
+    base_scores, base_arg = forward_with(monkeypatch, 0, "pairs", *args)
+    base_rows, _ = forward_with(monkeypatch, 0, "rows", *args)
+    rows, rows_arg = forward_with(monkeypatch, tile, "rows", *args)
     torch.testing.assert_close(rows.double(), want, **scale_tol(dtype, 200))
     assert torch.equal(rows_arg, base_arg) and torch.equal(rows, base_rows)
+    tokens, tokens_arg = forward_with(monkeypatch, tile, "tokens", *args)
+    assert torch.equal(tokens_arg, base_arg) and torch.equal(tokens, base_scores)
     if qrows == 32:
-        scores, arg = forward_with(monkeypatch, tile, False, *args)
+        scores, arg = forward_with(monkeypatch, tile, "pairs", *args)
         assert torch.equal(arg, base_arg) and torch.equal(scores, base_scores)
     else:
         with pytest.raises(RuntimeError, match="row blocks only"):
-            forward_with(monkeypatch, tile, False, *args)
-    with pytest.raises(RuntimeError, match="tile must be in"):
-        forward_with(monkeypatch, N_TILES, True, *args)
+            forward_with(monkeypatch, tile, "pairs", *args)
+    for layout in ("rows", "tokens"):
+        with pytest.raises(RuntimeError, match="tile must be in"):
+            forward_with(monkeypatch, N_TILES, layout, *args)
 
 
-@pytest.mark.parametrize("rows", [False, True])
+@pytest.mark.parametrize("layout", ["pairs", "rows", "tokens"])
 @pytest.mark.parametrize("tile", range(N_TILES))
-def test_every_forward_tile_takes_the_first_nan_column(monkeypatch, tile, rows):
+def test_every_forward_tile_takes_the_first_nan_column(monkeypatch, tile, layout):
     """A query row whose similarities hold several NaNs (NaN doc rows 2, 17 and 33, in different threads and warps
     of every tile shape) gets the first as its arg-max, in every tile (the backward follows it when the data
     checks are off)."""
     qrows, warps, warps_m, warp_cols = (_native.C.maxsim_forward_cuda_tile_shapes[tile][i] for i in (6, 0, 8, 9))
-    if (qrows != 32 and not rows) or cuda_maxsim.tile_smem(tile) > cuda_maxsim.shared_memory_per_block(DEVICE):
+    if (qrows != 32 and layout == "pairs") or cuda_maxsim.tile_smem(tile) > cuda_maxsim.shared_memory_per_block(DEVICE):
         pytest.skip("tile not available for this launch")
     q, cu_q = packed([3], 16, torch.float16)
     d, cu_d = packed([40], 16, torch.float16)
     d[[17, 33, 2]] = float("nan")
     args = (q, cu_q[:-1], cu_q[1:] - cu_q[:-1], d, cu_d[:-1], cu_d[1:] - cu_d[:-1], False, True)
-    scores, arg = forward_with(monkeypatch, tile, rows, *args)
+    scores, arg = forward_with(monkeypatch, tile, layout, *args)
     assert torch.isnan(scores).all() and (arg == 2).all(), (warps, warps_m, warp_cols, arg)
 
 
@@ -125,23 +132,28 @@ def test_row_blocks_fall_back_to_a_tile_that_fits_the_card(monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_row_blocks_leave_rows_outside_queries_alone(monkeypatch, dtype):
-    """Row blocks over query rows with gaps (rows in no query), an empty doc and an empty query: the per-pair
-    scores, argmax -1 in the gaps and for the empty doc, and the scores whatever the output memory held."""
+@pytest.mark.parametrize("layout", ["rows", "tokens"])
+def test_row_blocks_leave_rows_outside_queries_alone(monkeypatch, dtype, layout):
+    """Row blocks and token tiles over query rows with gaps (rows in no query) and doc rows with gaps (rows in no
+    doc, which token tiles read), an empty doc and an empty query: the per-pair scores (token tiles: their bits),
+    argmax -1 in the gaps and for the empty doc, and the scores whatever the output and scratch memory held."""
     q = torch.randn(300, 40, device=DEVICE).to(dtype)
     q_off = torch.tensor([0, 9, 50, 60, 200], dtype=torch.int32, device=DEVICE)
     q_len = torch.tensor([7, 40, 10, 0, 99], dtype=torch.int32, device=DEVICE)
-    d, cu_d = packed(D_LENS, 40, dtype)
-    args = (q, q_off, q_len, d, cu_d[:-1], cu_d[1:] - cu_d[:-1], False, True)
-    pairs, pairs_arg = forward_with(monkeypatch, 0, False, *args)
+    d = torch.randn(420, 40, device=DEVICE).to(dtype)
+    d_off = torch.tensor([3, 9, 150, 151, 300, 280], dtype=torch.int32, device=DEVICE)
+    d_len = torch.tensor([5, 130, 0, 100, 64, 1], dtype=torch.int32, device=DEVICE)
+    args = (q, q_off, q_len, d, d_off, d_len, False, True)
+    pairs, pairs_arg = forward_with(monkeypatch, 0, "pairs", *args)
     poison_allocations(monkeypatch)
-    rows, rows_arg = forward_with(monkeypatch, cuda_maxsim._ROWS_TILE, True, *args)
+    tile = cuda_maxsim._ROWS_TILE if layout == "rows" else 0
+    rows, rows_arg = forward_with(monkeypatch, tile, layout, *args)
     torch.testing.assert_close(rows, pairs, rtol=1e-5, atol=1e-5)
-    assert torch.equal(rows_arg, pairs_arg)
+    assert torch.equal(rows_arg, pairs_arg) and (layout == "rows" or torch.equal(rows, pairs))
     gaps = torch.ones(300, dtype=torch.bool)
     for o, n in zip(q_off.tolist(), q_len.tolist(), strict=True):
         gaps[o : o + n] = False
-    assert (rows_arg[gaps] == -1).all() and (rows_arg[:, 1] == -1).all() and (rows[3] == 0).all()
+    assert (rows_arg[gaps] == -1).all() and (rows_arg[:, 2] == -1).all() and (rows[3] == 0).all()
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -102,3 +102,22 @@ def test_ncu_rerank_launches_of_triton_and_cuda_tiles_agree():
     assert runs[0][0] == "triton" and scores[0].shape == (1, 5) and torch.isfinite(scores[0]).all()
     for (label, _), got in zip(runs[1:], scores[1:], strict=True):
         torch.testing.assert_close(got, scores[0], rtol=1e-3, atol=1e-3, msg=label)
+
+
+def test_cuda_rerank_sweep_times_both_layouts():
+    """The CUDA rerank sweep's candidates: the table entry, the first token tiles, then the rest; every candidate
+    gives the entry's scores (on the host emulation in CI) and the tables are restored."""
+    from m3kernels import _backend
+
+    if _backend.cuda_kernels_unavailable(torch.device("cpu")) is not None:
+        pytest.skip("needs the CUDA kernels (the host emulation's build in CI)")
+    from m3kernels.maxsim import cuda as maxsim_cuda
+
+    sweep = tune.maxsim_cuda_sweep(torch.device("cpu"), small=True, limit=None)
+    first = [("tokens", t) for t in tune._FIRST_TOKEN_TILES]
+    assert sweep.candidates[: 1 + len(first)] == [("pairs", maxsim_cuda._FWD_TILE), *first]
+    assert ("pairs", 9) not in sweep.candidates and ("tokens", 9) in sweep.candidates  # 128 query rows: tokens only
+    sweep.candidates = [*sweep.candidates[:3], ("pairs", 15)]
+    rows = tune.run_sweep(sweep, torch.device("cpu"), float("inf"), 1.0)
+    assert [r.status for r in rows] == ["ok"] * 4, rows
+    assert (maxsim_cuda._FWD_TILE, maxsim_cuda._TOKENS_TILE) == (0, None)

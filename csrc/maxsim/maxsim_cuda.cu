@@ -4,10 +4,15 @@
 // query rows [wm * kWarpRows, + kWarpRows) and doc columns [wn * kWarpCols, + kWarpCols) of every tile, so the
 // running max / argmax of its columns stays in registers across the whole doc; one cross-warp reduction per query
 // tile (over the kWarpsN column warps) gives the row maxima and their arg-max. The [Lq, Ld] similarity block never
-// leaves registers. Two ways to lay blocks out:
+// leaves registers. Three ways to lay blocks out:
 //   * per pair (maxsim_forward_cuda): block = (query, doc); the rows' maxima are summed into the pair's score;
 //   * row blocks (maxsim_forward_rows_cuda, several queries, all pairs): block = (kBM consecutive query rows, doc),
-//     the rows spanning queries; each row's max goes to a [Tq, nd] buffer that a second kernel sums per query.
+//     the rows spanning queries; each row's max goes to a [Tq, nd] buffer that a second kernel sums per query;
+//   * token tiles (maxsim_forward_tokens_cuda, all pairs): block = (kBM query rows, kBN consecutive doc rows), the
+//     doc rows spanning docs, so no tile is padded past a doc's end; the block's [kBM, kBN] similarities go through
+//     shared memory, where each row's maxima per doc (segmented by the docs' row ids) are merged into a [Tq, nd]
+//     buffer of 64-bit (value, first row) keys by atomicMax; a second kernel sums them per query.
+#include <algorithm>
 #include <climits>
 
 #include "common/cuda_utils.cuh"
@@ -57,6 +62,8 @@ struct FwdTile {
 
 // Kernel arguments: the problem (maxsim.h) and the outputs. Row blocks (rowmax != null): block b covers query
 // rows [(b % num_m) * kBM, + kBM) of p.q_rows against doc b / num_m; q_seg[t] is row t's query (-1: none).
+// Token tiles (keys != null): block b covers the same query rows against doc rows [(b / num_m) * kBN, + kBN) of
+// p.d_rows; d_seg[u] is doc row u's doc (-1: none); keys [q_rows, nd] (zeroed) receive max_key of every (row, doc).
 struct FwdArgs {
   MaxSimProblem p;
   float* scores;
@@ -64,7 +71,30 @@ struct FwdArgs {
   float* rowmax;
   const int32_t* q_seg;
   int64_t num_m;
+  unsigned long long* keys;
+  const int32_t* d_seg;
 };
+
+// A row's max over a doc with its arg-max (the global doc row, -1 for none) as one 64-bit key whose unsigned order
+// is keep_best's: the value's bits mapped to an order-preserving unsigned (NaN made +NaN, above +inf; -0 made +0,
+// equal to it) above, the complement of the row below (the smaller row wins a tie). 0, below every key, is "no
+// doc token": the score adds 0 and the arg-max is -1, as for an empty doc per pair. (-inf, -1) keeps its -inf.
+__device__ __forceinline__ unsigned long long max_key(float v, int32_t row) {
+  unsigned bits = isnan(v) ? 0x7fc00000u : (v == 0.f ? 0u : __float_as_uint(v));
+  bits = (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
+  return (static_cast<unsigned long long>(bits) << 32) | (0xffffffffu - static_cast<unsigned>(row));
+}
+
+__device__ __forceinline__ void unpack_max_key(unsigned long long key, float& v, int32_t& row) {
+  if (key == 0) {
+    v = 0.f;
+    row = -1;
+    return;
+  }
+  const unsigned bits = static_cast<unsigned>(key >> 32);
+  v = __uint_as_float((bits & 0x80000000u) ? (bits & 0x7fffffffu) : ~bits);
+  row = static_cast<int32_t>(0xffffffffu - static_cast<unsigned>(key));
+}
 
 // Item i's rows [start, start + n), clamped into [0, rows) (maxsim.h: offsets may reach a launch unvalidated).
 // In int32 (rows < 2^31, check_problem): the same clamps in int64 cost the per-pair forward 26 more registers.
@@ -183,6 +213,60 @@ __device__ __forceinline__ void tile_products(const T* sq, const T* sd, int lane
   }
 }
 
+// Token tiles: columns [c0, c1) of one query row's similarities sim (doc ids seg) in order, keeping the max of each
+// run of one doc's rows (first column on ties, NaN wins: the per-pair fold); each run merges into out[doc] with one
+// atomicMax.
+__device__ __forceinline__ void merge_token_row(unsigned long long* out, const float* sim, const int32_t* seg, int d0,
+                                                int c0, int c1) {
+  if (c0 >= c1) return;
+  float best = -INFINITY;
+  int at = -1, doc = seg[c0];
+  for (int c = c0; c < c1; ++c) {
+    if (seg[c] != doc) {
+      if (doc >= 0) atomicMax(out + doc, max_key(best, at < 0 ? -1 : d0 + at));
+      best = -INFINITY;
+      at = -1;
+      doc = seg[c];
+    }
+    const float v = sim[c];
+    if (v > best || (isnan(v) && !isnan(best))) {
+      best = v;
+      at = c;
+    }
+  }
+  if (doc >= 0) atomicMax(out + doc, max_key(best, at < 0 ? -1 : d0 + at));
+}
+
+// Token tiles, after the block's last k step: its similarities acc (thread rows row0 + mt * 16 + h * 8, columns
+// col0 + nt * 8 + e of the tile) and its doc rows' doc ids go to shared memory, where the pipeline's stages are no
+// longer read; then merge_token_row per query row and chunk of columns.
+template <typename C>
+__device__ __forceinline__ void merge_token_tile(const FwdArgs& args, unsigned char* smem_raw,
+                                                 const float (&acc)[C::kMT][C::kNT][4], int64_t q0, int lq, int d0,
+                                                 int ld, int row0, int col0) {
+  constexpr int kLd = C::kBN + 1;  // rows one bank apart: the 32 row walkers of a warp read 32 banks
+  constexpr int kChunks = C::kThreads / C::kBM;
+  static_assert(C::kThreads % C::kBM == 0 && C::kBN % kChunks == 0, "whole chunks of columns per thread");
+  static_assert((int64_t(C::kBM) * kLd + C::kBN) * 4 <= int64_t(C::kSmemBytes),
+                "the similarity tile and its doc ids fit the pipeline's shared memory");
+  float* sim = reinterpret_cast<float*>(smem_raw);
+  int32_t* seg = reinterpret_cast<int32_t*>(sim + C::kBM * kLd);
+  __syncthreads();  // every warp is done with the last stage
+#pragma unroll
+  for (int mt = 0; mt < C::kMT; ++mt)
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+#pragma unroll
+      for (int nt = 0; nt < C::kNT; ++nt)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) sim[(row0 + mt * 16 + h * 8) * kLd + col0 + nt * 8 + e] = acc[mt][nt][h * 2 + e];
+  for (int c = threadIdx.x; c < C::kBN; c += C::kThreads) seg[c] = c < ld ? args.d_seg[d0 + c] : -1;
+  __syncthreads();
+  const int r = threadIdx.x % C::kBM, c0 = threadIdx.x / C::kBM * (C::kBN / kChunks);
+  if (r < lq)
+    merge_token_row(args.keys + (q0 + r) * args.p.nd, sim + r * kLd, seg, d0, c0, min(c0 + C::kBN / kChunks, ld));
+}
+
 template <typename T, typename C>
 __global__ void __launch_bounds__(C::kThreads) maxsim_fwd_kernel(FwdArgs args) {
   M3K_DYNAMIC_SMEM(smem_raw);
@@ -196,11 +280,12 @@ __global__ void __launch_bounds__(C::kThreads) maxsim_fwd_kernel(FwdArgs args) {
   const T* d = static_cast<const T*>(args.p.d);
   const int64_t H = args.p.hidden, nd = args.p.nd;
   const int64_t block = blockIdx.x;
-  const bool rows = args.rowmax != nullptr;
-  // Per pair, all pairs: consecutive blocks share a doc (reused from L2 by the queries); so do row blocks.
-  int64_t i = 0, j, q0;
+  const bool rows = args.rowmax != nullptr, tokens = args.keys != nullptr;
+  // Per pair, all pairs: consecutive blocks share a doc (reused from L2 by the queries); so do row blocks and
+  // token tiles.
+  int64_t i = 0, j = 0, q0;
   int lq;
-  if (rows) {
+  if (rows || tokens) {
     j = block / args.num_m;
     q0 = block % args.num_m * C::kBM;
     lq = static_cast<int>(min(int64_t(C::kBM), args.p.q_rows - q0));
@@ -211,7 +296,10 @@ __global__ void __launch_bounds__(C::kThreads) maxsim_fwd_kernel(FwdArgs args) {
     q0 = query.start;
     lq = query.n;
   }
-  const ItemRows doc = item_rows(args.p.d_off, args.p.d_len, j, args.p.d_rows);
+  // Token tiles: "doc" j is the block's doc rows, j * kBN onwards.
+  const ItemRows doc = tokens ? ItemRows{static_cast<int>(j * C::kBN),
+                                         static_cast<int>(min(int64_t(C::kBN), args.p.d_rows - j * C::kBN))}
+                              : item_rows(args.p.d_off, args.p.d_len, j, args.p.d_rows);
   const int64_t d0 = doc.start;
   const int ld = doc.n;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
@@ -295,7 +383,7 @@ __global__ void __launch_bounds__(C::kThreads) maxsim_fwd_kernel(FwdArgs args) {
     write_slot = write_slot == C::kStages - 1 ? 0 : write_slot + 1;
     tile_products<T, C>(sq + warp_row0 * C::kLds, sq + (C::kBM + wn * C::kWarpCols) * C::kLds, lane, acc);
 
-    if (at.kc == nk - 1) {  // this doc tile's similarities are complete: fold them into the running max
+    if (!tokens && at.kc == nk - 1) {  // this doc tile's similarities are complete: fold them into the running max
       const int n0 = at.nt * C::kBN + wn * C::kWarpCols + 2 * t;
 #pragma unroll
       for (int mt = 0; mt < C::kMT; ++mt)
@@ -357,6 +445,10 @@ __global__ void __launch_bounds__(C::kThreads) maxsim_fwd_kernel(FwdArgs args) {
     }
     at.next(nk, nnt);
   }
+  if (tokens) {
+    merge_token_tile<C>(args, smem_raw, acc, q0, lq, int(d0), ld, warp_row0 + g, wn * C::kWarpCols + 2 * t);
+    return;
+  }
 
   if (ld == 0) {  // no doc tokens, no tile walked: every row's max is an empty one (0, no arg-max)
     for (int r = tid; r < lq; r += C::kThreads) {
@@ -388,6 +480,39 @@ __global__ void __launch_bounds__(kSumThreads) segment_sum_kernel(const float* r
   float acc = 0.f;
   for (int r = 0; r < query.n; ++r) acc += rowmax[(query.start + r) * nd + j];
   scores[e] = acc;
+}
+
+// scores[i, j] = the sum of query i's rows' maxima in keys (token tiles), added as the per-pair kernel adds them:
+// tiles of 32 rows from the query's first, each summed by its warp's xor butterfly (here lane 0's half of it), so
+// the scores are maxsim_forward_cuda's bits. argmax (may be null) <- the rows' arg-maxes (thread (i, j), j fastest).
+__global__ void __launch_bounds__(kSumThreads) token_sum_kernel(const unsigned long long* keys, const int32_t* q_off,
+                                                                 const int32_t* q_len, int64_t q_rows, int64_t pairs,
+                                                                 int64_t nd, float* scores, int32_t* argmax) {
+  const int64_t e = int64_t(blockIdx.x) * kSumThreads + threadIdx.x;
+  if (e >= pairs) return;
+  const int64_t i = e / nd, j = e % nd;
+  const ItemRows query = item_rows(q_off, q_len, i, q_rows);
+  float score = 0.f;
+  for (int m0 = 0; m0 < query.n; m0 += 32) {
+    float s[32];
+#pragma unroll
+    for (int l = 0; l < 32; ++l) {
+      float v = 0.f;
+      if (m0 + l < query.n) {
+        const int64_t at = (query.start + m0 + l) * nd + j;
+        int32_t row;
+        unpack_max_key(keys[at], v, row);
+        if (argmax != nullptr) argmax[at] = row;
+      }
+      s[l] = v;
+    }
+#pragma unroll
+    for (int step = 0; step < 5; ++step)  // offsets 16, 8, 4, 2, 1; lane l's partner l ^ off is l + off for l < off
+#pragma unroll
+      for (int l = 0; l < (16 >> step); ++l) s[l] += s[l + (16 >> step)];
+    score += s[0];
+  }
+  scores[e] = score;
 }
 
 struct BwdArgs {
@@ -589,7 +714,7 @@ std::string maxsim_forward_cuda(const MaxSimProblem& p, float* scores, int32_t* 
   const int64_t pairs = p.pairwise ? p.nq : p.nq * p.nd;
   if (pairs == 0) return {};
   if (!scores) return std::string(kFn) + ": null scores pointer";
-  return checked_forward(kFn, tile, FwdArgs{p, scores, argmax, nullptr, nullptr, 0}, pairs, stream);
+  return checked_forward(kFn, tile, FwdArgs{p, scores, argmax, nullptr, nullptr, 0, nullptr, nullptr}, pairs, stream);
 }
 
 // Row-block workspace: rowmax [total_q, nd] fp32, then q_seg [total_q] int32.
@@ -623,11 +748,57 @@ std::string maxsim_forward_rows_cuda(const MaxSimProblem& p, float* scores, int3
   err = cuda::launch_status("maxsim_forward_rows_cuda (segment ids)");
   if (!err.empty()) return err;
   const int64_t num_m = ceil_div(total_q, kFwdTileShapes[tile].qrows);
-  err = checked_forward(kFn, tile, FwdArgs{p, scores, argmax, rowmax, q_seg, num_m}, num_m * p.nd, stream);
+  const FwdArgs a{p, scores, argmax, rowmax, q_seg, num_m, nullptr, nullptr};
+  err = checked_forward(kFn, tile, a, num_m * p.nd, stream);
   if (!err.empty()) return err;
   cuda::launch(segment_sum_kernel, static_cast<unsigned>(ceil_div(pairs, kSumThreads)), kSumThreads, 0, stream,
                rowmax, p.q_off, p.q_len, total_q, pairs, p.nd, scores);
   return cuda::launch_status("maxsim_forward_rows_cuda (segment sums)");
+}
+
+// Token-tile workspace: keys [total_q, nd] uint64, then d_seg [total_d] int32.
+size_t maxsim_forward_tokens_cuda_workspace_bytes(int64_t total_q, int64_t nd, int64_t total_d) {
+  if (total_q <= 0 || nd <= 0) return 0;
+  return round_up16(size_t(total_q) * size_t(nd) * sizeof(unsigned long long)) +
+         round_up16(size_t(std::max<int64_t>(total_d, 0)) * sizeof(int32_t));
+}
+
+std::string maxsim_forward_tokens_cuda(const MaxSimProblem& p, float* scores, int32_t* argmax, void* workspace,
+                                       cudaStream_t stream, int tile) {
+  constexpr const char* kFn = "maxsim_forward_tokens_cuda";
+  std::string err = check_problem(kFn, p);
+  if (err.empty()) err = check_tile(kFn, tile);
+  if (!err.empty()) return err;
+  if (p.pairwise) return std::string(kFn) + ": token tiles score all pairs; pairwise goes to maxsim_forward_cuda";
+  const int64_t pairs = p.nq * p.nd;
+  if (pairs == 0) return {};
+  if (!scores) return std::string(kFn) + ": null scores pointer";
+  if (p.q_rows == 0) {  // no query rows: every score is an empty sum
+    (void)cudaMemsetAsync(scores, 0, size_t(pairs) * sizeof(float), stream);
+    return cuda::launch_status(kFn);
+  }
+  if (!workspace) return std::string(kFn) + ": null workspace pointer";
+  unsigned char* ws = static_cast<unsigned char*>(workspace);
+  const size_t keys_bytes = size_t(p.q_rows) * size_t(p.nd) * sizeof(unsigned long long);
+  auto* keys = reinterpret_cast<unsigned long long*>(ws);
+  (void)cudaMemsetAsync(keys, 0, keys_bytes, stream);  // 0: no doc token seen yet
+  if (p.d_rows > 0) {
+    int32_t* d_seg = reinterpret_cast<int32_t*>(ws + round_up16(keys_bytes));
+    (void)cudaMemsetAsync(d_seg, 0xff, size_t(p.d_rows) * sizeof(int32_t), stream);  // -1: in no doc
+    cuda::launch(segment_ids_kernel, static_cast<unsigned>(p.nd), kSegThreads, 0, stream, p.d_off, p.d_len, p.d_rows,
+                 d_seg);
+    err = cuda::launch_status("maxsim_forward_tokens_cuda (segment ids)");
+    if (!err.empty()) return err;
+    const FwdTileShape& shape = kFwdTileShapes[tile];
+    const int64_t num_m = ceil_div(p.q_rows, shape.qrows);
+    const int64_t num_n = ceil_div(p.d_rows, fwd_tile_doc_cols(shape));
+    const FwdArgs a{p, scores, argmax, nullptr, nullptr, num_m, keys, d_seg};
+    err = checked_forward(kFn, tile, a, num_m * num_n, stream);
+    if (!err.empty()) return err;
+  }
+  cuda::launch(token_sum_kernel, static_cast<unsigned>(ceil_div(pairs, kSumThreads)), kSumThreads, 0, stream, keys,
+               p.q_off, p.q_len, p.q_rows, pairs, p.nd, scores, argmax);
+  return cuda::launch_status("maxsim_forward_tokens_cuda (sums)");
 }
 
 std::string maxsim_backward_cuda(const MaxSimProblem& p, const float* grad, const int32_t* argmax, float* dq,

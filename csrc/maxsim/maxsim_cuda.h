@@ -86,6 +86,17 @@ size_t maxsim_forward_rows_cuda_workspace_bytes(int64_t total_q, int64_t nd);
 std::string maxsim_forward_rows_cuda(const MaxSimProblem& p, float* scores, int32_t* argmax, void* workspace,
                                      cudaStream_t stream, int tile);
 
+// All pairs by token tiles: one block per (qrows query rows, kBN consecutive doc rows), whatever queries and docs
+// they belong to, so no tile is padded past the end of a doc (the per-pair blocks pad each doc to whole tiles).
+// Each (query row, doc) max with its first arg-max merges into a [total_q, nd] buffer of 64-bit keys in the
+// workspace (atomicMax), which a second kernel sums per query as maxsim_forward_cuda sums them: the same scores and
+// argmax, bit for bit, except that a max of -0 counts as +0. Needs the doc rows' doc ids (a segment-id kernel
+// writes them to the workspace). argmax [total_q, nd] as for all pairs; rows outside every query left as they are.
+// Any tile.
+size_t maxsim_forward_tokens_cuda_workspace_bytes(int64_t total_q, int64_t nd, int64_t total_d);
+std::string maxsim_forward_tokens_cuda(const MaxSimProblem& p, float* scores, int32_t* argmax, void* workspace,
+                                       cudaStream_t stream, int tile);
+
 // Backward from the saved argmax: grad [nq, nd] or [n] fp32; dq [Tq, H] and dd [Td, H] fp32, zero-filled by
 // the caller. dq_t = sum_j g(i, j) d_argmax(t, j) (a gather: deterministic);
 // dd_argmax(t, j) += g(i, j) q_t: float atomics, or with deterministic = true one owner per doc column

@@ -3,8 +3,9 @@ per target with the measured figure, so a short GPU run ends with an unambiguous
 
     python -m m3kernels.benchmarks.targets OUT/bench/results.json [OUT/encode_real.json] [--tune OUT/tune/tune.json]
 
-With the config sweep's tune.json, also the best CUDA rerank tile of that sweep against the Triton table entry,
-kernels alone on the same inputs: whether a tile change would meet the CUDA targets, before a run that applies it.
+With the config sweep's tune.json, also the best CUDA rerank (layout, tile) of that sweep against the Triton table
+entry, kernels alone on the same inputs: whether a tile change would meet the CUDA targets, before a run that applies
+it.
 """
 
 from __future__ import annotations
@@ -176,7 +177,7 @@ def report(results: dict, encode: dict | None) -> list[str]:
 
 
 def sweep_lines(tune: dict) -> list[str]:
-    """From tune.json: the fastest CUDA per-pair tile at the rerank shape against the Triton table entry (both
+    """From tune.json: the fastest CUDA (layout, tile) at the rerank shape against the Triton table entry (both
     kernels alone, do_bench medians on the same inputs), with the CUDA targets' goals (10%, 80% of copy)."""
     def rows(sweep: str) -> list[dict]:
         return [r for r in tune.get("rows", []) if r["sweep"] == sweep and r["shape"].startswith("rerank")
@@ -185,11 +186,11 @@ def sweep_lines(tune: dict) -> list[str]:
     cuda, triton = rows(CUDA_RERANK_SWEEP), rows(TRITON_RERANK_SWEEP)
     entry = next((r for r in triton if r["is_table_entry"]), None)
     if not cuda or entry is None:
-        return [f"{'info':6} MaxSim rerank, the sweep's best CUDA tile vs triton: not in tune.json"]
+        return [f"{'info':6} MaxSim rerank, the sweep's best CUDA (layout, tile) vs triton: not in tune.json"]
     best = min(cuda, key=lambda r: r["ms"])
     within = entry["ms"] / best["ms"] >= 1 / 1.1
     return [
-        f"{'info':6} MaxSim rerank, kernels alone in this run's sweep: best CUDA tile {best['config']}"
+        f"{'info':6} MaxSim rerank, kernels alone in this run's sweep: best CUDA (layout, tile) {best['config']}"
         f"{' (the table entry)' if best['is_table_entry'] else ''} {best['ms']:.3f} ms, "
         f"{best.get('pct_copy_bw') or 0:.0f}% of copy, vs triton's entry {entry['ms']:.3f} ms "
         f"({'within' if within else 'not within'} 10%; {'reaches' if (best.get('pct_copy_bw') or 0) >= 80 else 'below'}"

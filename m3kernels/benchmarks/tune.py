@@ -11,8 +11,9 @@ which entry to write into the table:
   backward tiles (``_BWD_TILES``) on that shape, one entry per dD path: atomic, and sorted (deterministic) (its GB/s
   count the doc rows gathered, one per query token and doc).
 - MaxSim forward on the CUDA kernel (m3kernels/maxsim/cuda.py, indices into its block shapes): ``_FWD_TILE`` (per
-  pair) on the rerank shape, ``_ROWS_TILE`` (row blocks, with the per-pair kernel as one more candidate) on the
-  all-pairs training shape (forward with argmax); skipped where m3kernels._C has no CUDA kernels.
+  pair) and ``_TOKENS_TILE`` (token tiles) on the rerank shape, ``_ROWS_TILE`` (row blocks, with the per-pair
+  kernel as one more candidate) on the all-pairs training shape (forward with argmax); skipped where m3kernels._C
+  has no CUDA kernels.
 - Attention forward, 16-bit, head_dim 64 (``CONFIGS[64].fwd`` in m3kernels/attention/triton.py): one 8192-token
   text and 32 texts of U[64,2048] tokens, 16 heads.
 - Sparse ``lexical_weights`` with its bounds known, token weights and per-text pool in one kernel (its read tile
@@ -161,7 +162,7 @@ def _rerank_shape(kernels: Any, small: bool, device: torch.device) -> Shape:
 # The two rerank sweeps time the same inputs (kernels alone): benchmarks/targets.py sets the best CUDA tile beside
 # the Triton entry, the #5 parity target without a second run to apply the tile.
 TRITON_RERANK_SWEEP = "maxsim forward, one query (per-pair kernel, 16-bit, H > 128)"
-CUDA_RERANK_SWEEP = "maxsim forward, CUDA kernel, per pair"
+CUDA_RERANK_SWEEP = "maxsim forward, CUDA kernel, one query (per pair or token tiles)"
 
 
 def maxsim_sweep(device: torch.device, small: bool, limit: int | None) -> Sweep:
@@ -203,14 +204,32 @@ def _tile_names(shapes: list[tuple]) -> str:
                      for t, (w, b, st, _, _, ldm, rows, pre, wm, cols) in enumerate(shapes))
 
 
+# Token-tile candidates of the CUDA rerank sweep timed right after the table entry (before a budget runs out): the
+# default tile and those with the fewest instructions per MMA in the sm_90 SASS (bench/RESULTS.md).
+_FIRST_TOKEN_TILES = (0, 15, 7, 20)
+
+
 def maxsim_cuda_sweep(device: torch.device, small: bool, limit: int | None) -> Sweep:
+    """The CUDA rerank forward: (layout, tile) candidates, "pairs" (_FWD_TILE, 32-row tiles) or "tokens"
+    (_TOKENS_TILE, any tile)."""
     kernels, shapes, smem_limit = _cuda_kernels(device)
-    fits = [t for t, s in enumerate(shapes) if kernels.tile_smem(t) <= smem_limit and s[6] == 32]
+    fits = [t for t in range(len(shapes)) if kernels.tile_smem(t) <= smem_limit]
+    entry = ("pairs", kernels._FWD_TILE) if kernels._TOKENS_TILE is None else ("tokens", kernels._TOKENS_TILE)
+    grid = itertools.chain((("pairs", t) for t in fits if shapes[t][6] == 32), (("tokens", t) for t in fits))
+
+    def apply(cfg: tuple) -> contextlib.ExitStack:
+        layout, tile = cfg
+        if layout == "tokens":
+            return swap_attrs(kernels, ("_TOKENS_TILE",), (tile,))
+        return swap_attrs(kernels, ("_TOKENS_TILE", "_FWD_TILE"), (None, tile))
+
+    first = tuple(("tokens", t) for t in _FIRST_TOKEN_TILES if t in fits)
     return Sweep(
         CUDA_RERANK_SWEEP,
-        f"m3kernels/maxsim/cuda.py _FWD_TILE (csrc/maxsim/maxsim_cuda.h kFwdTileShapes: {_tile_names(shapes)})",
-        _candidates((kernels._FWD_TILE,), ((t,) for t in fits), limit),
-        lambda cfg: swap(kernels, "_FWD_TILE", cfg[0]),
+        f"m3kernels/maxsim/cuda.py (layout, tile): pairs = _FWD_TILE, tokens = _TOKENS_TILE "
+        f"(csrc/maxsim/maxsim_cuda.h kFwdTileShapes: {_tile_names(shapes)})",
+        _candidates(entry, grid, limit, first=first),
+        apply,
         [_rerank_shape(kernels, small, device)],
     )
 

@@ -17,6 +17,11 @@ from m3kernels.maxsim.ops import ROW_MAX_BUFFER, define_backend, kernel_args, ne
 # needs (110 KiB; sm_86 / sm_89 have 99 KiB) 10, tile 9's two-stage twin (80 KiB). m3kernels/benchmarks/tune.py
 # times the others.
 _FWD_TILE = 0
+# All pairs of one query (or of several, where row blocks do not run) by token tiles of this tile shape instead of
+# per pair: blocks of consecutive doc rows across doc boundaries, so no doc is padded to whole tiles (at the rerank
+# shape, 17% of the rows a per-pair block walks with 128-row tiles are padding). None: per pair. Not yet timed on a GPU;
+# the rerank sweep (m3kernels/benchmarks/tune.py) times every tile both ways.
+_TOKENS_TILE: int | None = None
 _ROWS_TILE = 19
 _ROWS_TILE_SMALL_SMEM = 10
 _ROW_MAX_BUFFER = ROW_MAX_BUFFER  # see ops.use_row_blocks (0: always the per-pair kernel unless training)
@@ -67,7 +72,8 @@ def _int32(t: Tensor) -> Tensor:
 def forward(q, q_off, q_len, d, d_off, d_len, pairwise, need_argmax):
     """q [Tq, H], d [Td, H] (same dtype: fp32 / fp16 / bf16) -> (scores fp32 [Nq, Nd] or [N], argmax int32
     [Tq, Nd] / [Tq] or [0]); score = sum_t max_u <q_t, d_u> with fp32 accumulation (see ops.py). Several queries
-    against all docs go by row blocks (ops.use_row_blocks), the rest per (query, doc) pair."""
+    against all docs go by row blocks (ops.use_row_blocks), other all-pairs calls by token tiles when _TOKENS_TILE is
+    set, the rest per (query, doc) pair."""
     q_off, q_len, d_off, d_len = map(_int32, (q_off, q_len, d_off, d_len))
     qk, dk = _forward_rows(q), _forward_rows(d)
     nq, nd = q_off.shape[0], d_off.shape[0]
@@ -81,6 +87,11 @@ def forward(q, q_off, q_len, d, d_off, d_len, pairwise, need_argmax):
                                     dtype=torch.uint8, device=q.device)
             _native.C.maxsim_forward_rows_cuda(*args[:-1], _native.addr(scores), arg_addr,
                                                _native.addr(workspace), stream, _rows_tile(q.device))
+        elif _TOKENS_TILE is not None and not pairwise and (need_argmax or q.shape[0] * nd <= _ROW_MAX_BUFFER):
+            workspace = torch.empty(_native.C.maxsim_forward_tokens_cuda_workspace_bytes(q.shape[0], nd, d.shape[0]),
+                                    dtype=torch.uint8, device=q.device)
+            _native.C.maxsim_forward_tokens_cuda(*args[:-1], _native.addr(scores), arg_addr, _native.addr(workspace),
+                                                 stream, _TOKENS_TILE)
         else:
             _native.C.maxsim_forward_cuda(*args, _native.addr(scores), arg_addr, stream, _FWD_TILE)
     return scores, argmax
