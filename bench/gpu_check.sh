@@ -133,7 +133,7 @@ if [ -n "$NCU" ]; then
     step ncu 60 "$NCU" --profile-from-start off --clock-control none -k regex:maxsim_fwd --section SpeedOfLight \
         --section Occupancy --section LaunchStats --section WarpStateStats --section MemoryWorkloadAnalysis \
         --section MemoryWorkloadAnalysis_Tables --section SchedulerStats \
-        python3 -m m3kernels.benchmarks.ncu_rerank --tiles "${M3K_NCU_TILES:-0,7,15,20}"
+        python3 -m m3kernels.benchmarks.ncu_rerank --tiles "${M3K_NCU_TILES:-0,7,15,20,t0,t15}"
 fi
 if [ -n "${M3K_FLAG_PYTHON:-}" ]; then
     step flagenv 30 "$M3K_FLAG_PYTHON" -c "import FlagEmbedding, transformers; print(transformers.__version__)"

@@ -97,8 +97,9 @@ def test_ncu_rerank_launches_of_triton_and_cuda_tiles_agree():
     (where the CUDA kernels are built, e.g. on the host emulation) compute the same scores."""
     from m3kernels.benchmarks import ncu_rerank
 
-    runs = ncu_rerank.launches([0, 15], torch.device("cpu"), small=True)
+    runs = ncu_rerank.launches(["0", "15", "t20"], torch.device("cpu"), small=True)
     scores = [run()[0] for _, run in runs]
+    assert [label for label, _ in runs][1:] in ([], ["cuda tile 0", "cuda tile 15", "cuda tile 20 as token tiles"])
     assert runs[0][0] == "triton" and scores[0].shape == (1, 5) and torch.isfinite(scores[0]).all()
     for (label, _), got in zip(runs[1:], scores[1:], strict=True):
         torch.testing.assert_close(got, scores[0], rtol=1e-3, atol=1e-3, msg=label)
