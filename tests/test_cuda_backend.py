@@ -280,6 +280,46 @@ def test_maxsim_launcher_errors_reach_python():
         rows_launch(*a, 8, *one, *one, _native.addr(out), 0, 0, stream, N_TILES)
     with pytest.raises(RuntimeError, match="row blocks only"):
         _native.C.maxsim_forward_cuda(*a, 8, *one, *one, False, _native.addr(out), 0, stream, 9)
+    # Token tiles: the row-block launcher's arguments.
+    tokens_launch = _native.C.maxsim_forward_tokens_cuda
+    with pytest.raises(RuntimeError, match="maxsim_forward_tokens_cuda: null workspace"):
+        tokens_launch(*a, 8, *one, *one, _native.addr(out), 0, 0, stream, 0)
+    with pytest.raises(RuntimeError, match="maxsim_forward_tokens_cuda: tile must be in"):
+        tokens_launch(*a, 8, *one, *one, _native.addr(out), 0, 0, stream, N_TILES)
+    with pytest.raises(RuntimeError, match="multiple of 16 bytes"):  # checked before the (4-byte) workspace is cleared
+        tokens_launch(*a, 7, *one, *one, _native.addr(out), 0, _native.addr(out), stream, 0)
+    with pytest.raises(RuntimeError, match="maxsim_forward_rows_cuda: hidden size 7"):  # likewise
+        rows_launch(*a, 7, *one, *one, _native.addr(out), 0, _native.addr(out), stream, 9)
+    assert _native.C.maxsim_forward_tokens_cuda_workspace_bytes(32, 10, 100) == 32 * 10 * 8 + 400
+    assert _native.C.maxsim_forward_tokens_cuda_workspace_bytes(0, 10, 100) == 0
+
+
+@pytest.mark.parametrize(("q_lens", "d_lens", "hidden"), [([33], D_LENS, 7), ([0], [4, 9], 16), ([5], [0, 0], 16),
+                                                          ([3, 0], [130, 1, 0], 24)])
+def test_token_tiles_through_the_public_op(monkeypatch, q_lens, d_lens, hidden):
+    """With _TOKENS_TILE set, maxsim_varlen takes token tiles for all pairs (not pairwise, nor row blocks): its
+    scores and gradients are the per-pair kernel's bit for bit, with H zero-padded to 16-byte rows, no query rows,
+    no doc rows, two queries (one empty) and a query token whose similarities are all -inf."""
+    q, cu_q = packed(q_lens, hidden, torch.float16)
+    d, cu_d = packed(d_lens, hidden, torch.float16)
+    if q.shape[0]:
+        q[0, 0] = float("-inf")
+    weights = torch.randn(len(q_lens), len(d_lens), device=DEVICE)
+    monkeypatch.setattr(cuda_maxsim, "use_row_blocks", lambda *_: False)
+
+    def run(tokens_tile):
+        monkeypatch.setattr(cuda_maxsim, "_TOKENS_TILE", tokens_tile)
+        qg, dg = q.clone().requires_grad_(True), d.clone().requires_grad_(True)
+        scores = m3kernels.maxsim_varlen(qg, cu_q, dg, cu_d, backend="cuda")
+        return (scores, *torch.autograd.grad((scores * weights).sum(), (qg, dg)))
+
+    launched = []
+    real = _native.C.maxsim_forward_tokens_cuda
+    monkeypatch.setattr(_native.C, "maxsim_forward_tokens_cuda", lambda *a: launched.append(a[-1]) or real(*a))
+    per_pair, tokens = run(None), run(20)
+    assert launched == [20]
+    for got, want in zip(tokens, per_pair, strict=True):
+        assert torch.equal(got, want)
 
 
 def sparse_inputs(lens: list[int], hidden: int, dtype: torch.dtype, vocab: int):

@@ -684,9 +684,9 @@ std::string check_tile(const char* fn, int tile) {
   return {};
 }
 
-// Checks the forward's inputs for dtype T and launches `blocks` blocks of tile `tile`.
-std::string checked_forward(const char* fn, int tile, const FwdArgs& a, int64_t blocks, cudaStream_t stream) {
-  const MaxSimProblem& p = a.p;
+// The forward kernel's input errors for `blocks` blocks ("" if none), checked before a launcher touches its outputs
+// or workspace: rows of a multiple of 16 bytes, 16-byte aligned q and d, at most INT_MAX blocks.
+std::string forward_input_error(const char* fn, const MaxSimProblem& p, int64_t blocks) {
   return cuda::with_dtype(p.d_dtype, [&](auto tag) -> std::string {
     using T = cuda::Elem<decltype(tag)::value>;
     if ((p.hidden * int64_t(sizeof(T))) % 16 != 0)
@@ -695,7 +695,14 @@ std::string checked_forward(const char* fn, int tile, const FwdArgs& a, int64_t 
              std::to_string(16 / sizeof(T)) + " == 0): pad H with zeros";
     if (!cuda::aligned16(p.q) || !cuda::aligned16(p.d)) return std::string(fn) + ": q and d must be 16-byte aligned";
     if (blocks > INT_MAX) return std::string(fn) + ": too many blocks for one launch: " + std::to_string(blocks);
-    return launch_forward<T>(fn, tile, a, blocks, stream);
+    return {};
+  });
+}
+
+// Launches `blocks` blocks of tile `tile` for the inputs' dtype (forward_input_error checked).
+std::string launch_checked_forward(const char* fn, int tile, const FwdArgs& a, int64_t blocks, cudaStream_t stream) {
+  return cuda::with_dtype(a.p.d_dtype, [&](auto tag) -> std::string {
+    return launch_forward<cuda::Elem<decltype(tag)::value>>(fn, tile, a, blocks, stream);
   });
 }
 
@@ -714,7 +721,10 @@ std::string maxsim_forward_cuda(const MaxSimProblem& p, float* scores, int32_t* 
   const int64_t pairs = p.pairwise ? p.nq : p.nq * p.nd;
   if (pairs == 0) return {};
   if (!scores) return std::string(kFn) + ": null scores pointer";
-  return checked_forward(kFn, tile, FwdArgs{p, scores, argmax, nullptr, nullptr, 0, nullptr, nullptr}, pairs, stream);
+  err = forward_input_error(kFn, p, pairs);
+  if (!err.empty()) return err;
+  const FwdArgs a{p, scores, argmax, nullptr, nullptr, 0, nullptr, nullptr};
+  return launch_checked_forward(kFn, tile, a, pairs, stream);
 }
 
 // Row-block workspace: rowmax [total_q, nd] fp32, then q_seg [total_q] int32.
@@ -739,6 +749,9 @@ std::string maxsim_forward_rows_cuda(const MaxSimProblem& p, float* scores, int3
     return cuda::launch_status(kFn);
   }
   if (!workspace) return std::string(kFn) + ": null workspace pointer";
+  const int64_t num_m = ceil_div(total_q, kFwdTileShapes[tile].qrows);
+  err = forward_input_error(kFn, p, num_m * p.nd);
+  if (!err.empty()) return err;
   unsigned char* ws = static_cast<unsigned char*>(workspace);
   float* rowmax = reinterpret_cast<float*>(ws);
   int32_t* q_seg = reinterpret_cast<int32_t*>(ws + round_up16(size_t(total_q) * size_t(p.nd) * sizeof(float)));
@@ -747,9 +760,8 @@ std::string maxsim_forward_rows_cuda(const MaxSimProblem& p, float* scores, int3
                q_seg);
   err = cuda::launch_status("maxsim_forward_rows_cuda (segment ids)");
   if (!err.empty()) return err;
-  const int64_t num_m = ceil_div(total_q, kFwdTileShapes[tile].qrows);
   const FwdArgs a{p, scores, argmax, rowmax, q_seg, num_m, nullptr, nullptr};
-  err = checked_forward(kFn, tile, a, num_m * p.nd, stream);
+  err = launch_checked_forward(kFn, tile, a, num_m * p.nd, stream);
   if (!err.empty()) return err;
   cuda::launch(segment_sum_kernel, static_cast<unsigned>(ceil_div(pairs, kSumThreads)), kSumThreads, 0, stream,
                rowmax, p.q_off, p.q_len, total_q, pairs, p.nd, scores);
@@ -778,6 +790,11 @@ std::string maxsim_forward_tokens_cuda(const MaxSimProblem& p, float* scores, in
     return cuda::launch_status(kFn);
   }
   if (!workspace) return std::string(kFn) + ": null workspace pointer";
+  const FwdTileShape& shape = kFwdTileShapes[tile];
+  const int64_t num_m = ceil_div(p.q_rows, shape.qrows);
+  const int64_t blocks = num_m * ceil_div(p.d_rows, fwd_tile_doc_cols(shape));
+  err = forward_input_error(kFn, p, blocks);
+  if (!err.empty()) return err;
   unsigned char* ws = static_cast<unsigned char*>(workspace);
   const size_t keys_bytes = size_t(p.q_rows) * size_t(p.nd) * sizeof(unsigned long long);
   auto* keys = reinterpret_cast<unsigned long long*>(ws);
@@ -789,11 +806,8 @@ std::string maxsim_forward_tokens_cuda(const MaxSimProblem& p, float* scores, in
                  d_seg);
     err = cuda::launch_status("maxsim_forward_tokens_cuda (segment ids)");
     if (!err.empty()) return err;
-    const FwdTileShape& shape = kFwdTileShapes[tile];
-    const int64_t num_m = ceil_div(p.q_rows, shape.qrows);
-    const int64_t num_n = ceil_div(p.d_rows, fwd_tile_doc_cols(shape));
     const FwdArgs a{p, scores, argmax, nullptr, nullptr, num_m, keys, d_seg};
-    err = checked_forward(kFn, tile, a, num_m * num_n, stream);
+    err = launch_checked_forward(kFn, tile, a, blocks, stream);
     if (!err.empty()) return err;
   }
   cuda::launch(token_sum_kernel, static_cast<unsigned>(ceil_div(pairs, kSumThreads)), kSumThreads, 0, stream, keys,
